@@ -1,0 +1,109 @@
+package jobs
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/star-attn/star/weights/tokenizer"
+)
+
+// Input is what a user asks: a context (the long document) and a query.
+type Input struct {
+	Prompt   string // the prompt file's text
+	Query    string // the question; "" with HasQuery false: split Prompt
+	HasQuery bool
+	Chat     bool // wrap in the model's chat format
+}
+
+// Tokens are the two separately tokenized parts of a Star Attention prompt.
+type Tokens struct {
+	Context []int // BOS first
+	Query   []int // no BOS
+}
+
+// SplitPrompt applies the documented rule for a prompt given without a
+// query: the last paragraph (after the last blank line) is the query and
+// the rest the context. It returns ok=false for a one-paragraph prompt.
+func SplitPrompt(prompt string) (context, query string, ok bool) {
+	p := strings.TrimRight(prompt, " \t\r\n")
+	i := strings.LastIndex(p, "\n\n")
+	if i < 0 {
+		return "", "", false
+	}
+	context, query = p[:i+2], strings.TrimLeft(p[i+2:], "\r\n")
+	if strings.TrimSpace(context) == "" || query == "" {
+		return "", "", false
+	}
+	return context, query, true
+}
+
+// Tokenize turns an Input into context and query tokens. Context and query
+// are tokenized separately and BOS is prepended to the context only. A
+// one-paragraph prompt without a query (a plain continuation such as "Once
+// upon a time") is tokenized as one sequence whose last token is the query.
+func Tokenize(tok tokenizer.Tokenizer, in Input) (Tokens, error) {
+	if strings.TrimSpace(in.Prompt) == "" {
+		return Tokens{}, fmt.Errorf("the prompt is empty: give a prompt file with the document (and the question in its last paragraph or with --query)")
+	}
+	ctx, q := in.Prompt, in.Query
+	if !in.HasQuery {
+		var ok bool
+		if ctx, q, ok = SplitPrompt(in.Prompt); !ok {
+			if in.Chat {
+				return Tokens{}, fmt.Errorf("--chat needs a question: pass --query or put it in the prompt's last paragraph, after a blank line")
+			}
+			all, err := tok.Encode(strings.TrimRight(in.Prompt, "\r\n"), true)
+			if err != nil {
+				return Tokens{}, err
+			}
+			if len(all) < 2 {
+				return Tokens{}, fmt.Errorf("the prompt has no tokens after BOS")
+			}
+			return Tokens{Context: all[:len(all)-1], Query: all[len(all)-1:]}, nil
+		}
+	}
+	if strings.TrimSpace(q) == "" {
+		return Tokens{}, fmt.Errorf("the query is empty: give a non-empty --query or --query-file")
+	}
+	if in.Chat {
+		var err error
+		if ctx, q, err = chatWrap(tok, ctx, q); err != nil {
+			return Tokens{}, err
+		}
+	}
+	c, err := tok.Encode(ctx, !in.Chat || !strings.HasPrefix(ctx, "<|begin_of_text|>"))
+	if err != nil {
+		return Tokens{}, fmt.Errorf("tokenize context: %w", err)
+	}
+	if in.Chat && strings.HasPrefix(ctx, "<|begin_of_text|>") && (len(c) == 0 || c[0] != tok.BOS()) {
+		return Tokens{}, fmt.Errorf("chat context does not start with BOS after tokenization")
+	}
+	qt, err := tok.Encode(q, false)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("tokenize query: %w", err)
+	}
+	if len(qt) == 0 {
+		return Tokens{}, fmt.Errorf("the query tokenizes to nothing")
+	}
+	return Tokens{Context: c, Query: qt}, nil
+}
+
+// chatWrap applies the model's chat format the way Star Attention's
+// reference prompts do: the context carries BOS, the headers and the start
+// of the user message; the query carries the question, the end of the turn
+// and the assistant header.
+func chatWrap(tok tokenizer.Tokenizer, ctx, q string) (string, string, error) {
+	sep := ""
+	if !strings.HasSuffix(ctx, "\n") {
+		sep = "\n\n"
+	}
+	if _, ok := tok.TokenID("<|start_header_id|>"); ok {
+		if _, ok := tok.TokenID("<|eot_id|>"); !ok {
+			return "", "", fmt.Errorf("tokenizer has <|start_header_id|> but no <|eot_id|>; cannot build the Llama 3 chat format")
+		}
+		return "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n" + ctx,
+			sep + strings.TrimSpace(q) + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", nil
+	}
+	// Llama 2 style: BOS is added by the tokenizer call.
+	return "[INST] " + ctx, sep + strings.TrimSpace(q) + " [/INST]", nil
+}

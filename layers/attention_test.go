@@ -1,0 +1,187 @@
+package layers
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// naiveAttention is the textbook reference in float64: the full score
+// matrix, masked, soft-maxed.
+func naiveAttention(out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) {
+	H, D, kvDim := s.H, s.D, s.HKV*s.D
+	for i := 0; i < nq; i++ {
+		for h := 0; h < H; h++ {
+			kh := h / (s.H / s.HKV)
+			visible := nk
+			if causal {
+				visible = nk - nq + i + 1
+			}
+			o := out[i*H*D+h*D : i*H*D+(h+1)*D]
+			if visible <= 0 {
+				clear(o)
+				lse[i*H+h] = float32(math.Inf(-1))
+				continue
+			}
+			sc := make([]float64, visible)
+			m := math.Inf(-1)
+			for j := range sc {
+				var d float64
+				for x := 0; x < D; x++ {
+					d += float64(q[i*H*D+h*D+x]) * float64(k[j*kvDim+kh*D+x])
+				}
+				sc[j] = d / math.Sqrt(float64(D))
+				m = math.Max(m, sc[j])
+			}
+			var sum float64
+			for j := range sc {
+				sc[j] = math.Exp(sc[j] - m)
+				sum += sc[j]
+			}
+			for x := 0; x < D; x++ {
+				var a float64
+				for j := range sc {
+					a += sc[j] * float64(v[j*kvDim+kh*D+x])
+				}
+				o[x] = float32(a / sum)
+			}
+			lse[i*H+h] = float32(m + math.Log(sum))
+		}
+	}
+}
+
+func randSlice(r *rand.Rand, n int, scale float32) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = (r.Float32()*2 - 1) * scale
+	}
+	return s
+}
+
+func maxDiff(a, b []float32) float64 {
+	var m float64
+	for i := range a {
+		if math.IsInf(float64(a[i]), 0) || math.IsInf(float64(b[i]), 0) {
+			if a[i] != b[i] {
+				return math.Inf(1)
+			}
+			continue
+		}
+		m = math.Max(m, math.Abs(float64(a[i]-b[i])))
+	}
+	return m
+}
+
+const tol = 1e-5
+
+func TestAttentionMatchesNaive(t *testing.T) {
+	cases := []struct {
+		nq, nk int
+		s      AttnShape
+		causal bool
+	}{
+		{1, 1, AttnShape{1, 1, 4}, false},
+		{3, 3, AttnShape{4, 2, 8}, true},
+		{5, 200, AttnShape{8, 2, 16}, false}, // several key tiles
+		{70, 70, AttnShape{4, 4, 8}, true},   // causal across tiles
+		{4, 130, AttnShape{6, 3, 8}, true},   // queries at the end of a longer cache
+		{2, 0, AttnShape{2, 1, 4}, false},    // no keys: lse -Inf
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("nq%d_nk%d_h%d_kv%d_causal%v", c.nq, c.nk, c.s.H, c.s.HKV, c.causal), func(t *testing.T) {
+			q := randSlice(r, c.nq*c.s.H*c.s.D, 2)
+			k := randSlice(r, c.nk*c.s.HKV*c.s.D, 2)
+			v := randSlice(r, c.nk*c.s.HKV*c.s.D, 1)
+			got, gotL := make([]float32, len(q)), make([]float32, c.nq*c.s.H)
+			want, wantL := make([]float32, len(q)), make([]float32, c.nq*c.s.H)
+			for _, threads := range []int{1, 2} {
+				Attention(NewCPU(threads), got, gotL, q, k, v, c.nq, c.nk, c.s, c.causal)
+				naiveAttention(want, wantL, q, k, v, c.nq, c.nk, c.s, c.causal)
+				if d := maxDiff(got, want); d > tol {
+					t.Fatalf("threads %d: output max diff %g > %g", threads, d, tol)
+				}
+				if d := maxDiff(gotL, wantL); d > tol {
+					t.Fatalf("threads %d: lse max diff %g > %g", threads, d, tol)
+				}
+			}
+		})
+	}
+}
+
+// Merging the partial attentions of a split key set must equal attention
+// over the whole set, for any split, including empty parts and N = 1.
+func TestMergeEqualsAttentionOverConcatenatedKV(t *testing.T) {
+	s := AttnShape{H: 8, HKV: 2, D: 16}
+	kvd := s.HKV * s.D
+	r := rand.New(rand.NewPCG(3, 4))
+	splits := [][]int{{37}, {10, 27}, {0, 37}, {12, 0, 25}, {1, 1, 1, 34}, {5, 5, 5, 5, 5, 5, 7}}
+	for _, sp := range splits {
+		for _, nq := range []int{1, 4} {
+			t.Run(fmt.Sprintf("split%v_nq%d", sp, nq), func(t *testing.T) {
+				nk := 0
+				for _, x := range sp {
+					nk += x
+				}
+				q := randSlice(r, nq*s.H*s.D, 3)
+				k := randSlice(r, nk*kvd, 3)
+				v := randSlice(r, nk*kvd, 1)
+				c := NewCPU(1)
+				want, wantL := make([]float32, len(q)), make([]float32, nq*s.H)
+				Attention(c, want, wantL, q, k, v, nq, nk, s, false)
+				var outs, lses [][]float32
+				off := 0
+				for _, x := range sp {
+					o, l := make([]float32, len(q)), make([]float32, nq*s.H)
+					Attention(c, o, l, q, k[off*kvd:(off+x)*kvd], v[off*kvd:(off+x)*kvd], nq, x, s, false)
+					outs, lses = append(outs, o), append(lses, l)
+					off += x
+				}
+				got, gotL := make([]float32, len(q)), make([]float32, nq*s.H)
+				Merge(got, gotL, outs, lses, nq, s.H, s.D)
+				if d := maxDiff(got, want); d > tol {
+					t.Fatalf("merged output max diff %g > %g", d, tol)
+				}
+				if d := maxDiff(gotL, wantL); d > tol {
+					t.Fatalf("merged lse max diff %g > %g", d, tol)
+				}
+				// pairwise folding gives the same answer
+				po, pl := append([]float32(nil), outs[0]...), append([]float32(nil), lses[0]...)
+				for p := 1; p < len(outs); p++ {
+					MergeInto(po, pl, outs[p], lses[p], s.D)
+				}
+				if d := maxDiff(po, want); d > tol {
+					t.Fatalf("pairwise merged output max diff %g > %g", d, tol)
+				}
+				if d := maxDiff(pl, wantL); d > tol {
+					t.Fatalf("pairwise merged lse max diff %g > %g", d, tol)
+				}
+			})
+		}
+	}
+}
+
+func TestMergeAllEmpty(t *testing.T) {
+	inf := float32(math.Inf(-1))
+	o1, o2 := []float32{1, 2}, []float32{3, 4}
+	out, lse := make([]float32, 2), make([]float32, 1)
+	Merge(out, lse, [][]float32{o1, o2}, [][]float32{{inf}, {inf}}, 1, 1, 2)
+	if out[0] != 0 || out[1] != 0 || !math.IsInf(float64(lse[0]), -1) || math.IsNaN(float64(out[0])) {
+		t.Fatalf("all -Inf partials: got out %v lse %v, want zeros and -Inf", out, lse)
+	}
+	Merge(out, lse, nil, nil, 1, 1, 2)
+	if !math.IsInf(float64(lse[0]), -1) {
+		t.Fatalf("no partials: lse %v, want -Inf", lse)
+	}
+	// one finite partial among -Inf ones is returned unchanged
+	Merge(out, lse, [][]float32{o1, o2}, [][]float32{{inf}, {0.5}}, 1, 1, 2)
+	if out[0] != 3 || out[1] != 4 || lse[0] != 0.5 {
+		t.Fatalf("single finite partial: got out %v lse %v", out, lse)
+	}
+	// huge lse differences do not overflow
+	Merge(out, lse, [][]float32{o1, o2}, [][]float32{{1e30}, {-1e30}}, 1, 1, 2)
+	if out[0] != 1 || out[1] != 2 || lse[0] != 1e30 {
+		t.Fatalf("dominant partial: got out %v lse %v", out, lse)
+	}
+}

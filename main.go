@@ -1,0 +1,453 @@
+// Command star runs long-context Llama inference with Star Attention.
+//
+//	star --prompt doc.txt --query "What is the secret word?"
+//	star score --prompt doc.txt --continuation-file answer.txt --json
+//	star inspect --model model.gguf
+//	star tokenize --model model.gguf --text "Hello"
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/weights"
+	"github.com/star-attn/star/weights/tokenizer"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, so tests can call it.
+func run(args []string, stdout, stderr io.Writer) (code int) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "star: internal error: %v (please report it with the command line)\n", r)
+			if os.Getenv("STAR_DEBUG") != "" {
+				fmt.Fprintf(stderr, "%s", debug.Stack())
+			}
+			code = 2
+		}
+	}()
+	app := newApp(stdout, stderr)
+	if err := app.Run(args); err != nil {
+		fmt.Fprintf(stderr, "star: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func modelFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, EnvVars: []string{"STAR_MODEL"},
+			Usage: "model: llama2.c .bin, .gguf, or Hugging Face folder (default: the shared tiny stories260K model if found)"},
+		&cli.StringFlag{Name: "tokenizer", Usage: "tokenizer file overriding the model's (tokenizer.bin, tokenizer.json)"},
+		&cli.IntFlag{Name: "threads", Usage: "compute threads (default: all cores)"},
+		&cli.IntFlag{Name: "context-length", Usage: "override the model's context length from its metadata"},
+	}
+}
+
+func promptFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `FILE` (the long context; its last paragraph is the query unless --query is given; - for stdin)"},
+		&cli.StringFlag{Name: "query", Aliases: []string{"q"}, Usage: "query `TEXT` asked about the prompt"},
+		&cli.StringFlag{Name: "query-file", Usage: "read the query from `FILE`"},
+		&cli.BoolFlag{Name: "chat", Usage: "wrap context and query in the model's chat format"},
+		&cli.StringFlag{Name: "attention", Value: "star", Usage: "star or global (exact causal attention, for comparison)"},
+		&cli.IntFlag{Name: "block-size", Usage: "context block size in tokens (default: the whole context on one rank)"},
+		&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size in tokens (default: the block size)"},
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON object on stdout"},
+		&cli.BoolFlag{Name: "verbose", Usage: "print timings and layout to stderr"},
+	}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	runFlags := append(append(modelFlags(), promptFlags()...),
+		&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 256, Usage: "generate at most N tokens"},
+		&cli.Float64Flag{Name: "temperature", Aliases: []string{"t"}, Value: 0, Usage: "sampling temperature (0: greedy)"},
+		&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "nucleus sampling mass"},
+		&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "sampling seed"},
+	)
+	return &cli.App{
+		Name:      "star",
+		Usage:     "long-context Llama inference with Star Attention",
+		Version:   version,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags:     runFlags,
+		Action:    func(c *cli.Context) error { return cmdRun(c, stdout, stderr) },
+		Commands: []*cli.Command{
+			{
+				Name:  "score",
+				Usage: "teacher-force a continuation after the query; print its log-probabilities and mean NLL",
+				Flags: append(append(modelFlags(), promptFlags()...),
+					&cli.StringFlag{Name: "continuation-file", Usage: "`FILE` holding the continuation to score"},
+					&cli.StringFlag{Name: "continuation", Usage: "continuation `TEXT` to score"}),
+				Action: func(c *cli.Context) error { return cmdScore(c, stdout, stderr) },
+			},
+			{
+				Name:  "inspect",
+				Usage: "show a model's architecture, size, tokenizer and the memory a run needs",
+				Flags: append(modelFlags(),
+					&cli.IntFlag{Name: "context", Usage: "context tokens to size the KV cache for (default: the model's context length)"},
+					&cli.IntFlag{Name: "block-size", Usage: "block size for the per-rank estimate (default: the whole context)"},
+					&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
+				Action: func(c *cli.Context) error { return cmdInspect(c, stdout) },
+			},
+			{
+				Name:  "tokenize",
+				Usage: "print the token ids of a text (or, with --decode, the text of ids)",
+				Flags: append(modelFlags(),
+					&cli.StringFlag{Name: "text", Usage: "`TEXT` to tokenize (with --decode: ids separated by spaces or commas)"},
+					&cli.StringFlag{Name: "file", Usage: "read the text from `FILE`"},
+					&cli.BoolFlag{Name: "bos", Usage: "prepend BOS"},
+					&cli.BoolFlag{Name: "decode", Usage: "turn ids back into text"},
+					&cli.BoolFlag{Name: "json", Usage: "print a JSON array of ids (or a JSON string with --decode)"}),
+				Action: func(c *cli.Context) error { return cmdTokenize(c, stdout) },
+			},
+		},
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return fmt.Errorf("%v (see star --help)", err)
+		},
+	}
+}
+
+// defaultModel finds the shared tiny model for flag-less runs.
+func defaultModel() string {
+	rel := filepath.Join("shared", "models", "stories260K", "stories260K.bin")
+	dirs := []string{".", ".."}
+	if exe, err := os.Executable(); err == nil {
+		d := filepath.Dir(exe)
+		dirs = append(dirs, d, filepath.Dir(d))
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func loadModel(c *cli.Context) (*weights.Model, error) {
+	path := c.String("model")
+	if path == "" {
+		if path = defaultModel(); path == "" {
+			return nil, errors.New("no model given: pass --model PATH (llama2.c .bin, .gguf or Hugging Face folder) or set STAR_MODEL")
+		}
+	}
+	m, err := weights.Load(path, weights.Options{Tokenizer: c.String("tokenizer")})
+	if err != nil {
+		return nil, err
+	}
+	if n := c.Int("context-length"); n != 0 {
+		if n < 0 {
+			m.Close()
+			return nil, fmt.Errorf("--context-length %d must be positive", n)
+		}
+		m.Config.SeqLen = n
+	}
+	return m, nil
+}
+
+func needTokenizer(m *weights.Model) error {
+	if m.Tokenizer == nil {
+		return fmt.Errorf("model %s came without a tokenizer: pass --tokenizer PATH (tokenizer.bin or tokenizer.json)", m.Path)
+	}
+	return nil
+}
+
+func readText(path, what string) (string, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	return string(b), nil
+}
+
+// readInput reads the prompt and query flags.
+func readInput(c *cli.Context) (jobs.Input, error) {
+	if c.String("prompt") == "" {
+		return jobs.Input{}, errors.New("no prompt: pass --prompt FILE (the document; its last paragraph is the question unless --query is given)")
+	}
+	p, err := readText(c.String("prompt"), "prompt file")
+	if err != nil {
+		return jobs.Input{}, err
+	}
+	in := jobs.Input{Prompt: p, Chat: c.Bool("chat")}
+	if c.IsSet("query") && c.IsSet("query-file") {
+		return in, errors.New("give either --query or --query-file, not both")
+	}
+	if c.IsSet("query") {
+		in.Query, in.HasQuery = c.String("query"), true
+	}
+	if c.IsSet("query-file") {
+		q, err := readText(c.String("query-file"), "query file")
+		if err != nil {
+			return in, err
+		}
+		in.Query, in.HasQuery = strings.TrimRight(q, "\r\n"), true
+	}
+	return in, nil
+}
+
+func settings(c *cli.Context) (jobs.Settings, error) {
+	s := jobs.Settings{
+		Attention: c.String("attention"), BlockSize: c.Int("block-size"), AnchorSize: c.Int("anchor-size"),
+		Ranks: 1,
+	}
+	if s.Attention != "star" && s.Attention != "global" {
+		return s, fmt.Errorf("--attention %q: use star or global", s.Attention)
+	}
+	if c.IsSet("block-size") && s.BlockSize <= 0 {
+		return s, fmt.Errorf("--block-size %d must be positive", s.BlockSize)
+	}
+	if c.IsSet("anchor-size") && s.AnchorSize < 0 {
+		return s, fmt.Errorf("--anchor-size %d must not be negative", s.AnchorSize)
+	}
+	if c.Command.Name != "score" {
+		s.MaxTokens = c.Int("max-tokens")
+		s.Temperature = c.Float64("temperature")
+		s.TopP = c.Float64("top-p")
+		s.Seed = c.Uint64("seed")
+		if s.MaxTokens < 0 {
+			return s, fmt.Errorf("--max-tokens %d must not be negative", s.MaxTokens)
+		}
+		if s.Temperature < 0 {
+			return s, fmt.Errorf("--temperature %g must not be negative", s.Temperature)
+		}
+		if s.TopP <= 0 || s.TopP > 1 {
+			return s, fmt.Errorf("--top-p %g must be in (0, 1]", s.TopP)
+		}
+	}
+	return s, nil
+}
+
+// setup loads the model and tokenizes the input, shared by run and score.
+func setup(c *cli.Context) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
+	s, err := settings(c)
+	if err != nil {
+		return nil, jobs.Tokens{}, s, err
+	}
+	in, err := readInput(c)
+	if err != nil {
+		return nil, jobs.Tokens{}, s, err
+	}
+	if c.Int("threads") < 0 {
+		return nil, jobs.Tokens{}, s, fmt.Errorf("--threads %d must be positive", c.Int("threads"))
+	}
+	m, err := loadModel(c)
+	if err != nil {
+		return nil, jobs.Tokens{}, s, err
+	}
+	if err := needTokenizer(m); err != nil {
+		return nil, jobs.Tokens{}, s, err
+	}
+	e := jobs.NewEngine(m, layers.NewCPU(c.Int("threads")))
+	t, err := jobs.Tokenize(m.Tokenizer, in)
+	if err != nil {
+		return nil, t, s, err
+	}
+	return e, t, s, nil
+}
+
+func cmdRun(c *cli.Context, stdout, stderr io.Writer) error {
+	if c.Args().Len() > 0 {
+		return fmt.Errorf("unexpected argument %q: the prompt is given with --prompt FILE", c.Args().First())
+	}
+	e, t, s, err := setup(c)
+	if err != nil {
+		return err
+	}
+	defer e.W.Close()
+	if c.Bool("verbose") {
+		fmt.Fprintf(stderr, "star: %s, context %d tokens, query %d tokens, attention %s\n",
+			filepath.Base(e.W.Path), len(t.Context), len(t.Query), s.Attention)
+	}
+	var stream io.Writer
+	if !c.Bool("json") {
+		stream = stdout
+	}
+	res, err := e.Generate(t, s, stream)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	fmt.Fprintln(stdout)
+	if c.Bool("verbose") {
+		fmt.Fprintf(stderr, "star: %d tokens (%s); phase 1 %.3fs, first token %.3fs, decode %.1f tok/s\n",
+			len(res.Tokens), res.StopReason, res.Timings.Phase1, res.Timings.TTFT, res.Timings.DecodeTPS)
+	}
+	return nil
+}
+
+func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
+	var cont string
+	switch {
+	case c.IsSet("continuation-file") && c.IsSet("continuation"):
+		return errors.New("give either --continuation-file or --continuation, not both")
+	case c.IsSet("continuation-file"):
+		var err error
+		if cont, err = readText(c.String("continuation-file"), "continuation file"); err != nil {
+			return err
+		}
+	case c.IsSet("continuation"):
+		cont = c.String("continuation")
+	default:
+		return errors.New("nothing to score: pass --continuation-file FILE")
+	}
+	e, t, s, err := setup(c)
+	if err != nil {
+		return err
+	}
+	defer e.W.Close()
+	ids, err := e.Tok.Encode(cont, false)
+	if err != nil {
+		return fmt.Errorf("tokenize continuation: %w", err)
+	}
+	res, err := e.Score(t, ids, s)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(stdout).Encode(res)
+	}
+	fmt.Fprintf(stdout, "%-6s %-8s %-12s %s\n", "index", "token", "logprob", "piece")
+	prev := -1
+	if len(t.Query) > 0 {
+		prev = t.Query[len(t.Query)-1]
+	}
+	for i, id := range res.Tokens {
+		fmt.Fprintf(stdout, "%-6d %-8d %-12.6f %q\n", i, id, res.Logprobs[i], string(e.Tok.Piece(prev, id)))
+		prev = id
+	}
+	fmt.Fprintf(stdout, "tokens %d  mean NLL %.6f  perplexity %.4f\n", len(res.Tokens), res.NLL, res.Perplexity)
+	return nil
+}
+
+func cmdTokenize(c *cli.Context, stdout io.Writer) error {
+	var tok tokenizer.Tokenizer
+	switch {
+	case c.IsSet("tokenizer"):
+		t, err := weights.LoadTokenizer(c.String("tokenizer"))
+		if err != nil {
+			return err
+		}
+		tok = t
+	default:
+		m, err := loadModel(c)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		if err := needTokenizer(m); err != nil {
+			return err
+		}
+		tok = m.Tokenizer
+	}
+	var text string
+	switch {
+	case c.IsSet("text") && c.IsSet("file"):
+		return errors.New("give either --text or --file, not both")
+	case c.IsSet("text"):
+		text = c.String("text")
+	case c.IsSet("file"):
+		var err error
+		if text, err = readText(c.String("file"), "text file"); err != nil {
+			return err
+		}
+	default:
+		return errors.New("nothing to tokenize: pass --text TEXT or --file FILE")
+	}
+	if c.Bool("decode") {
+		ids, err := parseIDs(text, tok.VocabSize())
+		if err != nil {
+			return err
+		}
+		out := tok.Decode(ids)
+		if c.Bool("json") {
+			return json.NewEncoder(stdout).Encode(out)
+		}
+		_, err = fmt.Fprintln(stdout, out)
+		return err
+	}
+	ids, err := tok.Encode(text, c.Bool("bos"))
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(stdout).Encode(ids)
+	}
+	strs := make([]string, len(ids))
+	for i, id := range ids {
+		strs[i] = strconv.Itoa(id)
+	}
+	_, err = fmt.Fprintln(stdout, strings.Join(strs, " "))
+	return err
+}
+
+// parseIDs reads ids separated by spaces, commas or brackets (a JSON array works).
+func parseIDs(s string, vocab int) ([]int, error) {
+	f := strings.FieldsFunc(s, func(r rune) bool {
+		return r == ' ' || r == ',' || r == '\n' || r == '\t' || r == '[' || r == ']' || r == '\r'
+	})
+	ids := make([]int, 0, len(f))
+	for _, x := range f {
+		id, err := strconv.Atoi(x)
+		if err != nil {
+			return nil, fmt.Errorf("--decode: %q is not a token id", x)
+		}
+		if id < 0 || id >= vocab {
+			return nil, fmt.Errorf("--decode: id %d is outside the vocabulary [0, %d)", id, vocab)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func cmdInspect(c *cli.Context, stdout io.Writer) error {
+	t0 := time.Now()
+	m, err := loadModel(c)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	ctxN := c.Int("context")
+	if ctxN <= 0 {
+		ctxN = m.Config.SeqLen
+	}
+	block := c.Int("block-size")
+	if block <= 0 || block > ctxN {
+		block = ctxN
+	}
+	rep := jobs.Inspect(m, ctxN, block)
+	rep.LoadSeconds = time.Since(t0).Seconds()
+	if c.Bool("json") {
+		return json.NewEncoder(stdout).Encode(rep)
+	}
+	rep.Print(stdout)
+	return nil
+}

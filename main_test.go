@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/star-attn/star/internal/shared"
+)
+
+func star(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(append([]string{"star"}, args...), &o, &e)
+	return code, o.String(), e.String()
+}
+
+func writeFile(t *testing.T, name, text string) string {
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRunJSONContract(t *testing.T) {
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	prompt := writeFile(t, "p.txt", "Once upon a time, there was a little girl named Lily.\n\nShe loved to")
+	for _, att := range []string{"star", "global"} {
+		code, out, errOut := star(t, "--model", model, "--prompt", prompt, "--max-tokens", "12", "--json", "--attention", att, "--block-size", "8", "--anchor-size", "4")
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", att, code, errOut)
+		}
+		if strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Fatalf("%s: stdout is not exactly one JSON line: %q", att, out)
+		}
+		var res map[string]any
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("%s: stdout is not JSON: %v: %q", att, err, out)
+		}
+		for _, f := range []string{"context_tokens", "query_tokens", "tokens", "text", "logprobs", "timings"} {
+			if _, ok := res[f]; !ok {
+				t.Fatalf("%s: JSON lacks %q: %s", att, f, out)
+			}
+		}
+		toks, lps := res["tokens"].([]any), res["logprobs"].([]any)
+		if len(toks) == 0 || len(toks) != len(lps) || len(toks) > 12 {
+			t.Fatalf("%s: %d tokens and %d logprobs (max 12)", att, len(toks), len(lps))
+		}
+		for _, lp := range lps {
+			if v := lp.(float64); v > 0 || v < -50 {
+				t.Fatalf("%s: logprob %g is not a log-probability", att, v)
+			}
+		}
+		if res["query_tokens"].(float64) < 1 || res["context_tokens"].(float64) < 10 {
+			t.Fatalf("%s: context/query split wrong: %v / %v", att, res["context_tokens"], res["query_tokens"])
+		}
+	}
+}
+
+func TestRunStreamsText(t *testing.T) {
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	prompt := writeFile(t, "p.txt", "Once upon a time")
+	code, out, errOut := star(t, "--model", model, "--prompt", prompt, "--max-tokens", "20")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	// with the JSON run the text must be identical
+	_, js, _ := star(t, "--model", model, "--prompt", prompt, "--max-tokens", "20", "--json")
+	var res struct{ Text string }
+	if err := json.Unmarshal([]byte(js), &res); err != nil {
+		t.Fatal(err)
+	}
+	if out != res.Text+"\n" || res.Text == "" {
+		t.Fatalf("streamed %q, JSON text %q", out, res.Text)
+	}
+}
+
+func TestScoreAndTokenize(t *testing.T) {
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	prompt := writeFile(t, "p.txt", "Once upon a time")
+	cont := writeFile(t, "c.txt", ", there was a little girl")
+	code, out, errOut := star(t, "score", "--model", model, "--prompt", prompt, "--continuation-file", cont, "--json")
+	if code != 0 {
+		t.Fatalf("score exit %d: %s", code, errOut)
+	}
+	var s struct {
+		ContextTokens int       `json:"context_tokens"`
+		QueryTokens   int       `json:"query_tokens"`
+		Tokens        []int     `json:"tokens"`
+		Logprobs      []float64 `json:"logprobs"`
+		NLL           float64   `json:"nll"`
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("score JSON: %v: %q", err, out)
+	}
+	var sum float64
+	for _, lp := range s.Logprobs {
+		sum -= lp
+	}
+	if len(s.Tokens) == 0 || len(s.Tokens) != len(s.Logprobs) || s.NLL <= 0 || absf(sum/float64(len(s.Tokens))-s.NLL) > 1e-9 {
+		t.Fatalf("score result inconsistent: %+v", s)
+	}
+	code, out, errOut = star(t, "tokenize", "--model", model, "--text", "Once upon a time", "--json")
+	if code != 0 || strings.TrimSpace(out) != "[403,407,261,378]" {
+		t.Fatalf("tokenize: exit %d, %q %s", code, out, errOut)
+	}
+	code, out, _ = star(t, "tokenize", "--model", model, "--text", "403 407 261 378", "--decode")
+	if code != 0 || !strings.Contains(out, "Once upon a time") {
+		t.Fatalf("tokenize --decode: exit %d, %q", code, out)
+	}
+	code, out, errOut = star(t, "inspect", "--model", model)
+	if code != 0 || !strings.Contains(out, "layers 5") || !strings.Contains(out, "KV cache") {
+		t.Fatalf("inspect: exit %d, %q %s", code, out, errOut)
+	}
+}
+
+func absf(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// Bad input gets one clear error line and a non-zero exit, never a panic.
+func TestBadInput(t *testing.T) {
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	prompt := writeFile(t, "p.txt", "Once upon a time")
+	empty := writeFile(t, "e.txt", "  \n\n ")
+	long := writeFile(t, "l.txt", strings.Repeat("Once upon a time there was a girl. ", 200))
+	trunc := writeFile(t, "t.bin", "\x40\x00\x00\x00\xac\x00\x00")
+	cases := []struct {
+		name string
+		args []string
+		want string // substring of the error
+	}{
+		{"missing prompt file", []string{"--model", model, "--prompt", "/nonexistent/p.txt"}, "prompt file"},
+		{"no prompt", []string{"--model", model}, "--prompt"},
+		{"empty prompt", []string{"--model", model, "--prompt", empty}, "empty"},
+		{"prompt too long", []string{"--model", model, "--prompt", long}, "context length"},
+		{"missing model", []string{"--model", "/nonexistent/m.bin", "--prompt", prompt}, "/nonexistent/m.bin"},
+		{"truncated model", []string{"--model", trunc, "--prompt", prompt}, "header"},
+		{"bad attention", []string{"--model", model, "--prompt", prompt, "--attention", "ring2"}, "--attention"},
+		{"anchor beyond block", []string{"--model", model, "--prompt", prompt, "--block-size", "2", "--anchor-size", "3"}, "anchor"},
+		{"zero block", []string{"--model", model, "--prompt", prompt, "--block-size", "0"}, "--block-size"},
+		{"bad top-p", []string{"--model", model, "--prompt", prompt, "--top-p", "1.5"}, "--top-p"},
+		{"unknown flag", []string{"--model", model, "--prompt", prompt, "--frobnicate"}, "frobnicate"},
+		{"empty query", []string{"--model", model, "--prompt", prompt, "--query", " "}, "query"},
+		{"tokenize nothing", []string{"tokenize", "--model", model}, "--text"},
+		{"decode bad id", []string{"tokenize", "--model", model, "--decode", "--text", "99999"}, "vocabulary"},
+		{"score without continuation", []string{"score", "--model", model, "--prompt", prompt}, "continuation"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			code, out, errOut := star(t, c.args...)
+			if code == 0 {
+				t.Fatalf("exit 0, want failure; stdout %q", out)
+			}
+			if strings.Contains(errOut, "panic") || strings.Contains(errOut, "goroutine") {
+				t.Fatalf("panic trace on stderr: %s", errOut)
+			}
+			if !strings.Contains(errOut, c.want) {
+				t.Fatalf("error %q does not mention %q", errOut, c.want)
+			}
+			if lines := strings.Count(strings.TrimSpace(errOut), "\n"); lines > 2 {
+				t.Fatalf("error is %d lines, want one clear line: %s", lines+1, errOut)
+			}
+		})
+	}
+}

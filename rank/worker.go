@@ -1,0 +1,237 @@
+package rank
+
+import (
+	"fmt"
+
+	"github.com/star-attn/star/layers"
+)
+
+// KV holds the keys and values (after RoPE) of a run of tokens, per layer.
+type KV struct {
+	K, V [][]float32 // [NLayers][Len*KVDim]
+	Len  int         // tokens held
+}
+
+func newKV(layersN, capacity, kvDim int) *KV {
+	kv := &KV{K: make([][]float32, layersN), V: make([][]float32, layersN)}
+	for l := range kv.K {
+		kv.K[l] = make([]float32, 0, capacity*kvDim)
+		kv.V[l] = make([]float32, 0, capacity*kvDim)
+	}
+	return kv
+}
+
+// Bytes is the memory the cache holds.
+func (kv *KV) Bytes() int64 {
+	var n int64
+	for l := range kv.K {
+		n += 4 * int64(cap(kv.K[l])+cap(kv.V[l]))
+	}
+	return n
+}
+
+// Combiner merges a rank's partial attention with every other rank's. On
+// return out and lse hold the exact attention over all ranks' keys, the
+// same on every rank. rows = tokens·heads; out: [rows*D], lse: [rows].
+type Combiner interface {
+	Combine(out, lse []float32, rows, D int) error
+}
+
+// Worker is one rank's model, KV caches and scratch.
+type Worker struct {
+	M      *layers.Model
+	Rank   int      // this rank's id
+	Host   bool     // query host: holds the query/generated KV and computes logits
+	Blocks []Block  // blocks this rank encodes
+	KV     []*KV    // one cache per block, same order
+	Query  *KV      // query/generated tokens' KV (host only)
+	Comb   Combiner // nil: single process
+	// Causal makes the query cache see itself causally and nothing else
+	// (global attention: the whole sequence goes through Query).
+	st      *layers.State
+	anchor  *KV       // anchor K/V, computed once per rank
+	kbuf    []float32 // [(a+b)*KVDim] anchor ; block keys of one layer
+	vbuf    []float32 // same for values
+	lse     []float32 // [Cap*H]
+	partO   [][]float32
+	partLSE [][]float32
+}
+
+// NewWorker prepares rank `rank`'s worker. capacity bounds the tokens run
+// through the model at once (block length, query chunk).
+func NewWorker(m *layers.Model, rank int, host bool, capacity int) *Worker {
+	return &Worker{M: m, Rank: rank, Host: host, st: m.NewState(capacity)}
+}
+
+// Capacity is the most tokens one Forward call takes.
+func (w *Worker) Capacity() int { return w.st.Cap }
+
+// EncodeBlocks is phase 1: anchor holds the first a context tokens, blocks
+// this rank's blocks and toks their tokens. B_0 is encoded alone; every
+// other block attends, causally, to the anchor followed by itself. The
+// anchor's K/V are computed once, reused for each block, and never kept in
+// a block's cache.
+func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error {
+	c := &w.M.Cfg
+	kvd := c.KVDim()
+	w.Blocks, w.KV = blocks, nil
+	needAnchor := false
+	for i, b := range blocks {
+		if len(toks[i]) != b.Len {
+			return fmt.Errorf("block %d: %d tokens given, layout says %d", b.Index, len(toks[i]), b.Len)
+		}
+		if b.Len > w.st.Cap {
+			return fmt.Errorf("block %d of %d tokens exceeds the worker capacity %d", b.Index, b.Len, w.st.Cap)
+		}
+		needAnchor = needAnchor || (b.Index > 0 && len(anchor) > 0)
+	}
+	w.anchor = nil
+	if needAnchor {
+		kv := newKV(c.NLayers, len(anchor), kvd)
+		if err := w.encode(kv, nil, anchor, 0); err != nil {
+			return fmt.Errorf("anchor: %w", err)
+		}
+		w.anchor = kv
+	}
+	for i, b := range blocks {
+		kv := newKV(c.NLayers, b.Len, kvd)
+		var a *KV
+		if b.Index > 0 {
+			a = w.anchor
+		}
+		if err := w.encode(kv, a, toks[i], b.Start); err != nil {
+			return fmt.Errorf("block %d: %w", b.Index, err)
+		}
+		w.KV = append(w.KV, kv)
+	}
+	w.anchor = nil // dropped: only the blocks' K/V stay
+	return nil
+}
+
+// encode runs toks at positions start.. through the model with causal
+// attention over [prefix ; toks], appending toks' K/V to kv.
+func (w *Worker) encode(kv, prefix *KV, toks []int, start int) error {
+	c := &w.M.Cfg
+	kvd, sh := c.KVDim(), w.M.Shape()
+	pos := make([]int, len(toks))
+	for i := range pos {
+		pos[i] = start + i
+	}
+	w.ensureScratch(len(toks), 0)
+	attend := func(l int, out, q, k, v []float32, n int) error {
+		kv.K[l] = append(kv.K[l], k...)
+		kv.V[l] = append(kv.V[l], v...)
+		keys, vals, nk := k, v, n
+		if prefix != nil && prefix.Len > 0 {
+			a := prefix.Len
+			w.kbuf = append(append(w.kbuf[:0], prefix.K[l]...), k...)
+			w.vbuf = append(append(w.vbuf[:0], prefix.V[l]...), v...)
+			keys, vals, nk = w.kbuf[:(a+n)*kvd], w.vbuf[:(a+n)*kvd], a+n
+		}
+		layers.Attention(w.M.C, out, w.lse[:n*sh.H], q, keys, vals, n, nk, sh, true)
+		return nil
+	}
+	if err := w.M.Forward(w.st, toks, pos, attend); err != nil {
+		return err
+	}
+	kv.Len += len(toks)
+	return nil
+}
+
+func (w *Worker) ensureScratch(n, parts int) {
+	sh := w.M.Shape()
+	if len(w.lse) < n*sh.H {
+		w.lse = make([]float32, n*sh.H)
+	}
+	for len(w.partO) < parts {
+		w.partO = append(w.partO, nil)
+		w.partLSE = append(w.partLSE, nil)
+	}
+	for p := 0; p < parts; p++ {
+		if len(w.partO[p]) < n*sh.H*sh.D {
+			w.partO[p] = make([]float32, n*sh.H*sh.D)
+			w.partLSE[p] = make([]float32, n*sh.H)
+		}
+	}
+}
+
+// ResetQuery drops the query host's query/generated K/V, keeping the
+// context blocks, so another query can run on the same encoded context.
+func (w *Worker) ResetQuery() { w.Query = nil }
+
+// Step is phase 2 for n = len(toks) tokens at positions pos0..: every layer
+// attends to this rank's blocks (one partial each, all keys visible) and,
+// on the host, causally to the query cache, which grows by these tokens;
+// partials are merged locally in block order (host's own last), then with
+// the other ranks through Comb. On the host, logits receives the classifier
+// output for the rows listed in rows ([len(rows), VocabSize]).
+func (w *Worker) Step(toks []int, pos0 int, logits []float32, rows []int) error {
+	c := &w.M.Cfg
+	n := len(toks)
+	if n == 0 {
+		return fmt.Errorf("step: no tokens")
+	}
+	if n > w.st.Cap {
+		return fmt.Errorf("step: %d tokens exceed the worker capacity %d", n, w.st.Cap)
+	}
+	if w.Host && w.Query == nil {
+		w.Query = newKV(c.NLayers, n, c.KVDim())
+	}
+	sh := w.M.Shape()
+	parts := len(w.KV)
+	if w.Host {
+		parts++
+	}
+	w.ensureScratch(n, parts)
+	pos := make([]int, n)
+	for i := range pos {
+		pos[i] = pos0 + i
+	}
+	rowsN, qd := n*sh.H, n*sh.H*sh.D
+	outs, lses := w.partO[:parts], w.partLSE[:parts]
+	for p := range outs {
+		outs[p], lses[p] = outs[p][:qd], lses[p][:rowsN]
+	}
+	attend := func(l int, out, q, k, v []float32, n int) error {
+		for b, kv := range w.KV {
+			layers.Attention(w.M.C, outs[b], lses[b], q, kv.K[l], kv.V[l], n, kv.Len, sh, false)
+		}
+		if w.Host {
+			qc := w.Query
+			qc.K[l] = append(qc.K[l], k...)
+			qc.V[l] = append(qc.V[l], v...)
+			nk := qc.Len + n
+			layers.Attention(w.M.C, outs[parts-1], lses[parts-1], q, qc.K[l], qc.V[l], n, nk, sh, true)
+		}
+		lse := w.lse[:rowsN]
+		layers.Merge(out, lse, outs, lses, n, sh.H, sh.D)
+		if w.Comb != nil {
+			if err := w.Comb.Combine(out, lse, rowsN, sh.D); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := w.M.Forward(w.st, toks, pos, attend); err != nil {
+		return err
+	}
+	if w.Host {
+		w.Query.Len += n
+		if logits != nil {
+			w.M.Logits(logits, w.st, rows)
+		}
+	}
+	return nil
+}
+
+// CacheBytes is the memory held by this rank's KV caches.
+func (w *Worker) CacheBytes() int64 {
+	var n int64
+	for _, kv := range w.KV {
+		n += kv.Bytes()
+	}
+	if w.Query != nil {
+		n += w.Query.Bytes()
+	}
+	return n
+}

@@ -1,0 +1,192 @@
+package rank
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/weights"
+	"github.com/star-attn/star/weights/weightstest"
+)
+
+func testModel(t *testing.T) *layers.Model {
+	t.Helper()
+	w := weightstest.RandomModel(weights.Config{Dim: 32, HiddenDim: 48, NLayers: 2, NHeads: 4, NKVHeads: 2, VocabSize: 50, SeqLen: 512}, 11)
+	return layers.NewModel(w, layers.NewCPU(2))
+}
+
+func randTokens(n, vocab int, seed uint64) []int {
+	r := rand.New(rand.NewPCG(seed, seed))
+	t := make([]int, n)
+	for i := range t {
+		t[i] = r.IntN(vocab)
+	}
+	return t
+}
+
+func maxDiff(a, b []float32) float64 {
+	var m float64
+	for i := range a {
+		m = math.Max(m, math.Abs(float64(a[i]-b[i])))
+	}
+	return m
+}
+
+// The anchor's K/V, computed once per rank, must give each block exactly
+// the K/V it gets when encoded as the literal sequence [anchor ; block]
+// with positions [0..a-1, s_k..].
+func TestAnchorOnceEqualsJointEncoding(t *testing.T) {
+	m := testModel(t)
+	c := m.Cfg
+	ctx := randTokens(29, c.VocabSize, 1)
+	lay, err := NewLayout(len(ctx), 8, 3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWorker(m, 0, true, 16)
+	var toks [][]int
+	for _, b := range lay.Blocks {
+		toks = append(toks, ctx[b.Start:b.Start+b.Len])
+	}
+	if err := w.EncodeBlocks(ctx[:lay.AnchorSize], lay.Blocks, toks); err != nil {
+		t.Fatal(err)
+	}
+	a := lay.AnchorSize
+	st := m.NewState(a + lay.BlockSize)
+	lse := make([]float32, (a+lay.BlockSize)*c.NHeads)
+	for bi, b := range lay.Blocks {
+		seq, pos := []int{}, []int{}
+		if b.Index > 0 {
+			seq = append(seq, ctx[:a]...)
+			for i := 0; i < a; i++ {
+				pos = append(pos, i)
+			}
+		}
+		skip := len(seq)
+		seq = append(seq, toks[bi]...)
+		for i := 0; i < b.Len; i++ {
+			pos = append(pos, b.Start+i)
+		}
+		wantK := make([][]float32, c.NLayers)
+		wantV := make([][]float32, c.NLayers)
+		err := m.Forward(st, seq, pos, func(l int, out, q, k, v []float32, n int) error {
+			wantK[l] = append([]float32(nil), k[skip*c.KVDim():]...)
+			wantV[l] = append([]float32(nil), v[skip*c.KVDim():]...)
+			layers.Attention(m.C, out, lse[:n*c.NHeads], q, k, v, n, n, m.Shape(), true)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv := w.KV[bi]
+		if kv.Len != b.Len {
+			t.Fatalf("block %d holds %d tokens, want %d (the anchor must not be kept)", b.Index, kv.Len, b.Len)
+		}
+		for l := 0; l < c.NLayers; l++ {
+			if d := math.Max(maxDiff(kv.K[l], wantK[l]), maxDiff(kv.V[l], wantV[l])); d > 1e-5 {
+				t.Fatalf("block %d layer %d: K/V differ from joint [anchor ; block] encoding by %g", b.Index, l, d)
+			}
+		}
+	}
+}
+
+// queryLogits runs the query through a worker and returns all rows' logits.
+func queryLogits(t *testing.T, w *Worker, q []int, pos0 int) []float32 {
+	t.Helper()
+	V := w.M.Cfg.VocabSize
+	rows := make([]int, len(q))
+	for i := range rows {
+		rows[i] = i
+	}
+	out := make([]float32, len(q)*V)
+	if err := w.Step(q, pos0, out, rows); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func globalLogits(t *testing.T, m *layers.Model, ctx, q []int) []float32 {
+	g := NewWorker(m, 0, true, len(ctx)+len(q))
+	if err := g.Step(ctx, 0, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return queryLogits(t, g, q, len(ctx))
+}
+
+func starLogits(t *testing.T, m *layers.Model, ctx, q []int, b, a int) []float32 {
+	lay, err := NewLayout(len(ctx), b, a, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := NewWorker(m, 0, true, max(b, len(q)))
+	var toks [][]int
+	for _, bl := range lay.Blocks {
+		toks = append(toks, ctx[bl.Start:bl.Start+bl.Len])
+	}
+	if err := w.EncodeBlocks(ctx[:a], lay.Blocks, toks); err != nil {
+		t.Fatal(err)
+	}
+	return queryLogits(t, w, q, len(ctx))
+}
+
+// Cases where Star Attention is exact: one block covering the context, and
+// two blocks with the anchor equal to the whole first block (B_1 then sees
+// exactly the keys global attention gives it).
+func TestStarExactCasesEqualGlobal(t *testing.T) {
+	m := testModel(t)
+	for _, c := range []struct{ n, b, a, m int }{{20, 20, 20, 3}, {20, 32, 5, 1}, {24, 12, 12, 4}, {23, 12, 12, 2}} {
+		t.Run(fmt.Sprintf("n%d_b%d_a%d", c.n, c.b, c.a), func(t *testing.T) {
+			ctx := randTokens(c.n, m.Cfg.VocabSize, 2)
+			q := randTokens(c.m, m.Cfg.VocabSize, 3)
+			g := globalLogits(t, m, ctx, q)
+			s := starLogits(t, m, ctx, q, c.b, min(c.a, c.n))
+			if d := maxDiff(g, s); d > 1e-4 {
+				t.Fatalf("star logits differ from global by %g > 1e-4", d)
+			}
+		})
+	}
+}
+
+// With small blocks and a small anchor Star Attention is an approximation:
+// the answer must differ from global (or the test above proves nothing)
+// yet stay close.
+func TestStarApproximationDiffers(t *testing.T) {
+	m := testModel(t)
+	ctx := randTokens(40, m.Cfg.VocabSize, 4)
+	q := randTokens(2, m.Cfg.VocabSize, 5)
+	g := globalLogits(t, m, ctx, q)
+	s := starLogits(t, m, ctx, q, 8, 2)
+	d := maxDiff(g, s)
+	if d < 1e-6 {
+		t.Fatalf("star with 5 blocks equals global (diff %g): blocks are not independent", d)
+	}
+	t.Logf("star (b=8, a=2) vs global: max logit diff %.3g", d)
+}
+
+// A worker with no blocks that is not the query host contributes -Inf.
+func TestIdleWorkerContributesNothing(t *testing.T) {
+	m := testModel(t)
+	w := NewWorker(m, 3, false, 4)
+	var got [][]float32
+	w.Comb = combinerFunc(func(out, lse []float32, rows, D int) error {
+		for _, x := range lse {
+			if !math.IsInf(float64(x), -1) {
+				return fmt.Errorf("idle rank lse %g, want -Inf", x)
+			}
+		}
+		got = append(got, out)
+		return nil
+	})
+	if err := w.Step([]int{1, 2}, 10, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != m.Cfg.NLayers {
+		t.Fatalf("combiner called %d times, want once per layer (%d)", len(got), m.Cfg.NLayers)
+	}
+}
+
+type combinerFunc func(out, lse []float32, rows, D int) error
+
+func (f combinerFunc) Combine(out, lse []float32, rows, D int) error { return f(out, lse, rows, D) }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine to build and test star: Go toolchain on
+# PATH, system packages, Go modules. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/go/bin:$HOME/go/bin:$PATH"
+if ! command -v go >/dev/null; then
+  echo "setup: Go is not installed (expected at /usr/local/go); install Go >= 1.26" >&2
+  exit 1
+fi
+# System packages (only when missing; apt needs root).
+need=()
+command -v gcc >/dev/null || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+go mod download
+go build -o bin/star .
+echo "setup: built bin/star ($(go version | cut -d' ' -f3))" >&2

@@ -1,0 +1,125 @@
+package weights_test
+
+import (
+	"testing"
+
+	"github.com/star-attn/star/weights"
+	"github.com/star-attn/star/weights/weightstest"
+)
+
+// touch reads every byte of a tensor view (a bad view would fault or
+// panic here) and checks its length against its dtype and shape.
+func touch(t *testing.T, tn *weights.Tensor) {
+	if len(tn.Data) != tn.Numel()*tn.DType.Size() {
+		t.Fatalf("tensor %q: %d bytes for %v %v", tn.Name, len(tn.Data), tn.DType, tn.Shape)
+	}
+	if len(tn.Shape) == 0 || tn.Numel() == 0 {
+		return
+	}
+	var sum float32
+	for _, v := range tn.Floats() {
+		sum += v
+	}
+	_ = sum
+}
+
+func fuzzModel() *weights.Model {
+	return weightstest.RandomModel(weights.Config{Dim: 8, HiddenDim: 8, NLayers: 1, NHeads: 2, NKVHeads: 1, VocabSize: 5, SeqLen: 8}, 1)
+}
+
+// FuzzGGUFHeader feeds arbitrary bytes through the whole GGUF reader
+// (header, metadata, tensor table, hyperparameters, views, Validate,
+// tokenizer metadata): it must return an error or a valid model, never
+// panic or read out of bounds.
+func FuzzGGUFHeader(f *testing.F) {
+	m := fuzzModel()
+	for _, dt := range []weights.DType{weights.F32, weights.F16, weights.BF16} {
+		kv, ts, err := weightstest.GGUFContent(m, dt)
+		if err != nil {
+			f.Fatal(err)
+		}
+		if dt == weights.F16 {
+			kv = append(kv,
+				weightstest.GGUFKV{Key: "tokenizer.ggml.model", Value: "llama"},
+				weightstest.GGUFKV{Key: "tokenizer.ggml.tokens", Value: []string{"<unk>", "<s>", "</s>", "a", "b"}},
+				weightstest.GGUFKV{Key: "tokenizer.ggml.scores", Value: []float32{0, 0, 0, -1, -2}},
+				weightstest.GGUFKV{Key: "tokenizer.ggml.token_type", Value: []int32{2, 3, 3, 1, 1}},
+				weightstest.GGUFKV{Key: "tokenizer.ggml.bos_token_id", Value: uint32(1)},
+				weightstest.GGUFKV{Key: "general.tags", Value: []uint8{1, 2, 3}},
+				weightstest.GGUFKV{Key: "general.f64", Value: 1.5},
+				weightstest.GGUFKV{Key: "general.i64s", Value: []int64{-1, 7}},
+			)
+		}
+		b, err := weightstest.EncodeGGUF(kv, ts)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+		f.Add(b[:len(b)/2])
+	}
+	f.Add([]byte("GGUF\x03\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := weights.ParseGGUFBytes(data)
+		if err != nil {
+			return
+		}
+		touch(t, &m.TokEmb)
+		touch(t, &m.Output)
+		touch(t, &m.FinalNorm)
+		for i := range m.Layers {
+			l := &m.Layers[i]
+			for _, tn := range []*weights.Tensor{&l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3} {
+				touch(t, tn)
+			}
+		}
+	})
+}
+
+// FuzzSafetensorsHeader feeds arbitrary bytes to the safetensors parser.
+func FuzzSafetensorsHeader(f *testing.F) {
+	_, ts, err := weightstest.HFContent(fuzzModel(), weights.BF16)
+	if err != nil {
+		f.Fatal(err)
+	}
+	b, err := weightstest.EncodeSafetensors(ts[:4], map[string]string{"format": "pt"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add(b[:len(b)-1])
+	b, err = weightstest.EncodeSafetensors([]weightstest.STTensor{
+		{Name: "a", DType: "F32", Shape: []int{2, 2}, Data: make([]byte, 16)},
+		{Name: "b", DType: "I64", Shape: []int{1}, Data: make([]byte, 8)},
+		{Name: "c", DType: "F16", Shape: []int{}, Data: make([]byte, 2)},
+		{Name: "d", DType: "BF16", Shape: []int{0, 3}, Data: nil},
+	}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte("\x02\x00\x00\x00\x00\x00\x00\x00{}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		tensors, err := weights.ParseSafetensorsBytes(data)
+		if err != nil {
+			return
+		}
+		for _, tn := range tensors {
+			touch(t, &tn)
+		}
+	})
+}
+
+// FuzzHFConfig feeds arbitrary bytes to the config.json reader.
+func FuzzHFConfig(f *testing.F) {
+	f.Add([]byte(`{"architectures":["LlamaForCausalLM"],"hidden_size":64,"intermediate_size":100,"num_hidden_layers":2,
+		"num_attention_heads":4,"rms_norm_eps":1e-6,"max_position_embeddings":2048,"vocab_size":300,
+		"rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, _, err := weights.ParseHFConfigBytes(data)
+		if err == nil {
+			if err := c.Check(); err != nil {
+				t.Fatalf("accepted config fails Check: %v", err)
+			}
+		}
+	})
+}

@@ -1,0 +1,401 @@
+// Package weights turns model files into named, shape-checked tensors.
+//
+// It reads llama2.c "legacy v0" checkpoints, GGUF v3 files and Hugging Face
+// checkpoint folders (config.json + safetensors). Weight files are
+// memory-mapped; tensors are views into the mapping in their stored dtype.
+// The package does no model math: it hands layers a Model whose fields are
+// raw tensors plus the hyperparameters needed to interpret them.
+package weights
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"unsafe"
+
+	"github.com/star-attn/star/weights/tokenizer"
+)
+
+// DType is the element type of a stored tensor.
+type DType int
+
+const (
+	F32 DType = iota
+	F16
+	BF16
+)
+
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "F32"
+	case F16:
+		return "F16"
+	case BF16:
+		return "BF16"
+	}
+	return fmt.Sprintf("DType(%d)", int(d))
+}
+
+// Size is the number of bytes of one element.
+func (d DType) Size() int {
+	if d == F32 {
+		return 4
+	}
+	return 2
+}
+
+// Tensor is a named, typed view of little-endian bytes (usually an mmap).
+type Tensor struct {
+	Name  string
+	DType DType
+	Shape []int  // row-major, outermost first; a matrix is [rows=out, cols=in]
+	Data  []byte // len = Numel()*DType.Size()
+}
+
+// Numel is the number of elements.
+func (t *Tensor) Numel() int {
+	n := 1
+	for _, s := range t.Shape {
+		n *= s
+	}
+	return n
+}
+
+// Rows and Cols of a 2-D tensor.
+func (t *Tensor) Rows() int { return t.Shape[0] }
+func (t *Tensor) Cols() int { return t.Shape[len(t.Shape)-1] }
+
+// F32 returns the tensor's data as []float32 without copying. It panics
+// unless DType is F32; use Floats for a converting accessor.
+func (t *Tensor) F32() []float32 {
+	if t.DType != F32 {
+		panic("weights: F32() on " + t.DType.String() + " tensor " + t.Name)
+	}
+	if len(t.Data) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&t.Data[0])), len(t.Data)/4)
+}
+
+// U16 returns F16/BF16 data as []uint16 without copying.
+func (t *Tensor) U16() []uint16 {
+	if t.DType == F32 {
+		panic("weights: U16() on F32 tensor " + t.Name)
+	}
+	if len(t.Data) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&t.Data[0])), len(t.Data)/2)
+}
+
+// Floats returns the whole tensor as float32: a view for F32, a fresh
+// converted copy otherwise. Meant for small tensors (norm weights).
+func (t *Tensor) Floats() []float32 {
+	if t.DType == F32 {
+		return t.F32()
+	}
+	out := make([]float32, t.Numel())
+	t.RowsTo(out, 0, t.Numel()/t.Cols())
+	return out
+}
+
+// RowsTo converts rows [r0, r0+n) of a matrix into dst[n*cols].
+func (t *Tensor) RowsTo(dst []float32, r0, n int) {
+	cols := t.Cols()
+	lo, hi := r0*cols, (r0+n)*cols
+	switch t.DType {
+	case F32:
+		copy(dst[:hi-lo], t.F32()[lo:hi])
+	case F16:
+		src := t.U16()[lo:hi]
+		for i, h := range src {
+			dst[i] = F16ToF32(h)
+		}
+	case BF16:
+		src := t.U16()[lo:hi]
+		for i, h := range src {
+			dst[i] = BF16ToF32(h)
+		}
+	}
+}
+
+// BF16ToF32 widens a bfloat16.
+func BF16ToF32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+
+// F32ToBF16 rounds to nearest even.
+func F32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if f != f { // NaN
+		return uint16(b>>16) | 0x40
+	}
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
+}
+
+// F16ToF32 widens an IEEE half.
+func F16ToF32(h uint16) float32 {
+	sign := uint32(h&0x8000) << 16
+	exp := uint32(h>>10) & 0x1f
+	man := uint32(h & 0x3ff)
+	switch {
+	case exp == 0:
+		if man == 0 {
+			return math.Float32frombits(sign)
+		}
+		// subnormal: normalise
+		e := uint32(127 - 15 + 1)
+		for man&0x400 == 0 {
+			man <<= 1
+			e--
+		}
+		man &= 0x3ff
+		return math.Float32frombits(sign | e<<23 | man<<13)
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0xff<<23 | man<<13)
+	}
+	return math.Float32frombits(sign | (exp+127-15)<<23 | man<<13)
+}
+
+// F32ToF16 rounds to nearest even (used by tests and dummy weights).
+func F32ToF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	sign := uint16(b>>16) & 0x8000
+	exp := int32(b>>23&0xff) - 127 + 15
+	man := b & 0x7fffff
+	if b&0x7fffffff > 0x7f800000 {
+		return sign | 0x7e00
+	}
+	if exp >= 0x1f {
+		return sign | 0x7c00
+	}
+	if exp <= 0 {
+		if exp < -10 {
+			return sign
+		}
+		man |= 0x800000
+		shift := uint32(14 - exp)
+		half := uint32(1) << (shift - 1)
+		r := man >> shift
+		rem := man & (1<<shift - 1)
+		if rem > half || (rem == half && r&1 == 1) {
+			r++
+		}
+		return sign | uint16(r)
+	}
+	r := uint32(exp)<<10 | man>>13
+	rem := man & 0x1fff
+	if rem > 0x1000 || (rem == 0x1000 && r&1 == 1) {
+		r++
+	}
+	return sign | uint16(r)
+}
+
+// RopeScaling is Llama 3's frequency-dependent RoPE scaling.
+type RopeScaling struct {
+	Type           string  // "llama3"
+	Factor         float64 // e.g. 8 (3.1) or 32 (3.2)
+	LowFreqFactor  float64 // e.g. 1
+	HighFreqFactor float64 // e.g. 4
+	OriginalMaxPos int     // e.g. 8192
+}
+
+// Config holds the hyperparameters of a Llama-family model.
+type Config struct {
+	Arch        string       // "llama"
+	Dim         int          // model width
+	HiddenDim   int          // MLP width
+	NLayers     int          // transformer blocks
+	NHeads      int          // query heads
+	NKVHeads    int          // key/value heads (GQA)
+	HeadDim     int          // per-head width; usually Dim/NHeads
+	VocabSize   int          // rows of the embedding and classifier
+	SeqLen      int          // context length the model was trained for
+	NormEps     float32      // RMSNorm epsilon
+	RopeTheta   float64      // RoPE base
+	RopeScaling *RopeScaling // nil: none
+	// RopeHalfSplit: the rotary pairs are (i, i+d/2) as in Hugging Face
+	// checkpoints; false: adjacent pairs (2i, 2i+1) as in llama2.c and GGUF.
+	RopeHalfSplit  bool
+	TiedEmbeddings bool // the classifier is the token embedding
+}
+
+// KVDim is the width of one token's keys (or values) in one layer.
+func (c *Config) KVDim() int { return c.NKVHeads * c.HeadDim }
+
+// QDim is the width of one token's queries in one layer.
+func (c *Config) QDim() int { return c.NHeads * c.HeadDim }
+
+// Check reports hyperparameters that cannot describe a working model.
+func (c *Config) Check() error {
+	type kv struct {
+		name string
+		v    int
+	}
+	for _, f := range []kv{{"dim", c.Dim}, {"hidden_dim", c.HiddenDim}, {"n_layers", c.NLayers},
+		{"n_heads", c.NHeads}, {"n_kv_heads", c.NKVHeads}, {"head_dim", c.HeadDim}, {"vocab_size", c.VocabSize}} {
+		if f.v <= 0 || f.v > 1<<24 {
+			return fmt.Errorf("model config: %s = %d is out of range", f.name, f.v)
+		}
+	}
+	if c.NHeads%c.NKVHeads != 0 {
+		return fmt.Errorf("model config: n_heads %d is not a multiple of n_kv_heads %d", c.NHeads, c.NKVHeads)
+	}
+	if c.HeadDim%2 != 0 {
+		return fmt.Errorf("model config: head_dim %d must be even for RoPE", c.HeadDim)
+	}
+	if !(c.NormEps > 0) || !(c.RopeTheta > 0) {
+		return fmt.Errorf("model config: norm eps %g and rope theta %g must be positive", c.NormEps, c.RopeTheta)
+	}
+	if c.SeqLen <= 0 {
+		return fmt.Errorf("model config: context length %d must be positive", c.SeqLen)
+	}
+	return nil
+}
+
+// Layer holds one transformer block's weights. Matrices are [out, in].
+type Layer struct {
+	AttnNorm Tensor // [Dim]
+	WQ       Tensor // [NHeads*HeadDim, Dim]
+	WK       Tensor // [NKVHeads*HeadDim, Dim]
+	WV       Tensor // [NKVHeads*HeadDim, Dim]
+	WO       Tensor // [Dim, NHeads*HeadDim]
+	FFNNorm  Tensor // [Dim]
+	W1       Tensor // gate [HiddenDim, Dim]
+	W2       Tensor // down [Dim, HiddenDim]
+	W3       Tensor // up   [HiddenDim, Dim]
+}
+
+// Model is a loaded checkpoint: hyperparameters, tensors and (when the
+// format carries one) its tokenizer.
+type Model struct {
+	Config    Config
+	Format    string // "llama2c", "gguf", "hf", "dummy"
+	Path      string
+	TokEmb    Tensor // [VocabSize, Dim]
+	Layers    []Layer
+	FinalNorm Tensor // [Dim]
+	Output    Tensor // [VocabSize, Dim]; shares TokEmb's data when tied
+	// Tokenizer found with the model (GGUF metadata, tokenizer.json in an
+	// HF folder, tokenizer.bin beside a llama2.c checkpoint); may be nil.
+	Tokenizer tokenizer.Tokenizer
+	// Fingerprint identifies the weights (format, config and a hash of
+	// sampled bytes); equal fingerprints mean equal models across ranks.
+	Fingerprint string
+
+	unmap []func() error
+}
+
+// Close releases the memory mappings. Tensors must not be used afterwards.
+func (m *Model) Close() error {
+	var first error
+	for _, f := range m.unmap {
+		if err := f(); err != nil && first == nil {
+			first = err
+		}
+	}
+	m.unmap = nil
+	return first
+}
+
+// DType is the dtype of the model's largest matrices.
+func (m *Model) DType() DType {
+	if len(m.Layers) > 0 {
+		return m.Layers[0].WQ.DType
+	}
+	return m.TokEmb.DType
+}
+
+// ParamCount counts parameters (the tied classifier once).
+func (m *Model) ParamCount() int64 {
+	n := int64(m.TokEmb.Numel() + m.FinalNorm.Numel())
+	if !m.Config.TiedEmbeddings {
+		n += int64(m.Output.Numel())
+	}
+	for i := range m.Layers {
+		for _, t := range m.Layers[i].tensors() {
+			n += int64(t.Numel())
+		}
+	}
+	return n
+}
+
+// WeightBytes is the memory taken by all tensors (the tied classifier once).
+func (m *Model) WeightBytes() int64 {
+	n := int64(len(m.TokEmb.Data) + len(m.FinalNorm.Data))
+	if !m.Config.TiedEmbeddings {
+		n += int64(len(m.Output.Data))
+	}
+	for i := range m.Layers {
+		for _, t := range m.Layers[i].tensors() {
+			n += int64(len(t.Data))
+		}
+	}
+	return n
+}
+
+func (l *Layer) tensors() []*Tensor {
+	return []*Tensor{&l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3}
+}
+
+// Validate checks every tensor's presence, dtype, shape and byte length
+// against the config, naming the first offending tensor.
+func (m *Model) Validate() error {
+	c := &m.Config
+	if err := c.Check(); err != nil {
+		return err
+	}
+	if len(m.Layers) != c.NLayers {
+		return fmt.Errorf("model has %d layers of tensors, config says %d", len(m.Layers), c.NLayers)
+	}
+	check := func(t *Tensor, want ...int) error {
+		if t.Name == "" && t.Data == nil {
+			return fmt.Errorf("tensor missing (expected shape %v)", want)
+		}
+		if len(t.Shape) != len(want) {
+			return fmt.Errorf("tensor %q has shape %v, expected %v", t.Name, t.Shape, want)
+		}
+		for i := range want {
+			if t.Shape[i] != want[i] {
+				return fmt.Errorf("tensor %q has shape %v, expected %v", t.Name, t.Shape, want)
+			}
+		}
+		if t.DType != F32 && t.DType != F16 && t.DType != BF16 {
+			return fmt.Errorf("tensor %q has unsupported dtype %v (supported: F32, F16, BF16)", t.Name, t.DType)
+		}
+		if len(t.Data) != t.Numel()*t.DType.Size() {
+			return fmt.Errorf("tensor %q: %d bytes of data for %v %v (need %d); the file is truncated or corrupt",
+				t.Name, len(t.Data), t.DType, t.Shape, t.Numel()*t.DType.Size())
+		}
+		return nil
+	}
+	q, kv := c.QDim(), c.KVDim()
+	if err := check(&m.TokEmb, c.VocabSize, c.Dim); err != nil {
+		return err
+	}
+	if err := check(&m.Output, c.VocabSize, c.Dim); err != nil {
+		return err
+	}
+	if err := check(&m.FinalNorm, c.Dim); err != nil {
+		return err
+	}
+	for i := range m.Layers {
+		l := &m.Layers[i]
+		for _, e := range []struct {
+			t     *Tensor
+			shape []int
+		}{
+			{&l.AttnNorm, []int{c.Dim}}, {&l.WQ, []int{q, c.Dim}}, {&l.WK, []int{kv, c.Dim}},
+			{&l.WV, []int{kv, c.Dim}}, {&l.WO, []int{c.Dim, q}}, {&l.FFNNorm, []int{c.Dim}},
+			{&l.W1, []int{c.HiddenDim, c.Dim}}, {&l.W2, []int{c.Dim, c.HiddenDim}}, {&l.W3, []int{c.HiddenDim, c.Dim}},
+		} {
+			if err := check(e.t, e.shape...); err != nil {
+				return fmt.Errorf("layer %d: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+// le is the byte order of every format we read.
+var le = binary.LittleEndian

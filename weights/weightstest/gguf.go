@@ -1,0 +1,310 @@
+package weightstest
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"os"
+
+	"github.com/star-attn/star/weights"
+)
+
+// ggml tensor type ids used in GGUF tensor infos.
+const (
+	GGMLTypeF32  uint32 = 0
+	GGMLTypeF16  uint32 = 1
+	GGMLTypeQ8_0 uint32 = 8 // not readable by package weights; for error tests
+	GGMLTypeBF16 uint32 = 30
+)
+
+// GGUFKV is one metadata pair. Value's Go type picks the GGUF type:
+// uint8, int8, uint16, int16, uint32, int32, float32, bool, string,
+// uint64, int64, float64, or a slice of one of those (a GGUF array).
+type GGUFKV struct {
+	Key   string
+	Value any
+}
+
+// GGUFTensor is one tensor to encode. Shape is row-major (outermost
+// first) as in package weights; it is written reversed as GGUF dims.
+// Data must hold the tensor's bytes in Type's encoding.
+type GGUFTensor struct {
+	Name  string
+	Type  uint32
+	Shape []int
+	Data  []byte
+}
+
+// WriteGGUF writes m as a GGUF v3 "llama" file: F32 norm weights, the
+// embedding, classifier (omitted when tied) and all matrices in dtype,
+// no tokenizer metadata. wq/wk are written in GGUF's adjacent-pair RoPE
+// layout. Llama 3 RoPE scaling is written as llama.cpp does, as a
+// rope_freqs.weight tensor.
+func WriteGGUF(path string, m *weights.Model, dtype weights.DType) error {
+	return WriteGGUFWithMetadata(path, m, dtype, nil)
+}
+
+// WriteGGUFWithMetadata is WriteGGUF with extra metadata pairs appended
+// (tokenizer.ggml.* for example); a pair whose key is already written
+// replaces it.
+func WriteGGUFWithMetadata(path string, m *weights.Model, dtype weights.DType, extra []GGUFKV) error {
+	kv, ts, err := GGUFContent(m, dtype)
+	if err != nil {
+		return err
+	}
+	for _, e := range extra {
+		replaced := false
+		for i := range kv {
+			if kv[i].Key == e.Key {
+				kv[i], replaced = e, true
+			}
+		}
+		if !replaced {
+			kv = append(kv, e)
+		}
+	}
+	b, err := EncodeGGUF(kv, ts)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// GGUFContent returns the metadata and tensors WriteGGUF would write, for
+// tests that alter them before calling EncodeGGUF.
+func GGUFContent(m *weights.Model, dtype weights.DType) ([]GGUFKV, []GGUFTensor, error) {
+	if err := checkModel(m); err != nil {
+		return nil, nil, err
+	}
+	ggml, fileType, err := ggmlType(dtype)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := m.Config
+	kv := []GGUFKV{
+		{"general.architecture", "llama"},
+		{"general.name", "weightstest"},
+		{"general.alignment", uint32(32)},
+		{"general.file_type", fileType},
+		{"llama.context_length", uint32(c.SeqLen)},
+		{"llama.embedding_length", uint32(c.Dim)},
+		{"llama.feed_forward_length", uint32(c.HiddenDim)},
+		{"llama.block_count", uint32(c.NLayers)},
+		{"llama.attention.head_count", uint32(c.NHeads)},
+		{"llama.attention.head_count_kv", uint32(c.NKVHeads)},
+		{"llama.rope.dimension_count", uint32(c.HeadDim)},
+		{"llama.attention.layer_norm_rms_epsilon", c.NormEps},
+		{"llama.rope.freq_base", float32(c.RopeTheta)},
+		{"llama.vocab_size", uint32(c.VocabSize)},
+	}
+	if c.HeadDim*c.NHeads != c.Dim {
+		kv = append(kv, GGUFKV{"llama.attention.key_length", uint32(c.HeadDim)},
+			GGUFKV{"llama.attention.value_length", uint32(c.HeadDim)})
+	}
+	matrix := func(name string, v []float32, shape ...int) GGUFTensor {
+		return GGUFTensor{Name: name, Type: ggml, Shape: shape, Data: EncodeFloats(v, dtype)}
+	}
+	norm := func(name string, t *weights.Tensor) GGUFTensor {
+		return GGUFTensor{Name: name, Type: GGMLTypeF32, Shape: []int{c.Dim}, Data: EncodeFloats(t.Floats(), weights.F32)}
+	}
+	ts := []GGUFTensor{
+		matrix("token_embd.weight", m.TokEmb.Floats(), c.VocabSize, c.Dim),
+		norm("output_norm.weight", &m.FinalNorm),
+	}
+	if !c.TiedEmbeddings {
+		ts = append(ts, matrix("output.weight", m.Output.Floats(), c.VocabSize, c.Dim))
+	}
+	if rs := c.RopeScaling; rs != nil {
+		if rs.Type != "llama3" || rs.LowFreqFactor != 1 || rs.HighFreqFactor != 4 {
+			return nil, nil, fmt.Errorf("weightstest: GGUF can only carry Llama 3 RoPE scaling with low_freq_factor 1 and high_freq_factor 4 (as rope_freqs.weight), model has %+v", *rs)
+		}
+		f := weights.Llama3RopeFactors(rs, c.RopeTheta, c.HeadDim)
+		f32 := make([]float32, len(f))
+		for i := range f {
+			f32[i] = float32(f[i])
+		}
+		ts = append(ts, GGUFTensor{Name: "rope_freqs.weight", Type: GGMLTypeF32, Shape: []int{len(f32)}, Data: EncodeFloats(f32, weights.F32)})
+		kv = append(kv, GGUFKV{"llama.rope.scaling.original_context_length", uint32(rs.OriginalMaxPos)})
+	}
+	q, kvd := c.QDim(), c.KVDim()
+	for i := range m.Layers {
+		l := &m.Layers[i]
+		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
+		wq, wk := qk(m, l, false)
+		ts = append(ts,
+			norm(n("attn_norm"), &l.AttnNorm),
+			matrix(n("attn_q"), wq, q, c.Dim),
+			matrix(n("attn_k"), wk, kvd, c.Dim),
+			matrix(n("attn_v"), l.WV.Floats(), kvd, c.Dim),
+			matrix(n("attn_output"), l.WO.Floats(), c.Dim, q),
+			norm(n("ffn_norm"), &l.FFNNorm),
+			matrix(n("ffn_gate"), l.W1.Floats(), c.HiddenDim, c.Dim),
+			matrix(n("ffn_down"), l.W2.Floats(), c.Dim, c.HiddenDim),
+			matrix(n("ffn_up"), l.W3.Floats(), c.HiddenDim, c.Dim),
+		)
+	}
+	return kv, ts, nil
+}
+
+func ggmlType(dt weights.DType) (typ, fileType uint32, err error) {
+	switch dt {
+	case weights.F32:
+		return GGMLTypeF32, 0, nil
+	case weights.F16:
+		return GGMLTypeF16, 1, nil
+	case weights.BF16:
+		return GGMLTypeBF16, 32, nil
+	}
+	return 0, 0, fmt.Errorf("weightstest: cannot write dtype %v", dt)
+}
+
+// EncodeGGUF lays out a GGUF v3 file: header, metadata, tensor infos, and
+// the tensor data, each tensor at an offset aligned to general.alignment
+// (32 unless kv sets it). Tensor data is written as given, unchecked.
+func EncodeGGUF(kv []GGUFKV, tensors []GGUFTensor) ([]byte, error) {
+	align := uint64(32)
+	for _, e := range kv {
+		if e.Key == "general.alignment" {
+			a, ok := e.Value.(uint32)
+			if !ok || a == 0 {
+				return nil, fmt.Errorf("weightstest: general.alignment must be a non-zero uint32, got %v (%T)", e.Value, e.Value)
+			}
+			align = uint64(a)
+		}
+	}
+	pad := func(n uint64) uint64 { return (n + align - 1) / align * align }
+	var b bytes.Buffer
+	u32 := func(v uint32) { b.Write(le.AppendUint32(nil, v)) }
+	u64 := func(v uint64) { b.Write(le.AppendUint64(nil, v)) }
+	str := func(s string) { u64(uint64(len(s))); b.WriteString(s) }
+	b.WriteString("GGUF")
+	u32(3)
+	u64(uint64(len(tensors)))
+	u64(uint64(len(kv)))
+	for _, e := range kv {
+		str(e.Key)
+		if err := encodeGGUFValue(&b, e.Value, true); err != nil {
+			return nil, fmt.Errorf("weightstest: metadata %s: %w", e.Key, err)
+		}
+	}
+	var off uint64
+	offsets := make([]uint64, len(tensors))
+	for i, t := range tensors {
+		str(t.Name)
+		u32(uint32(len(t.Shape)))
+		for d := len(t.Shape) - 1; d >= 0; d-- {
+			u64(uint64(t.Shape[d]))
+		}
+		u32(t.Type)
+		offsets[i] = off
+		u64(off)
+		off = pad(off + uint64(len(t.Data)))
+	}
+	start := pad(uint64(b.Len()))
+	out := make([]byte, start+off)
+	copy(out, b.Bytes())
+	for i, t := range tensors {
+		copy(out[start+offsets[i]:], t.Data)
+	}
+	// The last tensor need not be padded at the end of the file.
+	if n := len(tensors); n > 0 {
+		out = out[:start+offsets[n-1]+uint64(len(tensors[n-1].Data))]
+	}
+	return out, nil
+}
+
+// encodeGGUFValue writes a value's type (when withType) and encoding.
+func encodeGGUFValue(b *bytes.Buffer, v any, withType bool) error {
+	typ := func(t uint32) {
+		if withType {
+			b.Write(le.AppendUint32(nil, t))
+		}
+	}
+	arr := func(elem uint32, n int) {
+		typ(9)
+		b.Write(le.AppendUint32(nil, elem))
+		b.Write(le.AppendUint64(nil, uint64(n)))
+	}
+	switch x := v.(type) {
+	case uint8:
+		typ(0)
+		b.WriteByte(x)
+	case int8:
+		typ(1)
+		b.WriteByte(byte(x))
+	case uint16:
+		typ(2)
+		b.Write(le.AppendUint16(nil, x))
+	case int16:
+		typ(3)
+		b.Write(le.AppendUint16(nil, uint16(x)))
+	case uint32:
+		typ(4)
+		b.Write(le.AppendUint32(nil, x))
+	case int32:
+		typ(5)
+		b.Write(le.AppendUint32(nil, uint32(x)))
+	case float32:
+		typ(6)
+		b.Write(le.AppendUint32(nil, math.Float32bits(x)))
+	case bool:
+		typ(7)
+		if x {
+			b.WriteByte(1)
+		} else {
+			b.WriteByte(0)
+		}
+	case string:
+		typ(8)
+		b.Write(le.AppendUint64(nil, uint64(len(x))))
+		b.WriteString(x)
+	case uint64:
+		typ(10)
+		b.Write(le.AppendUint64(nil, x))
+	case int64:
+		typ(11)
+		b.Write(le.AppendUint64(nil, uint64(x)))
+	case float64:
+		typ(12)
+		b.Write(le.AppendUint64(nil, math.Float64bits(x)))
+	case []string:
+		arr(8, len(x))
+		return encodeAll(b, x)
+	case []float32:
+		arr(6, len(x))
+		return encodeAll(b, x)
+	case []int32:
+		arr(5, len(x))
+		return encodeAll(b, x)
+	case []uint32:
+		arr(4, len(x))
+		return encodeAll(b, x)
+	case []uint8:
+		arr(0, len(x))
+		return encodeAll(b, x)
+	case []int64:
+		arr(11, len(x))
+		return encodeAll(b, x)
+	case []uint64:
+		arr(10, len(x))
+		return encodeAll(b, x)
+	case []float64:
+		arr(12, len(x))
+		return encodeAll(b, x)
+	case []bool:
+		arr(7, len(x))
+		return encodeAll(b, x)
+	default:
+		return fmt.Errorf("cannot encode %T as a GGUF value", v)
+	}
+	return nil
+}
+
+func encodeAll[T any](b *bytes.Buffer, xs []T) error {
+	for _, x := range xs {
+		if err := encodeGGUFValue(b, x, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}

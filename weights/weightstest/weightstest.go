@@ -1,0 +1,195 @@
+// Package weightstest makes small random Llama models and writes them in
+// every format package weights reads (llama2.c legacy v0, GGUF, Hugging
+// Face safetensors folders), for tests in this and other packages.
+//
+// Models from RandomModel use the adjacent-pair RoPE layout of llama2.c
+// and GGUF (RopeHalfSplit = false). The writers accept models in either
+// layout and convert wq/wk to the layout of the target format, so a model
+// written and loaded again computes the same function.
+package weightstest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand"
+
+	"github.com/star-attn/star/weights"
+)
+
+var le = binary.LittleEndian
+
+// RandomModel returns a model with F32 tensors drawn from a seeded
+// generator: norm weights near 1, matrices ~ N(0, σ) with σ = 1/sqrt(cols)
+// clamped to [0.02, 0.1], so activations and logits are non-trivial.
+//
+// Zero fields of cfg get defaults: Arch "llama", NKVHeads = NHeads,
+// HeadDim = Dim/NHeads, NormEps 1e-5, RopeTheta 10000, SeqLen 256.
+// RopeHalfSplit is forced to false. It panics if cfg is still invalid
+// (a bug in the calling test).
+func RandomModel(cfg weights.Config, seed int64) *weights.Model {
+	c := cfg
+	if c.Arch == "" {
+		c.Arch = "llama"
+	}
+	if c.NKVHeads == 0 {
+		c.NKVHeads = c.NHeads
+	}
+	if c.HeadDim == 0 && c.NHeads > 0 {
+		c.HeadDim = c.Dim / c.NHeads
+	}
+	if c.NormEps == 0 {
+		c.NormEps = 1e-5
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	if c.SeqLen == 0 {
+		c.SeqLen = 256
+	}
+	c.RopeHalfSplit = false
+	if err := c.Check(); err != nil {
+		panic("weightstest.RandomModel: " + err.Error())
+	}
+	r := rand.New(rand.NewSource(seed))
+	matrix := func(name string, rows, cols int) weights.Tensor {
+		sigma := math.Min(0.1, math.Max(0.02, 1/math.Sqrt(float64(cols))))
+		v := make([]float32, rows*cols)
+		for i := range v {
+			v[i] = float32(r.NormFloat64() * sigma)
+		}
+		return F32Tensor(name, v, rows, cols)
+	}
+	norm := func(name string, n int) weights.Tensor {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(1 + 0.05*r.NormFloat64())
+		}
+		return F32Tensor(name, v, n)
+	}
+	q, kv := c.QDim(), c.KVDim()
+	m := &weights.Model{Config: c, Format: "dummy", Layers: make([]weights.Layer, c.NLayers)}
+	m.TokEmb = matrix("token_embd.weight", c.VocabSize, c.Dim)
+	for i := range m.Layers {
+		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
+		m.Layers[i] = weights.Layer{
+			AttnNorm: norm(n("attn_norm"), c.Dim),
+			WQ:       matrix(n("attn_q"), q, c.Dim),
+			WK:       matrix(n("attn_k"), kv, c.Dim),
+			WV:       matrix(n("attn_v"), kv, c.Dim),
+			WO:       matrix(n("attn_output"), c.Dim, q),
+			FFNNorm:  norm(n("ffn_norm"), c.Dim),
+			W1:       matrix(n("ffn_gate"), c.HiddenDim, c.Dim),
+			W2:       matrix(n("ffn_down"), c.Dim, c.HiddenDim),
+			W3:       matrix(n("ffn_up"), c.HiddenDim, c.Dim),
+		}
+	}
+	m.FinalNorm = norm("output_norm.weight", c.Dim)
+	if c.TiedEmbeddings {
+		m.Output = m.TokEmb
+	} else {
+		m.Output = matrix("output.weight", c.VocabSize, c.Dim)
+	}
+	return m
+}
+
+// F32Tensor makes an F32 tensor holding a copy of v.
+func F32Tensor(name string, v []float32, shape ...int) weights.Tensor {
+	return weights.Tensor{Name: name, DType: weights.F32, Shape: append([]int(nil), shape...), Data: EncodeFloats(v, weights.F32)}
+}
+
+// EncodeFloats returns v as little-endian bytes of dtype (rounding to
+// nearest even for F16/BF16).
+func EncodeFloats(v []float32, dt weights.DType) []byte {
+	out := make([]byte, len(v)*dt.Size())
+	for i, f := range v {
+		switch dt {
+		case weights.F32:
+			le.PutUint32(out[4*i:], math.Float32bits(f))
+		case weights.F16:
+			le.PutUint16(out[2*i:], weights.F32ToF16(f))
+		case weights.BF16:
+			le.PutUint16(out[2*i:], weights.F32ToBF16(f))
+		}
+	}
+	return out
+}
+
+// Round returns v as it reads back after storing it as dtype.
+func Round(v []float32, dt weights.DType) []float32 {
+	out := make([]float32, len(v))
+	for i, f := range v {
+		switch dt {
+		case weights.F16:
+			out[i] = weights.F16ToF32(weights.F32ToF16(f))
+		case weights.BF16:
+			out[i] = weights.BF16ToF32(weights.F32ToBF16(f))
+		default:
+			out[i] = f
+		}
+	}
+	return out
+}
+
+// ToHalfSplit reorders the rows of a wq/wk matrix ([nHeads*headDim, cols],
+// row-major) from the adjacent-pair RoPE layout (llama2.c, GGUF) to the
+// half-split layout of Hugging Face checkpoints: within each head
+// (half = headDim/2), row j*half+i of the result is row 2i+j of w. This
+// is the inverse of the permute in llama.cpp's convert_hf_to_gguf.py.
+func ToHalfSplit(w []float32, nHeads, headDim, cols int) []float32 {
+	return permuteRows(w, nHeads, headDim, cols, true)
+}
+
+// ToAdjacent is the inverse of ToHalfSplit: it turns Hugging Face's
+// half-split wq/wk rows into the adjacent-pair layout.
+func ToAdjacent(w []float32, nHeads, headDim, cols int) []float32 {
+	return permuteRows(w, nHeads, headDim, cols, false)
+}
+
+func permuteRows(w []float32, nHeads, headDim, cols int, toHalf bool) []float32 {
+	if len(w) != nHeads*headDim*cols || headDim%2 != 0 {
+		panic(fmt.Sprintf("weightstest: cannot permute %d values as %d heads × %d rows × %d cols", len(w), nHeads, headDim, cols))
+	}
+	out := make([]float32, len(w))
+	half := headDim / 2
+	for h := 0; h < nHeads; h++ {
+		for i := 0; i < half; i++ {
+			for j := 0; j < 2; j++ {
+				adj := h*headDim + 2*i + j
+				hs := h*headDim + j*half + i
+				src, dst := adj, hs
+				if !toHalf {
+					src, dst = hs, adj
+				}
+				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
+			}
+		}
+	}
+	return out
+}
+
+// qk returns a layer's wq and wk as float32 in the requested layout.
+func qk(m *weights.Model, l *weights.Layer, halfSplit bool) (wq, wk []float32) {
+	c := &m.Config
+	wq, wk = l.WQ.Floats(), l.WK.Floats()
+	switch {
+	case halfSplit && !c.RopeHalfSplit:
+		wq = ToHalfSplit(wq, c.NHeads, c.HeadDim, c.Dim)
+		wk = ToHalfSplit(wk, c.NKVHeads, c.HeadDim, c.Dim)
+	case !halfSplit && c.RopeHalfSplit:
+		wq = ToAdjacent(wq, c.NHeads, c.HeadDim, c.Dim)
+		wk = ToAdjacent(wk, c.NKVHeads, c.HeadDim, c.Dim)
+	}
+	return wq, wk
+}
+
+// checkModel rejects models the writers cannot describe.
+func checkModel(m *weights.Model) error {
+	if m == nil {
+		return fmt.Errorf("weightstest: nil model")
+	}
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("weightstest: model to write is invalid: %w", err)
+	}
+	return nil
+}
