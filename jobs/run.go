@@ -204,8 +204,7 @@ func (e *Engine) Generate(t Tokens, s Settings, stream io.Writer) (*Result, erro
 	smp := NewSampler(s.Temperature, s.TopP, s.Seed)
 	stops := stopTokens(e.Tok)
 	dec := tokenizer.NewStreamDecoder(e.Tok)
-	// the decoder's notion of the previous token: the query's last
-	dec.Add(t.Query[len(t.Query)-1])
+	dec.After(t.Query[len(t.Query)-1])
 	var text []byte
 	tFirst := time.Now()
 	res.StopReason = "max_tokens"

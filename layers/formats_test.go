@@ -1,0 +1,132 @@
+package layers_test
+
+import (
+	"fmt"
+	"math"
+	"path/filepath"
+	"testing"
+
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/weights"
+	"github.com/star-attn/star/weights/weightstest"
+)
+
+// logitsOf runs toks through m with plain causal attention and returns the
+// logits of every position: [len(toks), VocabSize].
+func logitsOf(t *testing.T, w *weights.Model, toks []int) []float32 {
+	t.Helper()
+	m := layers.NewModel(w, layers.NewCPU(2))
+	n := len(toks)
+	st := m.NewState(n)
+	pos := make([]int, n)
+	rows := make([]int, n)
+	for i := range pos {
+		pos[i], rows[i] = i, i
+	}
+	lse := make([]float32, n*m.Cfg.NHeads)
+	err := m.Forward(st, toks, pos, func(l int, out, q, k, v []float32, n int) error {
+		layers.Attention(m.C, out, lse, q, k, v, n, n, m.Shape(), true)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, n*m.Cfg.VocabSize)
+	m.Logits(out, st, rows)
+	return out
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	var d float64
+	for i := range a {
+		d = math.Max(d, math.Abs(float64(a[i]-b[i])))
+	}
+	return d
+}
+
+// The same weights written as llama2.c, GGUF and Hugging Face folders
+// (HF with its half-split RoPE layout, sharded) give the same logits.
+func TestSameLogitsAcrossFormats(t *testing.T) {
+	cfgs := []weights.Config{
+		{Dim: 32, HiddenDim: 40, NLayers: 2, NHeads: 4, NKVHeads: 2, VocabSize: 37, SeqLen: 64},
+		{Dim: 48, HiddenDim: 64, NLayers: 3, NHeads: 6, NKVHeads: 6, VocabSize: 50, SeqLen: 64, TiedEmbeddings: true},
+		{Dim: 32, HiddenDim: 40, NLayers: 1, NHeads: 4, NKVHeads: 1, VocabSize: 40, SeqLen: 8192, RopeTheta: 500000,
+			RopeScaling: &weights.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 8192}},
+	}
+	toks := []int{1, 5, 9, 2, 30, 7, 7, 3, 11, 0, 36, 4}
+	for ci, cfg := range cfgs {
+		for _, dt := range []weights.DType{weights.F32, weights.BF16} {
+			// Values representable in dt, so that formats storing some
+			// tensors (norms) in F32 and others in dt hold the same numbers.
+			src := roundedModel(weightstest.RandomModel(cfg, int64(100+ci)), dt)
+			t.Run(fmt.Sprintf("cfg%d/%v", ci, dt), func(t *testing.T) {
+				dir := t.TempDir()
+				paths := map[string]string{}
+				if dt == weights.F32 && cfg.RopeScaling == nil { // llama2.c is float32 only, no rope scaling
+					paths["llama2c"] = filepath.Join(dir, "m.bin")
+					if err := weightstest.WriteLlama2C(paths["llama2c"], src); err != nil {
+						t.Fatal(err)
+					}
+				}
+				paths["gguf"] = filepath.Join(dir, "m.gguf")
+				if err := weightstest.WriteGGUF(paths["gguf"], src, dt); err != nil {
+					t.Fatal(err)
+				}
+				for _, shards := range []int{1, 3} {
+					name := fmt.Sprintf("hf%d", shards)
+					paths[name] = filepath.Join(dir, name)
+					if err := weightstest.WriteHF(paths[name], src, dt, shards); err != nil {
+						t.Fatal(err)
+					}
+				}
+				var ref []float32
+				var refName string
+				for _, name := range []string{"llama2c", "gguf", "hf1", "hf3"} {
+					p, ok := paths[name]
+					if !ok {
+						continue
+					}
+					w, err := weights.Load(p, weights.Options{})
+					if err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+					if name[:2] == "hf" && !w.Config.RopeHalfSplit {
+						t.Fatalf("%s: HF checkpoint not marked half-split RoPE", name)
+					}
+					got := logitsOf(t, w, toks)
+					w.Close()
+					if ref == nil {
+						ref, refName = got, name
+						continue
+					}
+					d := maxAbsDiff(ref, got)
+					t.Logf("%s vs %s: max logit diff %.3g", name, refName, d)
+					if d > 1e-4 {
+						t.Fatalf("%s logits differ from %s by %.3g > 1e-4", name, refName, d)
+					}
+				}
+			})
+		}
+	}
+}
+
+// roundedModel replaces every tensor of m by F32 values rounded to dt.
+func roundedModel(m *weights.Model, dt weights.DType) *weights.Model {
+	r := func(t *weights.Tensor) {
+		*t = weightstest.F32Tensor(t.Name, weightstest.Round(t.F32(), dt), t.Shape...)
+	}
+	r(&m.TokEmb)
+	r(&m.FinalNorm)
+	if m.Config.TiedEmbeddings {
+		m.Output = m.TokEmb
+	} else {
+		r(&m.Output)
+	}
+	for i := range m.Layers {
+		l := &m.Layers[i]
+		for _, t := range []*weights.Tensor{&l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3} {
+			r(t)
+		}
+	}
+	return m
+}
