@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -20,14 +21,22 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/star-attn/star/collective"
 	"github.com/star-attn/star/jobs"
 	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/tokenizer"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+func init() {
+	// MPI is called from the main goroutine only; keep it on the thread
+	// that initialised MPI.
+	runtime.LockOSThread()
+}
 
 func main() {
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
@@ -46,7 +55,9 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}()
 	app := newApp(stdout, stderr)
 	if err := app.Run(args); err != nil {
-		fmt.Fprintf(stderr, "star: %v\n", err)
+		if err != errSilent {
+			fmt.Fprintf(stderr, "star: %v\n", err)
+		}
 		return 1
 	}
 	return 0
@@ -71,8 +82,9 @@ func promptFlags() []cli.Flag {
 		&cli.StringFlag{Name: "attention", Value: "star", Usage: "star or global (exact causal attention, for comparison)"},
 		&cli.IntFlag{Name: "block-size", Usage: "context block size in tokens (default: the whole context on one rank)"},
 		&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size in tokens (default: the block size)"},
+		&cli.StringFlag{Name: "merge", Value: rank.MergeGather, Usage: "how ranks merge partial attention under mpirun: gather, allgather or allreduce"},
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object on stdout"},
-		&cli.BoolFlag{Name: "verbose", Usage: "print timings and layout to stderr"},
+		&cli.BoolFlag{Name: "verbose", Usage: "print timings, layout and per-rank stats to stderr"},
 	}
 }
 
@@ -215,7 +227,10 @@ func readInput(c *cli.Context) (jobs.Input, error) {
 func settings(c *cli.Context) (jobs.Settings, error) {
 	s := jobs.Settings{
 		Attention: c.String("attention"), BlockSize: c.Int("block-size"), AnchorSize: c.Int("anchor-size"),
-		Ranks: 1,
+		Ranks: 1, Merge: c.String("merge"),
+	}
+	if _, err := rank.NewCombiner(nil, s.Merge); err != nil {
+		return s, fmt.Errorf("--merge %q: use gather, allgather or allreduce", s.Merge)
 	}
 	if s.Attention != "star" && s.Attention != "global" {
 		return s, fmt.Errorf("--attention %q: use star or global", s.Attention)
@@ -244,31 +259,99 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 	return s, nil
 }
 
-// setup loads the model and tokenizes the input, shared by run and score.
-func setup(c *cli.Context) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
+// world is this process's place in the run: one process, or a rank of an
+// MPI job started by mpirun or srun.
+type world struct {
+	comm  collective.Comm // nil in one process
+	mpi   *collective.MPI
+	rank  int
+	local int // ranks on this node
+}
+
+// joinWorld initialises MPI when an MPI launcher started this process.
+func joinWorld() (*world, error) {
+	w := &world{local: 1}
+	if !collective.Launched() {
+		return w, nil
+	}
+	m, err := collective.InitMPI()
+	if err != nil {
+		return nil, fmt.Errorf("MPI initialisation: %w", err)
+	}
+	w.mpi, w.comm, w.rank, w.local = m, m, m.Rank(), max(m.LocalSize(), 1)
+	return w, nil
+}
+
+func (w *world) close() {
+	if w.mpi != nil {
+		w.mpi.Finalize()
+	}
+}
+
+// fail reports err the SPMD way and returns it for the exit code: rank 0
+// prints errors every rank agreed on; an error only this rank knows of
+// (mid-run) is printed with its rank and ends the whole job, since the
+// other ranks would otherwise wait for this one forever.
+func (w *world) fail(err error, stderr io.Writer) error {
+	if err == nil || w.comm == nil || w.comm.Size() == 1 {
+		return err
+	}
+	if !jobs.Agreed(err) {
+		fmt.Fprintf(stderr, "star: rank %d: %v (aborting all ranks)\n", w.rank, err)
+		w.comm.Abort(1)
+		return errSilent
+	}
+	if w.rank == 0 {
+		return err
+	}
+	return errSilent
+}
+
+// errSilent exits non-zero without printing (another rank reported it).
+var errSilent = errors.New("")
+
+// setup loads the model on every rank and, on rank 0, reads and tokenizes
+// the input and runs more (if not nil); every rank then agrees that all of
+// this worked.
+func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
+	var e *jobs.Engine
+	var t jobs.Tokens
 	s, err := settings(c)
-	if err != nil {
-		return nil, jobs.Tokens{}, s, err
+	if err == nil && c.Int("threads") < 0 {
+		err = fmt.Errorf("--threads %d must be positive", c.Int("threads"))
 	}
-	in, err := readInput(c)
-	if err != nil {
-		return nil, jobs.Tokens{}, s, err
+	var m *weights.Model
+	if err == nil {
+		m, err = loadModel(c)
 	}
-	if c.Int("threads") < 0 {
-		return nil, jobs.Tokens{}, s, fmt.Errorf("--threads %d must be positive", c.Int("threads"))
+	if err == nil && w.rank == 0 {
+		if err = needTokenizer(m); err == nil {
+			var in jobs.Input
+			if in, err = readInput(c); err == nil {
+				t, err = jobs.Tokenize(m.Tokenizer, in)
+			}
+			if err == nil && more != nil {
+				err = more(m.Tokenizer)
+			}
+		}
 	}
-	m, err := loadModel(c)
-	if err != nil {
-		return nil, jobs.Tokens{}, s, err
+	fp := ""
+	if m != nil {
+		fp = m.Fingerprint
 	}
-	if err := needTokenizer(m); err != nil {
-		return nil, jobs.Tokens{}, s, err
-	}
-	e := jobs.NewEngine(m, layers.NewCPU(c.Int("threads")))
-	t, err := jobs.Tokenize(m.Tokenizer, in)
-	if err != nil {
+	host, _ := os.Hostname()
+	if err := jobs.Handshake(w.comm, err, fp, version, host); err != nil {
+		if m != nil {
+			m.Close()
+		}
 		return nil, t, s, err
 	}
+	threads := c.Int("threads")
+	if threads == 0 {
+		threads = max(runtime.NumCPU()/w.local, 1)
+	}
+	e = jobs.NewEngine(m, layers.NewCPU(threads))
+	e.Comm, e.Merge = w.comm, s.Merge
 	return e, t, s, nil
 }
 
@@ -276,61 +359,96 @@ func cmdRun(c *cli.Context, stdout, stderr io.Writer) error {
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q: the prompt is given with --prompt FILE", c.Args().First())
 	}
-	e, t, s, err := setup(c)
+	w, err := joinWorld()
 	if err != nil {
 		return err
 	}
+	defer w.close()
+	e, t, s, err := setup(c, w, nil)
+	if err != nil {
+		return w.fail(err, stderr)
+	}
 	defer e.W.Close()
-	if c.Bool("verbose") {
-		fmt.Fprintf(stderr, "star: %s, context %d tokens, query %d tokens, attention %s\n",
-			filepath.Base(e.W.Path), len(t.Context), len(t.Query), s.Attention)
+	verbose := c.Bool("verbose") && w.rank == 0
+	if verbose {
+		fmt.Fprintf(stderr, "star: %s, context %d tokens, query %d tokens, attention %s, %d rank(s), %d thread(s) per rank\n",
+			filepath.Base(e.W.Path), len(t.Context), len(t.Query), s.Attention, e.Ranks(), e.M.C.Threads())
 	}
 	var stream io.Writer
-	if !c.Bool("json") {
+	if !c.Bool("json") && w.rank == 0 {
 		stream = stdout
 	}
 	res, err := e.Generate(t, s, stream)
 	if err != nil {
-		return err
+		return w.fail(err, stderr)
+	}
+	if w.rank != 0 {
+		return nil
 	}
 	if c.Bool("json") {
 		return json.NewEncoder(stdout).Encode(res)
 	}
 	fmt.Fprintln(stdout)
-	if c.Bool("verbose") {
+	if verbose {
 		fmt.Fprintf(stderr, "star: %d tokens (%s); phase 1 %.3fs, first token %.3fs, decode %.1f tok/s\n",
 			len(res.Tokens), res.StopReason, res.Timings.Phase1, res.Timings.TTFT, res.Timings.DecodeTPS)
+		printRankStats(stderr, res.Ranks)
 	}
 	return nil
 }
 
-func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
-	var cont string
-	switch {
-	case c.IsSet("continuation-file") && c.IsSet("continuation"):
-		return errors.New("give either --continuation-file or --continuation, not both")
-	case c.IsSet("continuation-file"):
-		var err error
-		if cont, err = readText(c.String("continuation-file"), "continuation file"); err != nil {
-			return err
+// printRankStats writes the per-rank table of a distributed run.
+func printRankStats(w io.Writer, st []jobs.RankStats) {
+	if len(st) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "%-5s %-7s %-8s %-10s %-10s %-12s %-14s %s\n", "rank", "blocks", "tokens", "phase1_s", "phase2_s", "kv_bytes", "phase2_bytes", "bytes/token step")
+	for _, r := range st {
+		per := "-"
+		if r.Steps > 0 {
+			per = fmt.Sprintf("%d", r.Phase2B/int64(r.Steps))
 		}
-	case c.IsSet("continuation"):
-		cont = c.String("continuation")
-	default:
+		fmt.Fprintf(w, "%-5d %-7d %-8d %-10.3f %-10.3f %-12d %-14d %s\n", r.Rank, r.Blocks, r.Tokens, r.Phase1, r.Phase2, r.KVBytes, r.Phase2B, per)
+	}
+}
+
+func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
+	if c.IsSet("continuation-file") && c.IsSet("continuation") {
+		return errors.New("give either --continuation-file or --continuation, not both")
+	}
+	if !c.IsSet("continuation-file") && !c.IsSet("continuation") {
 		return errors.New("nothing to score: pass --continuation-file FILE")
 	}
-	e, t, s, err := setup(c)
+	w, err := joinWorld()
 	if err != nil {
 		return err
+	}
+	defer w.close()
+	var ids []int
+	e, t, s, err := setup(c, w, func(tok tokenizer.Tokenizer) error {
+		cont := c.String("continuation")
+		if c.IsSet("continuation-file") {
+			var err error
+			if cont, err = readText(c.String("continuation-file"), "continuation file"); err != nil {
+				return err
+			}
+		}
+		var err error
+		if ids, err = tok.Encode(cont, false); err != nil {
+			return fmt.Errorf("tokenize continuation: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return w.fail(err, stderr)
 	}
 	defer e.W.Close()
-	ids, err := e.Tok.Encode(cont, false)
-	if err != nil {
-		return fmt.Errorf("tokenize continuation: %w", err)
-	}
 	res, err := e.Score(t, ids, s)
 	if err != nil {
-		return err
+		return w.fail(err, stderr)
+	}
+	if w.rank != 0 {
+		return nil
 	}
 	if c.Bool("json") {
 		return json.NewEncoder(stdout).Encode(res)
@@ -345,6 +463,9 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 		prev = id
 	}
 	fmt.Fprintf(stdout, "tokens %d  mean NLL %.6f  perplexity %.4f\n", len(res.Tokens), res.NLL, res.Perplexity)
+	if c.Bool("verbose") {
+		printRankStats(stderr, res.Ranks)
+	}
 	return nil
 }
 

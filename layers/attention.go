@@ -166,3 +166,86 @@ func MergeInto(o, lse, o2, lse2 []float32, D int) {
 		lse[r] = float32(M + math.Log(s))
 	}
 }
+
+// Packed partial attention: for transport, a partial (out, lse) of rows
+// (token, head) pairs travels as one run of rows*(D+1) floats, each row its
+// D output values followed by its lse.
+
+// Pack writes out [rows*D] and lse [rows] into dst [rows*(D+1)].
+func Pack(dst, out, lse []float32, D int) {
+	for r := range lse {
+		copy(dst[r*(D+1):r*(D+1)+D], out[r*D:(r+1)*D])
+		dst[r*(D+1)+D] = lse[r]
+	}
+}
+
+// Unpack is the inverse of Pack.
+func Unpack(out, lse, src []float32, D int) {
+	for r := range lse {
+		copy(out[r*D:(r+1)*D], src[r*(D+1):r*(D+1)+D])
+		lse[r] = src[r*(D+1)+D]
+	}
+}
+
+// MergePacked merges P packed partials laid one after another in parts
+// [P][rows][D+1] into out [rows*D] and lse [rows], in part order, with the
+// arithmetic of Merge.
+func MergePacked(out, lse, parts []float32, P, D int) {
+	rows := len(lse)
+	stride := rows * (D + 1)
+	acc := make([]float64, D)
+	for r := 0; r < rows; r++ {
+		M := math.Inf(-1)
+		for p := 0; p < P; p++ {
+			M = math.Max(M, float64(parts[p*stride+r*(D+1)+D]))
+		}
+		o := out[r*D : (r+1)*D]
+		if math.IsInf(M, -1) {
+			clear(o)
+			lse[r] = float32(M)
+			continue
+		}
+		clear(acc)
+		var sum float64
+		for p := 0; p < P; p++ {
+			row := parts[p*stride+r*(D+1) : p*stride+(r+1)*(D+1)]
+			x := float64(row[D])
+			if math.IsInf(x, -1) {
+				continue
+			}
+			w := math.Exp(x - M)
+			sum += w
+			for d := 0; d < D; d++ {
+				acc[d] += w * float64(row[d])
+			}
+		}
+		for d := range o {
+			o[d] = float32(acc[d] / sum)
+		}
+		lse[r] = float32(M + math.Log(sum))
+	}
+}
+
+// MergePackedInto folds packed partial in into packed inout, row by row
+// (both [rows*(D+1)]): the pairwise merge used by reductions. It is
+// symmetric in its arguments, bit for bit.
+func MergePackedInto(in, inout []float32, D int) {
+	for r := 0; r < len(in)/(D+1); r++ {
+		a, b := inout[r*(D+1):(r+1)*(D+1)], in[r*(D+1):(r+1)*(D+1)]
+		la, lb := float64(a[D]), float64(b[D])
+		if math.IsInf(lb, -1) {
+			continue
+		}
+		if math.IsInf(la, -1) {
+			copy(a, b)
+			continue
+		}
+		M := math.Max(la, lb)
+		wa, wb := math.Exp(la-M), math.Exp(lb-M)
+		s := wa + wb
+		for d := 0; d < D; d++ {
+			a[d] = float32((wa*float64(a[d]) + wb*float64(b[d])) / s)
+		}
+		a[D] = float32(M + math.Log(s))
+	}
+}

@@ -185,3 +185,44 @@ func TestMergeAllEmpty(t *testing.T) {
 		t.Fatalf("dominant partial: got out %v lse %v", out, lse)
 	}
 }
+
+// The packed forms used for transport agree with Merge.
+func TestMergePacked(t *testing.T) {
+	const rows, D, P = 6, 5, 4
+	r := rand.New(rand.NewPCG(9, 9))
+	var outs, lses [][]float32
+	parts := make([]float32, P*rows*(D+1))
+	for p := 0; p < P; p++ {
+		o, l := randSlice(r, rows*D, 1), randSlice(r, rows, 4)
+		if p == 2 {
+			l[1] = float32(math.Inf(-1)) // an empty partial in one row
+		}
+		outs, lses = append(outs, o), append(lses, l)
+		Pack(parts[p*rows*(D+1):(p+1)*rows*(D+1)], o, l, D)
+	}
+	want, wantL := make([]float32, rows*D), make([]float32, rows)
+	Merge(want, wantL, outs, lses, 1, rows, D)
+	got, gotL := make([]float32, rows*D), make([]float32, rows)
+	MergePacked(got, gotL, parts, P, D)
+	if maxDiff(got, want) != 0 || maxDiff(gotL, wantL) != 0 {
+		t.Fatalf("MergePacked differs from Merge: %g, %g", maxDiff(got, want), maxDiff(gotL, wantL))
+	}
+	acc := append([]float32(nil), parts[:rows*(D+1)]...)
+	for p := 1; p < P; p++ {
+		MergePackedInto(parts[p*rows*(D+1):(p+1)*rows*(D+1)], acc, D)
+	}
+	Unpack(got, gotL, acc, D)
+	if d := math.Max(maxDiff(got, want), maxDiff(gotL, wantL)); d > 1e-6 {
+		t.Fatalf("pairwise packed merge differs from Merge by %g", d)
+	}
+	// symmetric bit for bit
+	a := append([]float32(nil), parts[:rows*(D+1)]...)
+	b := append([]float32(nil), parts[rows*(D+1):2*rows*(D+1)]...)
+	ab := append([]float32(nil), b...)
+	MergePackedInto(a, ab, D)
+	ba := append([]float32(nil), a...)
+	MergePackedInto(b, ba, D)
+	if maxDiff(ab, ba) != 0 {
+		t.Fatal("MergePackedInto is not symmetric")
+	}
+}

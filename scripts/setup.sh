@@ -8,9 +8,13 @@ if ! command -v go >/dev/null; then
   echo "setup: Go is not installed (expected at /usr/local/go); install Go >= 1.26" >&2
   exit 1
 fi
-# System packages (only when missing; apt needs root).
+# System packages (only when missing; apt needs root): a C compiler for
+# cgo, OpenMPI for distributed runs.
 need=()
 command -v gcc >/dev/null || need+=(gcc)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v mpirun >/dev/null || need+=(openmpi-bin)
+[ -f /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || [ -f /usr/include/x86_64-linux-gnu/mpi.h ] || pkg-config --exists ompi-c 2>/dev/null || need+=(libopenmpi-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
