@@ -1,0 +1,93 @@
+package jobs
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/star-attn/star/collective"
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/rank"
+)
+
+// runLocal runs Generate on n in-process ranks (goroutines over a Local
+// communicator) sharing one loaded model, and returns rank 0's result.
+func runLocal(t *testing.T, e0 *Engine, n int, merge string, toks Tokens, s Settings) *Result {
+	t.Helper()
+	comms := collective.NewLocal(n)
+	results := make([]*Result, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for r := 0; r < n; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			e := &Engine{W: e0.W, Tok: e0.Tok, M: layers.NewModel(e0.W, layers.NewCPU(1)), Comm: comms[r], Merge: merge}
+			in := Tokens{}
+			if r == 0 {
+				in = toks
+			}
+			results[r], errs[r] = e.Generate(in, s, nil)
+			if errs[r] != nil && !Agreed(errs[r]) {
+				comms[r].Abort(1)
+			}
+		}(r)
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err != nil {
+			t.Fatalf("rank %d: %v", r, err)
+		}
+	}
+	return results[0]
+}
+
+// In-process ranks give the single-process answer for every rank count and
+// merge mode (the mpirun tests in package main check the same over MPI).
+func TestLocalRanksMatchSingleProcess(t *testing.T) {
+	e := loadEngine(t, storiesModels[0].path, 0)
+	toks, err := Tokenize(e.Tok, Input{Prompt: story})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Settings{Attention: "star", BlockSize: 10, AnchorSize: 5, MaxTokens: 20}
+	ref, err := e.Generate(toks, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 2, 3, 5, 9} { // 9 ranks: more ranks than the 8 blocks
+		for _, merge := range rank.MergeModes {
+			t.Run(fmt.Sprintf("n%d_%s", n, merge), func(t *testing.T) {
+				got := runLocal(t, e, n, merge, toks, s)
+				compareRuns(t, ref, got, 1e-4)
+				if n > 1 && len(got.Ranks) != n {
+					t.Fatalf("%d rank stats, want %d", len(got.Ranks), n)
+				}
+			})
+		}
+	}
+}
+
+// An error found on rank 0 (an over-long prompt) reaches every rank.
+func TestLocalRanksShareErrors(t *testing.T) {
+	e := loadEngine(t, storiesModels[0].path, 0)
+	toks, _ := Tokenize(e.Tok, Input{Prompt: story})
+	e.M.Cfg.SeqLen = 20
+	comms := collective.NewLocal(3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for r := 0; r < 3; r++ {
+		wg.Add(1)
+		go func(r int) {
+			defer wg.Done()
+			en := &Engine{W: e.W, Tok: e.Tok, M: e.M, Comm: comms[r], Merge: rank.MergeGather}
+			_, errs[r] = en.Generate(toks, Settings{MaxTokens: 3}, nil)
+		}(r)
+	}
+	wg.Wait()
+	for r, err := range errs {
+		if err == nil || !Agreed(err) {
+			t.Fatalf("rank %d: err %v, want the agreed context-length error", r, err)
+		}
+	}
+}
