@@ -118,19 +118,6 @@ func Handshake(comm collective.Comm, loadErr error, fingerprint, version, host s
 	return agree(comm, loadErr, status{Fingerprint: fingerprint, Version: version, Host: host})
 }
 
-// plan is what rank 0 tells every rank before phase 1.
-type plan struct {
-	Err       string      `msgpack:"err"`
-	Attention string      `msgpack:"attention"`
-	Merge     string      `msgpack:"merge"`
-	Layout    rank.Layout `msgpack:"layout"`
-	Anchor    []int       `msgpack:"anchor"`
-	Steps     []int       `msgpack:"steps"` // phase-2 tokens known up front
-	Pos0      int         `msgpack:"pos0"`  // position of Steps[0] (= context length)
-	Capacity  int         `msgpack:"capacity"`
-	MaxTok    int         `msgpack:"max_tok"` // tokens to generate (0 when scoring)
-}
-
 // bcastBytes sends rank 0's b to every rank (length first).
 func bcastBytes(comm collective.Comm, b []byte) ([]byte, error) {
 	var n [8]byte
@@ -149,36 +136,6 @@ func bcastBytes(comm collective.Comm, b []byte) ([]byte, error) {
 		return nil, err
 	}
 	return b, nil
-}
-
-// sharePlan broadcasts rank 0's plan (p on rank 0, ignored elsewhere) and
-// returns it on every rank; a plan carrying an error becomes that error.
-func sharePlan(comm collective.Comm, p *plan) (*plan, error) {
-	if comm == nil || comm.Size() == 1 {
-		if p.Err != "" {
-			return nil, errors.New(p.Err)
-		}
-		return p, nil
-	}
-	var b []byte
-	if comm.Rank() == 0 {
-		var err error
-		if b, err = msgpack.Marshal(p); err != nil {
-			return nil, err
-		}
-	}
-	b, err := bcastBytes(comm, b)
-	if err != nil {
-		return nil, fmt.Errorf("broadcast plan: %w", err)
-	}
-	var got plan
-	if err := msgpack.Unmarshal(b, &got); err != nil {
-		return nil, fmt.Errorf("decode plan from rank 0: %w", err)
-	}
-	if got.Err != "" {
-		return nil, &agreedError{msg: got.Err, remote: comm.Rank() != 0}
-	}
-	return &got, nil
 }
 
 const tagBlocks = 17

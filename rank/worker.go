@@ -155,9 +155,20 @@ func (w *Worker) ensureScratch(n, parts int) {
 	}
 }
 
-// ResetQuery drops the query host's query/generated K/V, keeping the
-// context blocks, so another query can run on the same encoded context.
-func (w *Worker) ResetQuery() { w.Query = nil }
+// TruncateQuery keeps the first n tokens of the query host's query cache
+// and drops the rest (the previous query and its generated tokens), so
+// another query can run on the same encoded context.
+func (w *Worker) TruncateQuery(n int) {
+	q := w.Query
+	if q == nil || n >= q.Len {
+		return
+	}
+	kvd := w.M.Cfg.KVDim()
+	for l := range q.K {
+		q.K[l], q.V[l] = q.K[l][:n*kvd], q.V[l][:n*kvd]
+	}
+	q.Len = n
+}
 
 // Step is phase 2 for n = len(toks) tokens at positions pos0..: every layer
 // attends to this rank's blocks (one partial each, all keys visible) and,
