@@ -12,11 +12,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -55,8 +58,12 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}()
 	app := newApp(stdout, stderr)
 	if err := app.Run(args); err != nil {
-		if err != errSilent {
+		if err != errSilent && err.Error() != "" {
 			fmt.Fprintf(stderr, "star: %v\n", err)
+		}
+		var x *exitError
+		if errors.As(err, &x) {
+			return x.code
 		}
 		return 1
 	}
@@ -88,6 +95,24 @@ func promptFlags() []cli.Flag {
 	}
 }
 
+func batchFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "records `FILE`: JSON Lines or a MessagePack stream (- for stdin)"},
+		&cli.StringFlag{Name: "input-format", Value: "auto", Usage: "jsonl, msgpack or auto (sniffed)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `FILE` (JSON Lines, appended; - for stdout)"},
+		&cli.BoolFlag{Name: "chat", Usage: "wrap documents and queries in the model's chat format"},
+		&cli.StringFlag{Name: "attention", Value: "star", Usage: "star or global"},
+		&cli.IntFlag{Name: "block-size", Usage: "context block size in tokens (default: each document split evenly over the ranks)"},
+		&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size in tokens (default: the block size)"},
+		&cli.StringFlag{Name: "merge", Value: rank.MergeGather, Usage: "gather, allgather or allreduce"},
+		&cli.StringSliceFlag{Name: "stop", Usage: "default stop string (repeatable)"},
+		&cli.BoolFlag{Name: "logprobs", Usage: "include each generated token's logprob in the results"},
+		&cli.StringFlag{Name: "kv-dir", Usage: "keep each document's phase-1 K/V in `DIR` and reuse it in later jobs"},
+		&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "time between progress lines when stderr is not a terminal"},
+		&cli.BoolFlag{Name: "verbose", Usage: "print warnings and per-rank stats"},
+	}
+}
+
 func newApp(stdout, stderr io.Writer) *cli.App {
 	runFlags := append(append(modelFlags(), promptFlags()...),
 		&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 256, Usage: "generate at most N tokens"},
@@ -111,6 +136,21 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "continuation-file", Usage: "`FILE` holding the continuation to score"},
 					&cli.StringFlag{Name: "continuation", Usage: "continuation `TEXT` to score"}),
 				Action: func(c *cli.Context) error { return cmdScore(c, stdout, stderr) },
+			},
+			{
+				Name:  "jobs",
+				Usage: "offline batch processing of long documents",
+				Subcommands: []*cli.Command{{
+					Name:  "run",
+					Usage: "answer every query of every record in --input, appending results to --output (rerun to resume)",
+					Flags: append(append(modelFlags(), batchFlags()...),
+						&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 256, Usage: "default generated tokens per query"},
+						&cli.Float64Flag{Name: "temperature", Aliases: []string{"t"}, Value: 0, Usage: "default sampling temperature (0: greedy)"},
+						&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "default nucleus sampling mass"},
+						&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "default sampling seed"},
+					),
+					Action: func(c *cli.Context) error { return cmdJobsRun(c, stdout, stderr) },
+				}},
 			},
 			{
 				Name:  "inspect",
@@ -304,6 +344,9 @@ func (w *world) fail(err error, stderr io.Writer) error {
 	if w.rank == 0 {
 		return err
 	}
+	if code := jobs.ExitCode(err); code > 1 {
+		return &exitError{code: code}
+	}
 	return errSilent
 }
 
@@ -314,6 +357,7 @@ var errSilent = errors.New("")
 // the input and runs more (if not nil); every rank then agrees that all of
 // this worked.
 func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
+	withPrompt := c.Command.Name != "run" // jobs run reads records instead
 	var e *jobs.Engine
 	var t jobs.Tokens
 	s, err := settings(c)
@@ -326,9 +370,11 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	}
 	if err == nil && w.rank == 0 {
 		if err = needTokenizer(m); err == nil {
-			var in jobs.Input
-			if in, err = readInput(c); err == nil {
-				t, err = jobs.Tokenize(m.Tokenizer, in)
+			if withPrompt {
+				var in jobs.Input
+				if in, err = readInput(c); err == nil {
+					t, err = jobs.Tokenize(m.Tokenizer, in)
+				}
 			}
 			if err == nil && more != nil {
 				err = more(m.Tokenizer)
@@ -570,5 +616,102 @@ func cmdInspect(c *cli.Context, stdout io.Writer) error {
 		return json.NewEncoder(stdout).Encode(rep)
 	}
 	rep.Print(stdout)
+	return nil
+}
+
+// Exit codes of `star jobs run`.
+const (
+	exitFailedRecords = 2 // the job finished, some records or queries failed
+	exitInterrupted   = 3 // stopped by SIGTERM/SIGINT at a record boundary; rerun to resume
+)
+
+// exitError carries an exit code out of a command.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
+	if c.String("input") == "" || c.String("output") == "" {
+		return errors.New("jobs run needs --input FILE (records) and --output FILE (results)")
+	}
+	w, err := joinWorld()
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	// Every rank notes the signal; rank 0 acts on it at the next query
+	// boundary and tells the others to end.
+	var stop atomic.Bool
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	sigName := make(chan string, 1)
+	go func() {
+		for s := range sigs {
+			if !stop.Swap(true) {
+				sigName <- s.String()
+			}
+		}
+	}()
+	e, _, s, err := setup(c, w, func(tokenizer.Tokenizer) error {
+		if c.String("input") != "-" {
+			if _, err := os.Stat(c.String("input")); err != nil {
+				return fmt.Errorf("input: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return w.fail(err, stderr)
+	}
+	defer e.W.Close()
+	e.KVDir = c.String("kv-dir")
+	if c.Bool("verbose") || w.rank == 0 {
+		e.Log = stderr
+	}
+	s.MaxTokens, s.Temperature, s.TopP, s.Seed = c.Int("max-tokens"), c.Float64("temperature"), c.Float64("top-p"), c.Uint64("seed")
+	s.Stop = c.StringSlice("stop")
+	term := false
+	if f, ok := stderr.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			term = true
+		}
+	}
+	o := jobs.BatchOptions{
+		Input: c.String("input"), InputFormat: c.String("input-format"), Output: c.String("output"),
+		Settings: s, Chat: c.Bool("chat"), Logprobs: c.Bool("logprobs"),
+		Progress: stderr, Terminal: term, Interval: c.Duration("progress-interval"), Stop: &stop,
+	}
+	sum, err := e.RunBatch(o)
+	if w.rank != 0 {
+		if err != nil {
+			return w.fail(err, stderr)
+		}
+		return nil
+	}
+	if sum != nil && sum.Repaired {
+		fmt.Fprintf(stderr, "star jobs: cut a truncated last line from %s (a crash interrupted it); its query runs again\n", o.Output)
+	}
+	if sum != nil {
+		fmt.Fprintf(stderr, "star jobs: %d records, %d results written (%d failed), %d already done (%d failed), %d tokens in %s; encoding each document once saved %s of phase 1\n",
+			sum.Records, sum.Queries, sum.Failed, sum.Skipped, sum.FailedEarly, sum.Tokens, sum.Elapsed.Round(time.Millisecond), sum.EncodeSaved.Round(time.Millisecond))
+	}
+	switch {
+	case errors.Is(err, jobs.ErrInterrupted):
+		name := "a signal"
+		select {
+		case name = <-sigName:
+		default:
+		}
+		return &exitError{exitInterrupted, fmt.Sprintf("stopped by %s at a record boundary; %s", name, jobs.ResumeHint(o.Output))}
+	case err != nil:
+		return w.fail(err, stderr)
+	case sum.Failed+sum.FailedEarly > 0:
+		return &exitError{exitFailedRecords, fmt.Sprintf("%d of %d results are errors (see the \"error\" field in %s)",
+			sum.Failed+sum.FailedEarly, sum.Queries+sum.Skipped, o.Output)}
+	}
 	return nil
 }

@@ -65,45 +65,72 @@ func Tokenize(tok tokenizer.Tokenizer, in Input) (Tokens, error) {
 	if strings.TrimSpace(q) == "" {
 		return Tokens{}, fmt.Errorf("the query is empty: give a non-empty --query or --query-file")
 	}
-	if in.Chat {
-		var err error
-		if ctx, q, err = chatWrap(tok, ctx, q); err != nil {
-			return Tokens{}, err
-		}
-	}
-	c, err := tok.Encode(ctx, !in.Chat || !strings.HasPrefix(ctx, "<|begin_of_text|>"))
+	c, err := EncodeContext(tok, ctx, in.Chat)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("tokenize context: %w", err)
+		return Tokens{}, err
 	}
-	if in.Chat && strings.HasPrefix(ctx, "<|begin_of_text|>") && (len(c) == 0 || c[0] != tok.BOS()) {
-		return Tokens{}, fmt.Errorf("chat context does not start with BOS after tokenization")
+	qt, err := EncodeQuery(tok, ctx, q, in.Chat)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return Tokens{Context: c, Query: qt}, nil
+}
+
+// EncodeContext tokenizes a document (BOS first), in the chat format when
+// chat is set.
+func EncodeContext(tok tokenizer.Tokenizer, ctx string, chat bool) ([]int, error) {
+	if strings.TrimSpace(ctx) == "" {
+		return nil, fmt.Errorf("the document is empty")
+	}
+	if chat {
+		ctx, _ = chatWrap(tok, ctx, "")
+	}
+	special := chat && strings.HasPrefix(ctx, "<|begin_of_text|>")
+	c, err := tok.Encode(ctx, !special)
+	if err != nil {
+		return nil, fmt.Errorf("tokenize context: %w", err)
+	}
+	if special && (len(c) == 0 || c[0] != tok.BOS()) {
+		return nil, fmt.Errorf("chat context does not start with BOS after tokenization")
+	}
+	return c, nil
+}
+
+// EncodeQuery tokenizes a query (no BOS) asked about document ctx, in the
+// chat format when chat is set.
+func EncodeQuery(tok tokenizer.Tokenizer, ctx, q string, chat bool) ([]int, error) {
+	if strings.TrimSpace(q) == "" {
+		return nil, fmt.Errorf("the query is empty: give a non-empty --query or --query-file")
+	}
+	if chat {
+		_, q = chatWrap(tok, ctx, q)
 	}
 	qt, err := tok.Encode(q, false)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("tokenize query: %w", err)
+		return nil, fmt.Errorf("tokenize query: %w", err)
 	}
 	if len(qt) == 0 {
-		return Tokens{}, fmt.Errorf("the query tokenizes to nothing")
+		return nil, fmt.Errorf("the query tokenizes to nothing")
 	}
-	return Tokens{Context: c, Query: qt}, nil
+	return qt, nil
 }
 
 // chatWrap applies the model's chat format the way Star Attention's
 // reference prompts do: the context carries BOS, the headers and the start
 // of the user message; the query carries the question, the end of the turn
-// and the assistant header.
-func chatWrap(tok tokenizer.Tokenizer, ctx, q string) (string, string, error) {
+// and the assistant header. Llama 3 tokenizers (with <|start_header_id|>)
+// get Llama 3's format, others Llama 2's [INST] … [/INST].
+func chatWrap(tok tokenizer.Tokenizer, ctx, q string) (string, string) {
 	sep := ""
 	if !strings.HasSuffix(ctx, "\n") {
 		sep = "\n\n"
 	}
-	if _, ok := tok.TokenID("<|start_header_id|>"); ok {
-		if _, ok := tok.TokenID("<|eot_id|>"); !ok {
-			return "", "", fmt.Errorf("tokenizer has <|start_header_id|> but no <|eot_id|>; cannot build the Llama 3 chat format")
-		}
+	_, hdr := tok.TokenID("<|start_header_id|>")
+	_, eot := tok.TokenID("<|eot_id|>")
+	if hdr && eot {
 		return "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n" + ctx,
-			sep + strings.TrimSpace(q) + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", nil
+			sep + strings.TrimSpace(q) + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
 	}
 	// Llama 2 style: BOS is added by the tokenizer call.
-	return "[INST] " + ctx, sep + strings.TrimSpace(q) + " [/INST]", nil
+	return "[INST] " + ctx, sep + strings.TrimSpace(q) + " [/INST]"
 }

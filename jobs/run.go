@@ -5,6 +5,7 @@ package jobs
 
 import (
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/star-attn/star/collective"
@@ -75,6 +76,11 @@ type Engine struct {
 	Comm collective.Comm
 	// Merge is the merge mode of partial attentions across ranks.
 	Merge string
+	// KVDir, when set, keeps each rank's phase-1 K/V per document there and
+	// reuses it when a later run meets the same document and layout.
+	KVDir string
+	// Log receives warnings (stderr); nil: none.
+	Log io.Writer
 }
 
 // NewEngine wraps a loaded model with a compute backend.

@@ -1,8 +1,13 @@
 package jobs
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"time"
 
@@ -32,6 +37,7 @@ type docPlan struct {
 	Anchor    []int       `msgpack:"anchor"`
 	N         int         `msgpack:"n"` // context tokens
 	Capacity  int         `msgpack:"capacity"`
+	KVKey     string      `msgpack:"kv_key"` // names saved K/V files ("" : none)
 }
 
 // queryPlan is one query against the encoded document.
@@ -44,6 +50,7 @@ type queryPlan struct {
 type msg struct {
 	Op    string     `msgpack:"op"` // "doc", "query", "end"
 	Err   string     `msgpack:"err,omitempty"`
+	Code  int        `msgpack:"code,omitempty"` // end: the exit code for every rank
 	Doc   *docPlan   `msgpack:"doc,omitempty"`
 	Query *queryPlan `msgpack:"query,omitempty"`
 }
@@ -92,6 +99,9 @@ func (e *Engine) planDoc(ctx []int, s Settings) (*docPlan, error) {
 		}
 		p.Layout, p.Anchor = lay, ctx[:lay.AnchorSize]
 		p.Capacity = max(lay.MaxBlockLen(), s.Chunk)
+		if e.KVDir != "" {
+			p.KVKey = docKey(e.W.Fingerprint, ctx, lay)
+		}
 	default:
 		return nil, fmt.Errorf("unknown attention %q (use star or global)", s.Attention)
 	}
@@ -155,8 +165,27 @@ func (ss *session) phase1(ctx []int) error {
 		}
 	}
 	mine := p.Layout.Of(e.Rank())
-	if err := w.EncodeBlocks(p.Anchor, mine, toks); err != nil {
-		return fmt.Errorf("phase 1: %w", err)
+	var kvPath string
+	var kvh rank.KVHeader
+	if e.KVDir != "" && p.KVKey != "" && len(mine) > 0 {
+		kvPath = rank.KVPath(e.KVDir, p.KVKey, e.Rank(), e.Ranks())
+		kvh = rank.KVHeader{Fingerprint: e.W.Fingerprint, DocKey: p.KVKey, Rank: e.Rank(), Ranks: e.Ranks(),
+			BlockSize: p.Layout.BlockSize, AnchorSize: p.Layout.AnchorSize}
+		if err := w.LoadKV(kvPath, kvh, mine); err == nil {
+			ss.stats.KVLoaded = true
+		} else if !os.IsNotExist(err) && e.Log != nil {
+			fmt.Fprintf(e.Log, "star: rank %d: recomputing phase 1: %v\n", e.Rank(), err)
+		}
+	}
+	if !ss.stats.KVLoaded {
+		if err := w.EncodeBlocks(p.Anchor, mine, toks); err != nil {
+			return fmt.Errorf("phase 1: %w", err)
+		}
+		if kvPath != "" {
+			if err := w.SaveKV(kvPath, kvh); err != nil && e.Log != nil {
+				fmt.Fprintf(e.Log, "star: rank %d: could not save K/V (%v); the next job recomputes phase 1\n", e.Rank(), err)
+			}
+		}
 	}
 	ss.w = w
 	ss.stats.Blocks = len(mine)
@@ -409,8 +438,8 @@ func (e *Engine) Follow() error {
 			} else if _, err := gatherStats(e.Comm, st); err != nil {
 				return err
 			}
-			if m.Err != "" {
-				return &agreedError{msg: m.Err, remote: true}
+			if m.Err != "" || m.Code != 0 {
+				return &agreedError{msg: m.Err, remote: true, code: m.Code}
 			}
 			return nil
 		default:
@@ -464,7 +493,10 @@ func (l *leader) query(q *queryPlan, smp *Sampling, rows []int, logits []float32
 func (l *leader) end(final error) ([]RankStats, error) {
 	m := &msg{Op: "end"}
 	if final != nil {
-		m.Err = final.Error()
+		m.Err, m.Code = final.Error(), 1
+		if errors.Is(final, ErrInterrupted) {
+			m.Code = 3
+		}
 	}
 	if _, err := l.e.share(m); err != nil {
 		return nil, err
@@ -583,4 +615,16 @@ func (e *Engine) Score(t Tokens, cont []int, s Settings) (*ScoreResult, error) {
 	res.Perplexity = expSafe(res.NLL)
 	res.Timings.Total = time.Since(t0).Seconds()
 	return res, nil
+}
+
+// docKey names a document's saved K/V: model, context tokens and layout.
+func docKey(fingerprint string, ctx []int, lay rank.Layout) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|%d|%d|%d|%d|", fingerprint, lay.N, lay.BlockSize, lay.AnchorSize, lay.Ranks)
+	var b [4]byte
+	for _, t := range ctx {
+		binary.LittleEndian.PutUint32(b[:], uint32(t))
+		h.Write(b[:])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:24]
 }

@@ -38,6 +38,7 @@ func (e *RankError) Error() string { return strings.Join(e.Msgs, "; ") }
 type agreedError struct {
 	msg    string
 	remote bool
+	code   int // exit code rank 0 chose (remote errors)
 }
 
 func (e *agreedError) Error() string {
@@ -45,6 +46,16 @@ func (e *agreedError) Error() string {
 		return "rank 0 reported: " + e.msg
 	}
 	return e.msg
+}
+
+// ExitCode is the exit code rank 0 asked the other ranks to end with
+// (0 when err does not carry one).
+func ExitCode(err error) int {
+	var a *agreedError
+	if errors.As(err, &a) && a.remote {
+		return a.code
+	}
+	return 0
 }
 
 // Agreed tells whether every rank of the run knows of err, so that all
@@ -204,6 +215,7 @@ type RankStats struct {
 	Phase2B   int64   `json:"phase2_bytes_sent" msgpack:"phase2_bytes_sent"`
 	Steps     int     `json:"phase2_tokens" msgpack:"phase2_tokens"` // tokens run through phase 2
 	KVBytes   int64   `json:"kv_bytes" msgpack:"kv_bytes"`
+	KVLoaded  bool    `json:"kv_loaded,omitempty" msgpack:"kv_loaded"` // phase 1 read from --kv-dir
 }
 
 // gatherStats collects every rank's stats on every rank (rank order).

@@ -1,0 +1,383 @@
+package jobs
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Query is one question about a record's document, with optional
+// per-query settings (unset: the record's, then the command line's).
+type Query struct {
+	Text        string
+	MaxTokens   *int
+	Temperature *float64
+	TopP        *float64
+	Seed        *uint64
+	Stop        []string
+	Logprobs    *bool
+}
+
+// Record is one document and its queries, as read from a batch input.
+//
+// JSON Lines (or a MessagePack stream of maps) with our fields:
+//
+//	{"id": "doc-1", "context": "…" | "context_file": "path",
+//	 "queries": ["question", {"query": "…", "max_tokens": 32, "temperature": 0,
+//	             "top_p": 1, "seed": 1, "stop": ["\n"], "logprobs": true}],
+//	 "max_tokens": 64, …record-wide defaults…}
+//
+// or the RULER-style fields Star Attention's reference code reads:
+//
+//	{"index": 3, "input_context": "…", "input_query": "…", "outputs": […]}
+type Record struct {
+	Index       int    // 0-based position among the input's records
+	Line        int    // line number (JSON Lines) or 0
+	ID          string // "id", else RULER "index", else "record-<Index+1>"
+	Context     string // inline document
+	ContextFile string // or a path to it
+	HasContext  bool
+	Queries     []Query
+	Err         error // what is wrong with the record (then Queries may be empty)
+}
+
+// RecordReader reads records one at a time from JSON Lines or MessagePack.
+type RecordReader struct {
+	r       *bufio.Reader
+	msgpack bool
+	mp      *msgpack.Decoder
+	index   int
+	line    int
+	dead    error // unrecoverable stream error (MessagePack cannot resync)
+}
+
+// NewRecordReader reads format "jsonl", "msgpack" or "auto" (sniff the
+// first byte: '{' is JSON, a MessagePack map header is MessagePack).
+func NewRecordReader(r io.Reader, format string) (*RecordReader, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	rr := &RecordReader{r: br}
+	switch format {
+	case "jsonl", "json":
+	case "msgpack":
+		rr.msgpack = true
+	case "auto", "":
+		for {
+			b, err := br.Peek(1)
+			if err != nil {
+				break // empty input: JSON Lines with no records
+			}
+			if b[0] == ' ' || b[0] == '\n' || b[0] == '\r' || b[0] == '\t' {
+				br.ReadByte()
+				rr.line += boolInt(b[0] == '\n')
+				continue
+			}
+			rr.msgpack = b[0] != '{'
+			break
+		}
+	default:
+		return nil, fmt.Errorf("input format %q: use jsonl, msgpack or auto", format)
+	}
+	if rr.msgpack {
+		rr.mp = msgpack.NewDecoder(br)
+	}
+	return rr, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// maxLine bounds one JSON line (a whole document inline).
+const maxLine = 1 << 30
+
+// Next returns the next record, or io.EOF. A malformed record comes back
+// with Err set; reading goes on with the next line. A corrupt MessagePack
+// stream cannot be resynchronised: that record carries the error and the
+// next call returns io.EOF.
+func (rr *RecordReader) Next() (*Record, error) {
+	if rr.dead != nil {
+		return nil, io.EOF
+	}
+	if rr.msgpack {
+		var v any
+		err := rr.mp.Decode(&v)
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		rec := &Record{Index: rr.index}
+		rr.index++
+		if err != nil {
+			rr.dead = err
+			rec.ID = fmt.Sprintf("record-%d", rec.Index+1)
+			rec.Err = fmt.Errorf("record %d: corrupt MessagePack (%v); records after it cannot be read", rec.Index+1, err)
+			return rec, nil
+		}
+		fillRecord(rec, v)
+		return rec, nil
+	}
+	for {
+		line, err := rr.r.ReadBytes('\n')
+		if len(line) == 0 && err != nil {
+			if err == io.EOF {
+				return nil, io.EOF
+			}
+			return nil, err
+		}
+		rr.line++
+		if len(line) > maxLine {
+			return nil, fmt.Errorf("line %d is longer than %d bytes", rr.line, maxLine)
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		rec := &Record{Index: rr.index, Line: rr.line}
+		rr.index++
+		d := json.NewDecoder(bytes.NewReader(line))
+		d.UseNumber()
+		var v any
+		if err := d.Decode(&v); err != nil {
+			rec.ID = fmt.Sprintf("record-%d", rec.Index+1)
+			rec.Err = fmt.Errorf("line %d: malformed JSON: %v", rr.line, err)
+			return rec, nil
+		}
+		if d.More() {
+			rec.ID = fmt.Sprintf("record-%d", rec.Index+1)
+			rec.Err = fmt.Errorf("line %d: more than one JSON value on the line", rr.line)
+			return rec, nil
+		}
+		fillRecord(rec, v)
+		return rec, nil
+	}
+}
+
+// where names the record in errors.
+func (r *Record) where() string {
+	if r.Line > 0 {
+		return fmt.Sprintf("record %d (line %d)", r.Index+1, r.Line)
+	}
+	return fmt.Sprintf("record %d", r.Index+1)
+}
+
+// fillRecord interprets a decoded value as a record, setting Err for
+// anything missing or of the wrong type.
+func fillRecord(rec *Record, v any) {
+	rec.ID = fmt.Sprintf("record-%d", rec.Index+1)
+	m, ok := v.(map[string]any)
+	if !ok {
+		rec.Err = fmt.Errorf("%s: expected an object with context and queries, got %s", rec.where(), typeName(v))
+		return
+	}
+	fail := func(format string, a ...any) {
+		if rec.Err == nil {
+			rec.Err = fmt.Errorf("%s: %s", rec.where(), fmt.Sprintf(format, a...))
+		}
+	}
+	for _, k := range []string{"id", "index"} {
+		if x, ok := m[k]; ok && x != nil {
+			id, ok := scalarString(x)
+			if !ok || id == "" {
+				fail("%q must be a string or a number", k)
+			} else {
+				rec.ID = id
+			}
+			break
+		}
+	}
+	nctx := 0
+	for _, k := range []string{"context", "input_context"} {
+		if x, ok := m[k]; ok {
+			nctx++
+			s, ok := x.(string)
+			if !ok {
+				fail("%q must be a string", k)
+			}
+			rec.Context, rec.HasContext = s, true
+		}
+	}
+	if x, ok := m["context_file"]; ok {
+		nctx++
+		s, ok := x.(string)
+		if !ok || s == "" {
+			fail(`"context_file" must be a non-empty path`)
+		}
+		rec.ContextFile, rec.HasContext = s, true
+	}
+	switch {
+	case nctx == 0:
+		fail(`no document: give "context", "context_file" or "input_context"`)
+	case nctx > 1:
+		fail(`give only one of "context", "context_file" and "input_context"`)
+	}
+	var def Query
+	parseQuerySettings(&def, m, fail)
+	var qs []any
+	if x, ok := m["queries"]; ok {
+		arr, ok := x.([]any)
+		if !ok {
+			fail(`"queries" must be an array of strings or objects`)
+		}
+		qs = arr
+	}
+	for _, k := range []string{"query", "input_query"} {
+		if x, ok := m[k]; ok {
+			qs = append(qs, x)
+		}
+	}
+	if len(qs) == 0 {
+		fail(`no query: give "queries", "query" or "input_query"`)
+	}
+	for i, x := range qs {
+		q := def
+		switch t := x.(type) {
+		case string:
+			q.Text = t
+		case map[string]any:
+			txt, ok := t["query"]
+			if !ok {
+				txt, ok = t["text"]
+			}
+			s, sok := txt.(string)
+			if !ok || !sok {
+				fail(`query %d: an object query needs a "query" string`, i)
+			}
+			q.Text = s
+			parseQuerySettings(&q, t, func(format string, a ...any) { fail("query %d: "+format, append([]any{i}, a...)...) })
+		default:
+			fail("query %d must be a string or an object, got %s", i, typeName(x))
+		}
+		if strings.TrimSpace(q.Text) == "" && rec.Err == nil {
+			fail("query %d is empty", i)
+		}
+		rec.Queries = append(rec.Queries, q)
+	}
+}
+
+// parseQuerySettings reads the optional per-query settings of m into q.
+func parseQuerySettings(q *Query, m map[string]any, fail func(string, ...any)) {
+	if x, ok := m["max_tokens"]; ok {
+		f, ok := number(x)
+		if !ok || f < 0 || f != math.Trunc(f) || f > 1<<24 {
+			fail(`"max_tokens" must be a non-negative integer`)
+		} else {
+			n := int(f)
+			q.MaxTokens = &n
+		}
+	}
+	if x, ok := m["temperature"]; ok {
+		f, ok := number(x)
+		if !ok || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+			fail(`"temperature" must be a number >= 0`)
+		} else {
+			q.Temperature = &f
+		}
+	}
+	if x, ok := m["top_p"]; ok {
+		f, ok := number(x)
+		if !ok || !(f > 0 && f <= 1) {
+			fail(`"top_p" must be in (0, 1]`)
+		} else {
+			q.TopP = &f
+		}
+	}
+	if x, ok := m["seed"]; ok {
+		f, ok := number(x)
+		if !ok || f < 0 || f != math.Trunc(f) || f > 1<<53 {
+			fail(`"seed" must be a non-negative integer`)
+		} else {
+			s := uint64(f)
+			q.Seed = &s
+		}
+	}
+	if x, ok := m["logprobs"]; ok {
+		b, ok := x.(bool)
+		if !ok {
+			fail(`"logprobs" must be true or false`)
+		} else {
+			q.Logprobs = &b
+		}
+	}
+	if x, ok := m["stop"]; ok {
+		switch t := x.(type) {
+		case string:
+			q.Stop = []string{t}
+		case []any:
+			q.Stop = nil
+			for _, s := range t {
+				str, ok := s.(string)
+				if !ok {
+					fail(`"stop" must be a string or an array of strings`)
+					break
+				}
+				q.Stop = append(q.Stop, str)
+			}
+		default:
+			fail(`"stop" must be a string or an array of strings`)
+		}
+	}
+}
+
+func number(x any) (float64, bool) {
+	switch t := x.(type) {
+	case json.Number:
+		f, err := t.Float64()
+		return f, err == nil
+	case float64:
+		return t, true
+	case float32:
+		return float64(t), true
+	case int64:
+		return float64(t), true
+	case uint64:
+		return float64(t), true
+	case int8, int16, int32, int, uint8, uint16, uint32, uint:
+		f, _ := strconv.ParseFloat(fmt.Sprint(t), 64)
+		return f, true
+	}
+	return 0, false
+}
+
+func scalarString(x any) (string, bool) {
+	switch t := x.(type) {
+	case string:
+		return t, true
+	case json.Number:
+		return t.String(), true
+	}
+	if f, ok := number(x); ok {
+		return strconv.FormatFloat(f, 'f', -1, 64), true
+	}
+	return "", false
+}
+
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	case map[string]any:
+		return "an object"
+	}
+	if _, ok := number(v); ok {
+		return "a number"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// ErrNoRecords is returned when an input holds no records.
+var ErrNoRecords = errors.New("the input holds no records")
