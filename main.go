@@ -184,8 +184,8 @@ func defaultModel() string {
 	rel := filepath.Join("shared", "models", "stories260K", "stories260K.bin")
 	dirs := []string{".", ".."}
 	if exe, err := os.Executable(); err == nil {
-		d := filepath.Dir(exe)
-		dirs = append(dirs, d, filepath.Dir(d))
+		d := filepath.Dir(exe) // e.g. repo/bin: try repo/bin, repo and repo/..
+		dirs = append(dirs, d, filepath.Dir(d), filepath.Dir(filepath.Dir(d)))
 	}
 	for _, d := range dirs {
 		p := filepath.Join(d, rel)
@@ -652,7 +652,11 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 	go func() {
 		for s := range sigs {
 			if !stop.Swap(true) {
-				sigName <- s.String()
+				name := "SIGTERM"
+				if s == syscall.SIGINT {
+					name = "SIGINT"
+				}
+				sigName <- name
 			}
 		}
 	}()
@@ -706,7 +710,7 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 		case name = <-sigName:
 		default:
 		}
-		return &exitError{exitInterrupted, fmt.Sprintf("stopped by %s at a record boundary; %s", name, jobs.ResumeHint(o.Output))}
+		return &exitError{exitInterrupted, fmt.Sprintf("stopped by %s after finishing the query in flight; %s", name, jobs.ResumeHint(o.Output))}
 	case err != nil:
 		return w.fail(err, stderr)
 	case sum.Failed+sum.FailedEarly > 0:

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,12 +25,20 @@ import (
 func TestMain(m *testing.M) {
 	if os.Getenv("STAR_AS_MAIN") == "1" {
 		if spec := os.Getenv("STAR_TEST_DIE"); spec != "" {
-			var r int
-			var stage string
-			fmt.Sscanf(strings.Replace(spec, ":", " ", 1), "%d %s", &r, &stage)
+			// "RANK:STAGE[:N]": die at the N-th time (default 1st) this
+			// rank reaches STAGE, without any cleanup (like kill -9).
+			f := strings.Split(spec, ":")
+			r, _ := strconv.Atoi(f[0])
+			nth := 1
+			if len(f) > 2 {
+				nth, _ = strconv.Atoi(f[2])
+			}
+			seen := 0
 			jobs.Hook = func(rank int, s string) {
-				if rank == r && s == stage {
-					os.Exit(9)
+				if rank == r && s == f[1] {
+					if seen++; seen == nth {
+						syscall.Kill(os.Getpid(), syscall.SIGKILL)
+					}
 				}
 			}
 		}
@@ -255,4 +265,181 @@ func lastLines(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, " | ")
+}
+
+// writeJobInput writes n records of two queries each (plus bad ones when
+// bad) and returns the path.
+func writeJobInput(t *testing.T, n int, bad bool) string {
+	t.Helper()
+	var b strings.Builder
+	docs := []string{mpiStory, "Tom had a big dog. The dog liked to run and jump. One day, the dog ran into the woods and Tom could not find him. Tom was sad."}
+	for i := 0; i < n; i++ {
+		rec := map[string]any{"id": fmt.Sprintf("doc-%d", i), "context": docs[i%2], "queries": []any{"Lily said", map[string]any{"query": "The dog", "max_tokens": 6}}}
+		j, _ := json.Marshal(rec)
+		b.Write(j)
+		b.WriteByte('\n')
+		if bad && i == 1 {
+			b.WriteString("{\"id\": \"broken\", \n")
+			b.WriteString(`{"id": "nofile", "context_file": "/nonexistent/doc.txt", "queries": ["a", "b"]}` + "\n")
+		}
+	}
+	return writeFile(t, "in.jsonl", b.String())
+}
+
+type jobLine struct {
+	ID     string `json:"id"`
+	Q      int    `json:"query_index"`
+	Tokens []int  `json:"tokens"`
+	Error  string `json:"error"`
+}
+
+func readJobOutput(t *testing.T, path string) map[string]jobLine {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]jobLine{}
+	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if line == "" {
+			continue
+		}
+		var o jobLine
+		if err := json.Unmarshal([]byte(line), &o); err != nil {
+			t.Fatalf("output line %d is not JSON: %q", i+1, line)
+		}
+		k := fmt.Sprintf("%s#%d", o.ID, o.Q)
+		if _, dup := m[k]; dup {
+			t.Fatalf("result %s written twice", k)
+		}
+		m[k] = o
+	}
+	return m
+}
+
+func TestMPIJobs(t *testing.T) {
+	needMPI(t)
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	in := writeJobInput(t, 6, true)
+	dir := t.TempDir()
+	args := func(out string) []string {
+		return []string{"-np", "3", "jobs", "run", "--model", model, "--input", in, "--output", out,
+			"--threads", "1", "--max-tokens", "10", "--block-size", "16", "--anchor-size", "8"}
+	}
+	ref := filepath.Join(dir, "ref.jsonl")
+	code, _, errOut, _ := mpirun(t, 120, args(ref)...)
+	if code != 2 {
+		t.Fatalf("job with bad records: exit %d, want 2 (finished, some failed)\n%s", code, errOut)
+	}
+	want := readJobOutput(t, ref)
+	if len(want) != 6*2+1+2 {
+		t.Fatalf("%d results, want %d (one per query, one per malformed record)", len(want), 6*2+3)
+	}
+	if !strings.Contains(want["nofile#1"].Error, "context_file") || !strings.Contains(want["record-3#0"].Error, "malformed") || want["doc-0#0"].Error != "" {
+		t.Fatalf("wrong errors: %+v %+v %+v", want["nofile#1"], want["record-3#0"], want["doc-0#0"])
+	}
+	for _, c := range []struct{ name, die string }{{"rank 0 killed", "0:phase2:5"}, {"rank 2 killed", "2:phase2:7"}} {
+		t.Run(c.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.jsonl")
+			os.Setenv("STAR_TEST_DIE", c.die)
+			code, _, _, el := mpirun(t, 60, args(out)...)
+			os.Unsetenv("STAR_TEST_DIE")
+			if code == 0 || el > 30*time.Second {
+				t.Fatalf("killed job: exit %d after %v", code, el)
+			}
+			partial := readJobOutput(t, out)
+			if len(partial) == 0 || len(partial) >= len(want) {
+				t.Fatalf("%d results before the kill, want some but not all %d", len(partial), len(want))
+			}
+			code, _, errOut, _ := mpirun(t, 120, args(out)...)
+			if code != 2 {
+				t.Fatalf("resumed job: exit %d\n%s", code, errOut)
+			}
+			got := readJobOutput(t, out)
+			if len(got) != len(want) {
+				t.Fatalf("%d results after resume, want %d", len(got), len(want))
+			}
+			for k, w := range want {
+				if fmt.Sprint(got[k].Tokens) != fmt.Sprint(w.Tokens) || got[k].Error != w.Error {
+					t.Fatalf("%s after resume: %+v, uninterrupted: %+v", k, got[k], w)
+				}
+			}
+			t.Logf("%d results before the kill, %d after resuming", len(partial), len(got))
+		})
+	}
+}
+
+// SIGTERM (as Slurm sends before the time limit) stops a job after the
+// query in flight; rerunning completes it with every result exactly once.
+// A single process exits 3 with a resume hint; under mpirun, mpirun itself
+// chooses the exit code (non-zero), so only the outcome is checked there.
+func TestJobsSIGTERM(t *testing.T) {
+	needMPI(t)
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	in := writeJobInput(t, 400, false)
+	exe, _ := os.Executable()
+	for _, np := range []int{0, 2} {
+		t.Run(fmt.Sprintf("np%d", np), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.jsonl")
+			job := []string{"jobs", "run", "--model", model, "--input", in, "--output", out, "--threads", "1", "--max-tokens", "16"}
+			args := append([]string{exe}, job...)
+			if np > 0 {
+				args = append([]string{"mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1", "-np", fmt.Sprint(np)}, args...)
+			}
+			cmd := exec.Command(args[0], args[1:]...)
+			cmd.Env = append(os.Environ(), "STAR_AS_MAIN=1", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+				"OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_mpi_yield_when_idle=1")
+			var errOut bytes.Buffer
+			cmd.Stderr = &errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				b, _ := os.ReadFile(out)
+				if bytes.Count(b, []byte("\n")) >= 6 {
+					break
+				}
+				if time.Now().After(deadline) {
+					cmd.Process.Kill()
+					t.Fatalf("no results within 60s: %s", errOut.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				cmd.Process.Kill()
+				t.Fatal("job did not stop within 30s of SIGTERM")
+			}
+			code := 0
+			if x, ok := err.(*exec.ExitError); ok {
+				code = x.ExitCode()
+			}
+			if code == 0 || (np == 0 && (code != 3 || !strings.Contains(errOut.String(), "rerun the same command to resume"))) {
+				t.Fatalf("after SIGTERM: exit %d (want 3 with a resume hint in one process, non-zero under mpirun):\n%s", code, errOut.String())
+			}
+			partial := len(readJobOutput(t, out)) // every line complete
+			if partial >= 800 {
+				t.Fatalf("all %d results written: the signal came too late to test anything", partial)
+			}
+			var e2 string
+			if np > 0 {
+				code, _, e2, _ = mpirun(t, 300, append([]string{"-np", fmt.Sprint(np)}, job...)...)
+			} else {
+				code, _, e2 = star(t, job...)
+			}
+			if code != 0 {
+				t.Fatalf("resume: exit %d\n%s", code, e2)
+			}
+			if got := len(readJobOutput(t, out)); got != 800 {
+				t.Fatalf("%d results after resume, want 800", got)
+			}
+			t.Logf("stopped after %d results (exit %d), resumed to 800", partial, code)
+		})
+	}
 }

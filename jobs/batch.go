@@ -39,6 +39,7 @@ type BatchSummary struct {
 	Interrupted bool          // stopped by a signal before the end
 	Elapsed     time.Duration // wall time
 	EncodeSaved time.Duration // phase-1 time not spent thanks to encoding once per document
+	KVLoaded    int           // documents whose phase 1 rank 0 read from --kv-dir
 }
 
 // ErrInterrupted ends a batch stopped by a signal at a record boundary.
@@ -167,6 +168,9 @@ func (e *Engine) runRecord(l *leader, rec *Record, o BatchOptions, rf *ResultFil
 		return fail(pending, fmt.Errorf("%s: %v", rec.where(), err))
 	}
 	phase1 := time.Since(t1)
+	if l.ss != nil && l.ss.stats.KVLoaded {
+		sum.KVLoaded++
+	}
 	sum.EncodeSaved += phase1 * time.Duration(len(pending)-1)
 	for i, q := range pending {
 		if i > 0 && o.Stop != nil && o.Stop.Load() {

@@ -110,10 +110,15 @@ func (rr *RecordReader) Next() (*Record, error) {
 		return nil, io.EOF
 	}
 	if rr.msgpack {
-		var v any
-		err := rr.mp.Decode(&v)
+		// Read the value's bytes first: a corrupt length header then fails
+		// on the missing bytes instead of asking for a huge allocation.
+		raw, err := rr.mp.DecodeRaw()
 		if err == io.EOF {
 			return nil, io.EOF
+		}
+		var v any
+		if err == nil {
+			err = msgpack.Unmarshal(raw, &v)
 		}
 		rec := &Record{Index: rr.index}
 		rr.index++

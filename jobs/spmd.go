@@ -108,6 +108,15 @@ func agree(comm collective.Comm, local error, st status) error {
 			msgs = append(msgs, fmt.Sprintf("rank %d%s: %s", r, where, sts[r].Err))
 		}
 	}
+	if len(msgs) == len(sts) && len(sts) > 1 {
+		same := true
+		for r := range sts {
+			same = same && sts[r].Err == sts[0].Err
+		}
+		if same {
+			msgs = []string{fmt.Sprintf("all %d ranks: %s", len(sts), sts[0].Err)}
+		}
+	}
 	if len(msgs) == 0 && st.Fingerprint != "" {
 		for r := 1; r < len(sts); r++ {
 			if sts[r].Fingerprint != sts[0].Fingerprint || sts[r].Version != sts[0].Version {
