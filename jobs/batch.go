@@ -146,7 +146,11 @@ func (e *Engine) runRecord(l *leader, rec *Record, o BatchOptions, rf *ResultFil
 	}
 	text := rec.Context
 	if rec.ContextFile != "" {
-		b, err := os.ReadFile(rec.ContextFile)
+		path := rec.ContextFile
+		if !filepath.IsAbs(path) && o.Input != "-" {
+			path = filepath.Join(filepath.Dir(o.Input), path) // relative to the input file
+		}
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return fail(pending, fmt.Errorf("%s: cannot read context_file: %v", rec.where(), err))
 		}
