@@ -338,6 +338,20 @@ func TestMPIJobs(t *testing.T) {
 	if !strings.Contains(want["nofile#1"].Error, "context_file") || !strings.Contains(want["record-3#0"].Error, "malformed") || want["doc-0#0"].Error != "" {
 		t.Fatalf("wrong errors: %+v %+v %+v", want["nofile#1"], want["record-3#0"], want["doc-0#0"])
 	}
+	// each answer of a multi-query document equals a separate run
+	prompt := writeFile(t, "doc.txt", mpiStory)
+	for q, text := range []string{"Lily said", "The dog"} {
+		maxTok := []string{"10", "6"}[q]
+		code, out, errOut := star(t, "--model", model, "--prompt", prompt, "--query", text, "--max-tokens", maxTok,
+			"--block-size", "16", "--anchor-size", "8", "--json")
+		if code != 0 {
+			t.Fatalf("single run: %s", errOut)
+		}
+		single := parseRun(t, out)
+		if got := want[fmt.Sprintf("doc-0#%d", q)].Tokens; fmt.Sprint(got) != fmt.Sprint(single.Tokens) {
+			t.Fatalf("query %d in the 3-rank job: %v; separate single-process run: %v", q, got, single.Tokens)
+		}
+	}
 	for _, c := range []struct{ name, die string }{{"rank 0 killed", "0:phase2:5"}, {"rank 2 killed", "2:phase2:7"}} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.jsonl")
