@@ -1,0 +1,134 @@
+package weights
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"sync"
+)
+
+// LoadDummy builds a model of the shape a Hugging Face config.json
+// describes, with random weights made in memory (no weight file), stored in
+// dtype: for benchmarking any Llama shape. Matrices are ~N(0, 1/sqrt(in)),
+// norms 1, so activations stay in range. The model has no tokenizer.
+func LoadDummy(configPath string, dtype DType, seed uint64) (*Model, error) {
+	b, err := os.ReadFile(configPath)
+	if err != nil {
+		return nil, fmt.Errorf("model config: %w", err)
+	}
+	cfg, tied, err := parseHFConfig(b)
+	if err != nil {
+		return nil, fmt.Errorf("model config %s: %w", configPath, err)
+	}
+	cfg.TiedEmbeddings = tied
+	m, err := NewDummy(cfg, dtype, seed)
+	if err != nil {
+		return nil, err
+	}
+	m.Path = configPath
+	return m, nil
+}
+
+// NewDummy is LoadDummy from a Config.
+func NewDummy(cfg Config, dtype DType, seed uint64) (*Model, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	if dtype != F32 && dtype != F16 && dtype != BF16 {
+		return nil, fmt.Errorf("dummy weights: unsupported dtype %v", dtype)
+	}
+	c := cfg
+	m := &Model{Config: c, Format: "dummy", Layers: make([]Layer, c.NLayers)}
+	var jobs []func()
+	k := uint64(0)
+	mat := func(t *Tensor, name string, rows, cols int) {
+		*t = Tensor{Name: name, DType: dtype, Shape: []int{rows, cols}, Data: make([]byte, rows*cols*dtype.Size())}
+		k++
+		s := seed*1000003 + k
+		jobs = append(jobs, func() { fillRandom(t, 1/math.Sqrt(float64(cols)), s) })
+	}
+	norm := func(t *Tensor, name string, n int) {
+		*t = Tensor{Name: name, DType: F32, Shape: []int{n}, Data: make([]byte, 4*n)}
+		f := t.F32()
+		for i := range f {
+			f[i] = 1
+		}
+	}
+	q, kv := c.QDim(), c.KVDim()
+	mat(&m.TokEmb, "token_embd.weight", c.VocabSize, c.Dim)
+	for i := range m.Layers {
+		l := &m.Layers[i]
+		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
+		norm(&l.AttnNorm, n("attn_norm"), c.Dim)
+		mat(&l.WQ, n("attn_q"), q, c.Dim)
+		mat(&l.WK, n("attn_k"), kv, c.Dim)
+		mat(&l.WV, n("attn_v"), kv, c.Dim)
+		mat(&l.WO, n("attn_output"), c.Dim, q)
+		norm(&l.FFNNorm, n("ffn_norm"), c.Dim)
+		mat(&l.W1, n("ffn_gate"), c.HiddenDim, c.Dim)
+		mat(&l.W2, n("ffn_down"), c.Dim, c.HiddenDim)
+		mat(&l.W3, n("ffn_up"), c.HiddenDim, c.Dim)
+	}
+	norm(&m.FinalNorm, "output_norm.weight", c.Dim)
+	if c.TiedEmbeddings {
+		m.Output = m.TokEmb
+	} else {
+		mat(&m.Output, "output.weight", c.VocabSize, c.Dim)
+	}
+	// fill in parallel: an 8B model is 16 GB of random numbers
+	var wg sync.WaitGroup
+	ch := make(chan func())
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range ch {
+				f()
+			}
+		}()
+	}
+	for _, f := range jobs {
+		ch <- f
+	}
+	close(ch)
+	wg.Wait()
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	m.Fingerprint = fingerprint(m)
+	return m, nil
+}
+
+// fillRandom writes uniform values in [-a√3, a√3] (standard deviation a).
+func fillRandom(t *Tensor, a float64, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, seed^0xda3e39cb94b95bdb))
+	span := float32(a * math.Sqrt(3))
+	switch t.DType {
+	case F32:
+		for i, f := 0, t.F32(); i < len(f); i++ {
+			f[i] = (r.Float32()*2 - 1) * span
+		}
+	case F16:
+		for i, u := 0, t.U16(); i < len(u); i++ {
+			u[i] = F32ToF16((r.Float32()*2 - 1) * span)
+		}
+	case BF16:
+		for i, u := 0, t.U16(); i < len(u); i++ {
+			u[i] = F32ToBF16((r.Float32()*2 - 1) * span)
+		}
+	}
+}
+
+// ParseDType reads a dtype name (f32, f16, bf16; any case).
+func ParseDType(s string) (DType, error) {
+	switch s {
+	case "f32", "F32", "float32":
+		return F32, nil
+	case "f16", "F16", "float16":
+		return F16, nil
+	case "bf16", "BF16", "bfloat16":
+		return BF16, nil
+	}
+	return F32, fmt.Errorf("dtype %q: use f32, f16 or bf16", s)
+}
