@@ -86,7 +86,7 @@ func promptFlags() []cli.Flag {
 		&cli.StringFlag{Name: "query", Aliases: []string{"q"}, Usage: "query `TEXT` asked about the prompt"},
 		&cli.StringFlag{Name: "query-file", Usage: "read the query from `FILE`"},
 		&cli.BoolFlag{Name: "chat", Usage: "wrap context and query in the model's chat format"},
-		&cli.StringFlag{Name: "attention", Value: "star", Usage: "star or global (exact causal attention, for comparison)"},
+		&cli.StringFlag{Name: "attention", Value: "star", Usage: "star, ring (exact, distributed: the paper's baseline) or global (exact, on rank 0)"},
 		&cli.IntFlag{Name: "block-size", Usage: "context block size in tokens (default: the whole context on one rank)"},
 		&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size in tokens (default: the block size)"},
 		&cli.StringFlag{Name: "merge", Value: rank.MergeGather, Usage: "how ranks merge partial attention under mpirun: gather, allgather or allreduce"},
@@ -272,8 +272,8 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 	if _, err := rank.NewCombiner(nil, s.Merge); err != nil {
 		return s, fmt.Errorf("--merge %q: use gather, allgather or allreduce", s.Merge)
 	}
-	if s.Attention != "star" && s.Attention != "global" {
-		return s, fmt.Errorf("--attention %q: use star or global", s.Attention)
+	if s.Attention != "star" && s.Attention != "global" && s.Attention != "ring" {
+		return s, fmt.Errorf("--attention %q: use star, ring or global", s.Attention)
 	}
 	if c.IsSet("block-size") && s.BlockSize <= 0 {
 		return s, fmt.Errorf("--block-size %d must be positive", s.BlockSize)

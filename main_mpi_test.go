@@ -173,6 +173,14 @@ func TestMPIMatchesSingleProcess(t *testing.T) {
 		}
 		sameRun(t, fmt.Sprintf("np %d one block vs global", n), glob, parseRun(t, out), 1e-4)
 	}
+	// Ring attention is exact: any rank count gives global attention's answer.
+	for _, n := range []int{2, 3, 4} {
+		code, out, errOut, _ := mpirun(t, 120, append([]string{"-np", fmt.Sprint(n)}, append(base, "--attention", "ring")...)...)
+		if code != 0 {
+			t.Fatalf("mpirun -np %d ring: exit %d\n%s", n, code, errOut)
+		}
+		sameRun(t, fmt.Sprintf("np %d ring vs global", n), glob, parseRun(t, out), 1e-4)
+	}
 }
 
 func TestMPIMergeModesAgree(t *testing.T) {

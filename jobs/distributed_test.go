@@ -91,3 +91,22 @@ func TestLocalRanksShareErrors(t *testing.T) {
 		}
 	}
 }
+
+// Ring attention over n in-process ranks equals global attention.
+func TestLocalRingEqualsGlobal(t *testing.T) {
+	e := loadEngine(t, storiesModels[0].path, 0)
+	toks, err := Tokenize(e.Tok, Input{Prompt: story})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := e.Generate(toks, Settings{Attention: "global", MaxTokens: 20}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 2, 3, 4} {
+		t.Run(fmt.Sprint("n", n), func(t *testing.T) {
+			got := runLocal(t, e, n, rank.MergeGather, toks, Settings{Attention: "ring", MaxTokens: 20})
+			compareRuns(t, g, got, 1e-4)
+		})
+	}
+}

@@ -102,8 +102,15 @@ func (e *Engine) planDoc(ctx []int, s Settings) (*docPlan, error) {
 		if e.KVDir != "" {
 			p.KVKey = docKey(e.W.Fingerprint, ctx, lay)
 		}
+	case "ring":
+		lay, err := rank.RingLayout(len(ctx), s.Ranks)
+		if err != nil {
+			return nil, err
+		}
+		p.Layout = lay
+		p.Capacity = max(2*lay.BlockSize, s.Chunk)
 	default:
-		return nil, fmt.Errorf("unknown attention %q (use star or global)", s.Attention)
+		return nil, fmt.Errorf("unknown attention %q (use star, ring or global)", s.Attention)
 	}
 	return p, nil
 }
@@ -119,7 +126,7 @@ type session struct {
 }
 
 // shared reports whether all ranks take part in phase 2.
-func (ss *session) shared() bool { return ss.e.distributed() && ss.p.Attention == "star" }
+func (ss *session) shared() bool { return ss.e.distributed() && ss.p.Attention != "global" }
 
 // openDoc is the "doc" message on every rank: phase 1, then an agreement
 // that every rank succeeded. ctx matters on rank 0 only.
@@ -177,7 +184,11 @@ func (ss *session) phase1(ctx []int) error {
 			fmt.Fprintf(e.Log, "star: rank %d: recomputing phase 1: %v\n", e.Rank(), err)
 		}
 	}
-	if !ss.stats.KVLoaded {
+	if p.Attention == "ring" {
+		if err := w.EncodeRing(e.Comm, mine, toks); err != nil {
+			return fmt.Errorf("phase 1 (ring): %w", err)
+		}
+	} else if !ss.stats.KVLoaded {
 		if err := w.EncodeBlocks(p.Anchor, mine, toks); err != nil {
 			return fmt.Errorf("phase 1: %w", err)
 		}

@@ -190,3 +190,46 @@ func TestIdleWorkerContributesNothing(t *testing.T) {
 type combinerFunc func(out, lse []float32, rows, D int) error
 
 func (f combinerFunc) Combine(out, lse []float32, rows, D int) error { return f(out, lse, rows, D) }
+
+// Ring attention in one process (two shards, no communication) is exact.
+func TestRingOneRankEqualsGlobal(t *testing.T) {
+	m := testModel(t)
+	for _, n := range []int{2, 7, 20} {
+		ctx := randTokens(n, m.Cfg.VocabSize, 8)
+		q := randTokens(3, m.Cfg.VocabSize, 9)
+		g := globalLogits(t, m, ctx, q)
+		lay, err := RingLayout(n, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := NewWorker(m, 0, true, 32)
+		var toks [][]int
+		for _, b := range lay.Of(0) {
+			toks = append(toks, ctx[b.Start:b.Start+b.Len])
+		}
+		if err := w.EncodeRing(nil, lay.Of(0), toks); err != nil {
+			t.Fatal(err)
+		}
+		r := queryLogits(t, w, q, n)
+		if d := maxDiff(g, r); d > 1e-4 {
+			t.Fatalf("n=%d: ring logits differ from global by %g", n, d)
+		}
+	}
+}
+
+func TestRingLayoutBalanced(t *testing.T) {
+	l, err := RingLayout(80, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int][2]int{0: {0, 7}, 1: {1, 6}, 2: {2, 5}, 3: {3, 4}}
+	for r, w := range want {
+		b := l.Of(r)
+		if len(b) != 2 || b[0].Index != w[0] || b[1].Index != w[1] || b[0].Len != 10 {
+			t.Fatalf("rank %d holds %+v, want shards %v of 10 tokens", r, b, w)
+		}
+	}
+	if _, err := RingLayout(5, 4); err == nil {
+		t.Fatal("5 tokens over 4 ranks (8 shards) must be refused")
+	}
+}
