@@ -27,7 +27,9 @@ import (
 	"github.com/star-attn/star/collective"
 	"github.com/star-attn/star/jobs"
 	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/layers/blasref"
 	"github.com/star-attn/star/rank"
+	"github.com/star-attn/star/slurm"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/tokenizer"
 )
@@ -75,8 +77,11 @@ func modelFlags() []cli.Flag {
 		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, EnvVars: []string{"STAR_MODEL"},
 			Usage: "model: llama2.c .bin, .gguf, or Hugging Face folder (default: the shared tiny stories260K model if found)"},
 		&cli.StringFlag{Name: "tokenizer", Usage: "tokenizer file overriding the model's (tokenizer.bin, tokenizer.json)"},
-		&cli.IntFlag{Name: "threads", Usage: "compute threads (default: all cores)"},
+		&cli.IntFlag{Name: "threads", EnvVars: []string{"STAR_THREADS"}, Usage: "compute threads per rank (default: the node's cores divided by its ranks)"},
 		&cli.IntFlag{Name: "context-length", Usage: "override the model's context length from its metadata"},
+		&cli.StringFlag{Name: "load-format", Value: "auto", Usage: "auto (from the model path) or dummy (random weights of --model-config's shape)"},
+		&cli.StringFlag{Name: "model-config", Usage: "Hugging Face config.json giving the shape for --load-format dummy (see configs/)"},
+		&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "dtype of dummy weights: f32, f16 or bf16"},
 	}
 }
 
@@ -153,11 +158,55 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				}},
 			},
 			{
+				Name:  "slurm",
+				Usage: "Slurm helpers",
+				Subcommands: []*cli.Command{{
+					Name:      "script",
+					Usage:     "print an sbatch script that runs star (arguments after -- are star's)",
+					ArgsUsage: "-- STAR-ARGS...",
+					Flags: []cli.Flag{
+						&cli.IntFlag{Name: "nodes", Value: 1, Usage: "sbatch --nodes"},
+						&cli.IntFlag{Name: "ntasks-per-node", Value: 1, Usage: "sbatch --ntasks-per-node: MPI ranks per node"},
+						&cli.IntFlag{Name: "gpus-per-node", Usage: "sbatch --gpus-per-node (0: none)"},
+						&cli.IntFlag{Name: "cpus-per-task", Value: 1, Usage: "sbatch --cpus-per-task: star's --threads per rank"},
+						&cli.StringFlag{Name: "time", Usage: "sbatch --time (MM, HH:MM:SS, D-HH:MM, ...)"},
+						&cli.StringFlag{Name: "partition", Usage: "sbatch --partition"},
+						&cli.StringFlag{Name: "account", Usage: "sbatch --account"},
+						&cli.StringFlag{Name: "job-name", Value: "star", Usage: "sbatch --job-name"},
+						&cli.StringFlag{Name: "output", Value: "%x-%j.out", Usage: "sbatch --output"},
+						&cli.StringFlag{Name: "launcher", Value: slurm.LauncherSrun, Usage: "srun (srun --mpi=pmix) or mpirun inside the allocation"},
+						&cli.IntFlag{Name: "signal-before", Value: slurm.DefaultSignalBefore, Usage: "seconds before the time limit that star is told to stop (and the job requeues)"},
+						&cli.BoolFlag{Name: "no-requeue", Usage: "do not requeue a job stopped at its time limit"},
+						&cli.StringFlag{Name: "star", Usage: "star binary as the compute nodes see it (default: this binary's absolute path)"},
+						&cli.IntFlag{Name: "context-tokens", Usage: "check the rank count against a context of this many tokens"},
+						&cli.IntFlag{Name: "block-size", Usage: "with --context-tokens: the block size star will use"},
+					},
+					Action: func(c *cli.Context) error { return cmdSlurmScript(c, stdout) },
+				}},
+			},
+			{
+				Name:  "bench",
+				Usage: "measure phase 1, time to first token and decode speed per context length and attention mode (run under mpirun for several ranks)",
+				Flags: append(modelFlags(),
+					&cli.StringFlag{Name: "context", Value: "4096", Usage: "context lengths, comma-separated (e.g. 4096,32768)"},
+					&cli.StringFlag{Name: "attention", Value: "star", Usage: "attention modes, comma-separated: star, ring, global"},
+					&cli.IntFlag{Name: "block-size", Usage: "Star block size (default: context / ranks)"},
+					&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "Star anchor size (default: the block size)"},
+					&cli.IntFlag{Name: "decode-tokens", Value: 16, Usage: "decode steps timed"},
+					&cli.IntFlag{Name: "query-tokens", Value: 16, Usage: "query length"},
+					&cli.StringFlag{Name: "merge", Value: rank.MergeGather, Usage: "gather, allgather or allreduce"},
+					&cli.BoolFlag{Name: "json", Usage: "one JSON object per line per configuration"},
+				),
+				Action: func(c *cli.Context) error { return cmdBench(c, stdout, stderr) },
+			},
+			{
 				Name:  "inspect",
 				Usage: "show a model's architecture, size, tokenizer and the memory a run needs",
 				Flags: append(modelFlags(),
 					&cli.IntFlag{Name: "context", Usage: "context tokens to size the KV cache for (default: the model's context length)"},
-					&cli.IntFlag{Name: "block-size", Usage: "block size for the per-rank estimate (default: the whole context)"},
+					&cli.IntFlag{Name: "ranks", Value: 1, Usage: "ranks the context is spread over"},
+					&cli.IntFlag{Name: "block-size", Usage: "block size (default: the context divided over the ranks)"},
+					&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size (default: the block size)"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
 				Action: func(c *cli.Context) error { return cmdInspect(c, stdout) },
 			},
@@ -197,6 +246,36 @@ func defaultModel() string {
 }
 
 func loadModel(c *cli.Context) (*weights.Model, error) {
+	switch c.String("load-format") {
+	case "dummy":
+		if c.String("model-config") == "" {
+			return nil, errors.New("--load-format dummy needs --model-config config.json (a Hugging Face config; see configs/)")
+		}
+		dt, err := weights.ParseDType(c.String("dtype"))
+		if err != nil {
+			return nil, fmt.Errorf("--dtype: %w", err)
+		}
+		seed := uint64(1)
+		if c.Command.Name == "inspect" {
+			seed = 0 // sizing only: do not page in random weights
+		}
+		m, err := weights.LoadDummy(c.String("model-config"), dt, seed)
+		if err != nil {
+			return nil, err
+		}
+		if n := c.Int("context-length"); n > 0 {
+			m.Config.SeqLen = n
+		}
+		if c.String("tokenizer") != "" {
+			if m.Tokenizer, err = weights.LoadTokenizer(c.String("tokenizer")); err != nil {
+				return nil, err
+			}
+		}
+		return m, nil
+	case "auto", "":
+	default:
+		return nil, fmt.Errorf("--load-format %q: use auto or dummy", c.String("load-format"))
+	}
 	path := c.String("model")
 	if path == "" {
 		if path = defaultModel(); path == "" {
@@ -271,6 +350,9 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 	}
 	if _, err := rank.NewCombiner(nil, s.Merge); err != nil {
 		return s, fmt.Errorf("--merge %q: use gather, allgather or allreduce", s.Merge)
+	}
+	if c.Command.Name == "bench" {
+		s.Attention = "star" // bench takes a list; cmdBench checks it
 	}
 	if s.Attention != "star" && s.Attention != "global" && s.Attention != "ring" {
 		return s, fmt.Errorf("--attention %q: use star, ring or global", s.Attention)
@@ -357,7 +439,7 @@ var errSilent = errors.New("")
 // the input and runs more (if not nil); every rank then agrees that all of
 // this worked.
 func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
-	withPrompt := c.Command.Name != "run" // jobs run reads records instead
+	withPrompt := c.Command.Name != "run" && c.Command.Name != "bench" // jobs run reads records; bench makes its own
 	var e *jobs.Engine
 	var t jobs.Tokens
 	s, err := settings(c)
@@ -368,7 +450,7 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	if err == nil {
 		m, err = loadModel(c)
 	}
-	if err == nil && w.rank == 0 {
+	if err == nil && w.rank == 0 && c.Command.Name != "bench" {
 		if err = needTokenizer(m); err == nil {
 			if withPrompt {
 				var in jobs.Input
@@ -396,8 +478,12 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	if threads == 0 {
 		threads = max(runtime.NumCPU()/w.local, 1)
 	}
-	e = jobs.NewEngine(m, layers.NewCPU(threads))
-	e.Comm, e.Merge = w.comm, s.Merge
+	var comp layers.Compute = layers.NewCPU(threads)
+	if c.Command.Name == "bench" {
+		comp = &jobs.Counting{Compute: comp}
+	}
+	e = jobs.NewEngine(m, comp)
+	e.Comm, e.Merge, e.LocalRanks = w.comm, s.Merge, w.local
 	return e, t, s, nil
 }
 
@@ -606,11 +692,14 @@ func cmdInspect(c *cli.Context, stdout io.Writer) error {
 	if ctxN <= 0 {
 		ctxN = m.Config.SeqLen
 	}
-	block := c.Int("block-size")
-	if block <= 0 || block > ctxN {
-		block = ctxN
+	ranks := c.Int("ranks")
+	if ranks <= 0 {
+		return fmt.Errorf("--ranks %d must be positive", ranks)
 	}
-	rep := jobs.Inspect(m, ctxN, block)
+	rep, err := jobs.Inspect(m, ctxN, c.Int("block-size"), c.Int("anchor-size"), ranks)
+	if err != nil {
+		return err
+	}
 	rep.LoadSeconds = time.Since(t0).Seconds()
 	if c.Bool("json") {
 		return json.NewEncoder(stdout).Encode(rep)
@@ -718,4 +807,106 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 			sum.Failed+sum.FailedEarly, sum.Queries+sum.Skipped, o.Output)}
 	}
 	return nil
+}
+
+func parseInts(s, what string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		mult := 1
+		if strings.HasSuffix(f, "k") || strings.HasSuffix(f, "K") {
+			f, mult = f[:len(f)-1], 1024
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", what, f)
+		}
+		out = append(out, n*mult)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: give at least one value", what)
+	}
+	return out, nil
+}
+
+func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
+	ctxs, err := parseInts(c.String("context"), "--context")
+	if err != nil {
+		return err
+	}
+	var atts []string
+	for _, a := range strings.Split(c.String("attention"), ",") {
+		a = strings.TrimSpace(a)
+		if a != "star" && a != "ring" && a != "global" {
+			return fmt.Errorf("--attention %q: use star, ring and/or global, comma-separated", a)
+		}
+		atts = append(atts, a)
+	}
+	if c.String("load-format") != "dummy" && c.String("model") == "" && defaultModel() == "" {
+		return errors.New("bench needs --model PATH, or --load-format dummy --model-config FILE")
+	}
+	w, err := joinWorld()
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	e, _, s, err := setup(c, w, nil)
+	if err != nil {
+		return w.fail(err, stderr)
+	}
+	defer e.W.Close()
+	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: s.BlockSize, AnchorSize: s.AnchorSize,
+		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), Seed: 1, MemLimit: jobs.MemAvailable()}
+	if w.rank == 0 {
+		o.Progress = stderr
+		threads := e.M.C.Threads()
+		o.SgemmGFLOPS = func(m, n, k int) float64 { return blasref.GFLOPS(m, n, k, threads) }
+	}
+	var rows []jobs.BenchRow
+	err = e.Bench(o, func(r jobs.BenchRow) {
+		rows = append(rows, r)
+		if c.Bool("json") {
+			json.NewEncoder(stdout).Encode(r)
+		}
+	})
+	if err != nil {
+		return w.fail(err, stderr)
+	}
+	if w.rank == 0 && !c.Bool("json") {
+		jobs.PrintBenchTable(stdout, rows)
+	}
+	return nil
+}
+
+func cmdSlurmScript(c *cli.Context, stdout io.Writer) error {
+	o := slurm.DefaultScriptOptions()
+	o.Nodes, o.NTasksPerNode, o.GPUsPerNode, o.CPUsPerTask = c.Int("nodes"), c.Int("ntasks-per-node"), c.Int("gpus-per-node"), c.Int("cpus-per-task")
+	o.Time, o.Partition, o.Account, o.JobName, o.Output = c.String("time"), c.String("partition"), c.String("account"), c.String("job-name"), c.String("output")
+	o.Launcher, o.SignalBefore, o.Requeue = c.String("launcher"), c.Int("signal-before"), !c.Bool("no-requeue")
+	o.StarPath = c.String("star")
+	if o.StarPath == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("cannot find this binary's path: pass --star PATH")
+		}
+		o.StarPath = exe
+	}
+	o.Command = c.Args().Slice()
+	if len(o.Command) == 0 {
+		return errors.New("no star command: give it after --, e.g. star slurm script --ntasks-per-node 4 -- jobs run --model M --input in.jsonl --output out.jsonl")
+	}
+	if n := c.Int("context-tokens"); n > 0 {
+		if err := slurm.CheckRanks(o.Ranks(), n, c.Int("block-size")); err != nil {
+			return err
+		}
+	}
+	script, err := slurm.Script(o)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, script)
+	return err
 }

@@ -113,7 +113,7 @@ func TestScoreAndTokenize(t *testing.T) {
 		t.Fatalf("tokenize --decode: exit %d, %q", code, out)
 	}
 	code, out, errOut = star(t, "inspect", "--model", model)
-	if code != 0 || !strings.Contains(out, "layers 5") || !strings.Contains(out, "KV cache") {
+	if code != 0 || !strings.Contains(out, "layers 5") || !strings.Contains(out, "kv_cache") {
 		t.Fatalf("inspect: exit %d, %q %s", code, out, errOut)
 	}
 }

@@ -3,8 +3,12 @@ package jobs
 import (
 	"fmt"
 	"io"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 )
 
@@ -20,18 +24,22 @@ type Report struct {
 	Tokenizer     string         `json:"tokenizer"`
 	TokenizerSize int            `json:"tokenizer_vocab"`
 	Fingerprint   string         `json:"fingerprint"`
-	Memory        Memory         `json:"memory"`
+	Memory        Memory         `json:"memory"` // rank 0
+	Ranks         []Memory       `json:"ranks"`
 	LoadSeconds   float64        `json:"load_s"`
 }
 
-// Memory is the estimate for one process holding the given context.
+// Memory is the estimate for one rank.
 type Memory struct {
+	Rank            int   `json:"rank"`
 	Context         int   `json:"context_tokens"`
 	BlockSize       int   `json:"block_size"`
-	WeightBytes     int64 `json:"weights_bytes"`      // memory-mapped, shared by ranks on a node
-	KVBytes         int64 `json:"kv_cache_bytes"`     // context blocks held by this process
+	Blocks          int   `json:"blocks"`             // blocks this rank holds
+	BlockTokens     int   `json:"block_tokens"`       // their tokens
+	WeightBytes     int64 `json:"weights_bytes"`      // memory-mapped, shared by the ranks of a node
+	KVBytes         int64 `json:"kv_cache_bytes"`     // K/V of its blocks (+ query and generated tokens on rank 0)
 	AnchorBytes     int64 `json:"anchor_bytes"`       // anchor K/V while encoding
-	ActivationBytes int64 `json:"activation_bytes"`   // per-forward scratch for one block
+	ActivationBytes int64 `json:"activation_bytes"`   // per-forward scratch
 	TotalBytes      int64 `json:"total_bytes"`        // all of the above
 	KVBytesPerToken int64 `json:"kv_bytes_per_token"` // K and V, all layers, float32
 }
@@ -41,29 +49,72 @@ func KVBytesPerToken(c *weights.Config) int64 {
 	return int64(2 * c.NLayers * c.KVDim() * 4)
 }
 
-// Inspect describes m and estimates the memory for ctx context tokens in
-// blocks of block tokens, all held by one process.
-func Inspect(m *weights.Model, ctx, block int) Report {
+// RankMemory estimates what rank r needs to hold its part of layout lay
+// (rank 0 also the query and generated tokens: extra) with model m.
+func RankMemory(m *layers.Model, weightBytes int64, lay rank.Layout, r, extra, chunk int) Memory {
+	c := &m.Cfg
+	per := KVBytesPerToken(c)
+	mem := Memory{Rank: r, Context: lay.N, BlockSize: lay.BlockSize, WeightBytes: weightBytes, KVBytesPerToken: per}
+	longest := 0
+	for _, b := range lay.Of(r) {
+		mem.Blocks++
+		mem.BlockTokens += b.Len
+		longest = max(longest, b.Len)
+	}
+	mem.KVBytes = per * int64(mem.BlockTokens)
+	if r == 0 {
+		mem.KVBytes += per * int64(extra)
+	}
+	if lay.NeedsAnchor(r) {
+		mem.AnchorBytes = per * int64(lay.AnchorSize)
+	}
+	capTok := max(longest, chunk)
+	kvd := int64(c.KVDim())
+	mem.ActivationBytes = m.StateBytes(capTok) +
+		2*4*kvd*int64(lay.AnchorSize+longest) + // anchor ; block keys and values of one layer
+		4*int64(mem.Blocks+1)*int64(capTok)*int64(c.NHeads*(c.HeadDim+1)) + // partial attentions
+		4*int64(c.VocabSize)*2 // logits
+	mem.TotalBytes = mem.WeightBytes + mem.KVBytes + mem.AnchorBytes + mem.ActivationBytes
+	return mem
+}
+
+// Inspect describes m and estimates, per rank, the memory for ctx context
+// tokens in blocks of block tokens with anchor tokens over ranks ranks.
+func Inspect(m *weights.Model, ctx, block, anchor, ranks int) (Report, error) {
 	c := m.Config
 	r := Report{Path: m.Path, Format: m.Format, Architecture: c.Arch, Config: c, DType: m.DType().String(),
 		Parameters: m.ParamCount(), ContextLength: c.SeqLen, Fingerprint: m.Fingerprint}
 	if m.Tokenizer != nil {
 		r.Tokenizer, r.TokenizerSize = m.Tokenizer.Kind(), m.Tokenizer.VocabSize()
 	}
+	s := Settings{BlockSize: block, AnchorSize: anchor, Ranks: ranks}
+	s.Defaults()
+	lay, err := s.Layout(ctx)
+	if err != nil {
+		return r, err
+	}
 	lm := layers.NewModel(m, layers.NewCPU(1))
-	per := KVBytesPerToken(&c)
-	anchor := 0
-	if block < ctx {
-		anchor = block
+	for k := 0; k < ranks; k++ {
+		r.Ranks = append(r.Ranks, RankMemory(lm, m.WeightBytes(), lay, k, 512, s.Chunk))
 	}
-	r.Memory = Memory{
-		Context: ctx, BlockSize: block, WeightBytes: m.WeightBytes(), KVBytesPerToken: per,
-		KVBytes:         per * int64(ctx),
-		AnchorBytes:     per * int64(anchor),
-		ActivationBytes: lm.StateBytes(max(block, 512)) + int64(c.VocabSize*4*2),
+	r.Memory = r.Ranks[0]
+	return r, nil
+}
+
+// MemAvailable is the kernel's estimate of memory available for new work
+// (MemAvailable in /proc/meminfo), or 0 if unknown.
+func MemAvailable() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
 	}
-	r.Memory.TotalBytes = r.Memory.WeightBytes + r.Memory.KVBytes + r.Memory.AnchorBytes + r.Memory.ActivationBytes
-	return r
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
 }
 
 // Print writes the report for people.
@@ -89,13 +140,15 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "tokenizer    none (pass --tokenizer)\n")
 	}
 	fmt.Fprintf(w, "fingerprint  %s\n", r.Fingerprint)
-	m := r.Memory
-	fmt.Fprintf(w, "memory for a %d-token context in blocks of %d on one rank:\n", m.Context, m.BlockSize)
-	fmt.Fprintf(w, "  weights      %s (memory-mapped)\n", human(m.WeightBytes, "B"))
-	fmt.Fprintf(w, "  KV cache     %s (%s per token)\n", human(m.KVBytes, "B"), human(m.KVBytesPerToken, "B"))
-	fmt.Fprintf(w, "  anchor       %s\n", human(m.AnchorBytes, "B"))
-	fmt.Fprintf(w, "  activations  %s\n", human(m.ActivationBytes, "B"))
-	fmt.Fprintf(w, "  total        %s\n", human(m.TotalBytes, "B"))
+	fmt.Fprintf(w, "memory for a %d-token context, blocks of %d, over %d rank(s) (rank 0 with 512 query/generated tokens):\n",
+		r.Memory.Context, r.Memory.BlockSize, len(r.Ranks))
+	fmt.Fprintf(w, "  %-5s %-7s %-9s %-12s %-12s %-12s %-12s %s\n", "rank", "blocks", "tokens", "weights", "kv_cache", "anchor", "activations", "total")
+	for _, m := range r.Ranks {
+		fmt.Fprintf(w, "  %-5d %-7d %-9d %-12s %-12s %-12s %-12s %s\n", m.Rank, m.Blocks, m.BlockTokens, human(m.WeightBytes, "B"),
+			human(m.KVBytes, "B"), human(m.AnchorBytes, "B"), human(m.ActivationBytes, "B"), human(m.TotalBytes, "B"))
+	}
+	fmt.Fprintf(w, "  K/V per token %s (float32, all layers); weights are memory-mapped and shared by the ranks of a node\n",
+		human(r.Memory.KVBytesPerToken, "B"))
 }
 
 func human(n int64, unit string) string {

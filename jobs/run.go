@@ -81,6 +81,8 @@ type Engine struct {
 	KVDir string
 	// Log receives warnings (stderr); nil: none.
 	Log io.Writer
+	// LocalRanks is the number of ranks sharing this node's memory.
+	LocalRanks int
 }
 
 // NewEngine wraps a loaded model with a compute backend.

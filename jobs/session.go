@@ -165,6 +165,9 @@ func (ss *session) phase1(ctx []int) error {
 	if err != nil {
 		return err
 	}
+	if err := e.checkMemory(p); err != nil {
+		return err
+	}
 	w := rank.NewWorker(e.M, e.Rank(), e.Rank() == 0, p.Capacity)
 	if e.distributed() {
 		if w.Comb, err = rank.NewCombiner(e.Comm, p.Merge); err != nil {
@@ -292,9 +295,11 @@ func (ss *session) query(q *queryPlan, smp *Sampling, rows []int, logits []float
 	var held int // bytes of text not yet streamed (a stop string may be starting)
 	if host {
 		sampler = NewSampler(smp.Temperature, smp.TopP, smp.Seed)
-		stops = stopTokens(e.Tok)
-		dec = tokenizer.NewStreamDecoder(e.Tok)
-		dec.After(q.Steps[len(q.Steps)-1])
+		if e.Tok != nil { // benchmarks on dummy weights have no tokenizer
+			stops = stopTokens(e.Tok)
+			dec = tokenizer.NewStreamDecoder(e.Tok)
+			dec.After(q.Steps[len(q.Steps)-1])
+		}
 		res.StopReason = "max_tokens"
 	}
 	var tFirst time.Time
@@ -312,7 +317,9 @@ func (ss *session) query(q *queryPlan, smp *Sampling, rows []int, logits []float
 			} else {
 				res.Tokens = append(res.Tokens, id)
 				res.Logprobs = append(res.Logprobs, lp)
-				text = append(text, dec.Add(id)...)
+				if dec != nil {
+					text = append(text, dec.Add(id)...)
+				}
 				more = i < q.MaxTok-1
 				if cut, hit := cutAtStop(text, smp.Stop); hit {
 					text, more, res.StopReason = text[:cut], false, "stop"
@@ -335,7 +342,7 @@ func (ss *session) query(q *queryPlan, smp *Sampling, rows []int, logits []float
 		pos++
 	}
 	if host {
-		if res.StopReason != "stop" {
+		if res.StopReason != "stop" && dec != nil {
 			text = append(text, dec.Flush()...)
 		}
 		streamText(smp.Stream, text, held, nil, false)
@@ -638,4 +645,22 @@ func docKey(fingerprint string, ctx []int, lay rank.Layout) string {
 		h.Write(b[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:24]
+}
+
+// checkMemory refuses, before allocating anything, a document whose share
+// on this rank cannot fit in the memory available to it (the node's
+// available memory divided by the ranks on the node).
+func (e *Engine) checkMemory(p *docPlan) error {
+	avail := MemAvailable()
+	if avail == 0 {
+		return nil
+	}
+	local := max(e.LocalRanks, 1)
+	m := RankMemory(e.M, 0, p.Layout, e.Rank(), p.Capacity, p.Capacity)
+	need := m.KVBytes + m.AnchorBytes + m.ActivationBytes
+	if need > avail/int64(local) {
+		return fmt.Errorf("needs %.2f GiB (K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB) but %.2f GiB are available to each of the node's %d ranks: use more ranks, a smaller --block-size, or a shorter context",
+			gib(need), m.Blocks, m.BlockTokens, gib(m.KVBytes), gib(m.AnchorBytes), gib(m.ActivationBytes), gib(avail/int64(local)), local)
+	}
+	return nil
 }

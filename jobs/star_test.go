@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/star-attn/star/rank"
 )
 
 const story = `Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her big red ball. One day, she saw a cat sitting under a tree. The cat was sad because it was lost. Lily wanted to help the cat find its home. She looked around the park and saw a boy named Tom.
@@ -185,5 +187,24 @@ func TestLengthLimits(t *testing.T) {
 	}
 	if len(r.Tokens) > 10-5 {
 		t.Fatalf("generated %d tokens beyond the context length", len(r.Tokens))
+	}
+}
+
+// A document that cannot fit is refused before anything is allocated,
+// with the numbers.
+func TestMemoryRefusal(t *testing.T) {
+	e := loadEngine(t, storiesModels[0].path, 0)
+	e.M.Cfg.SeqLen = 1 << 40
+	huge, err := rank.NewLayout(1<<36, 1<<36, 0, 1) // 2^36 tokens x 1.25 KiB of K/V
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.checkMemory(&docPlan{Layout: huge, Capacity: 512})
+	if err == nil || !strings.Contains(err.Error(), "GiB") || !strings.Contains(err.Error(), "available") {
+		t.Fatalf("err = %v, want a refusal with the numbers", err)
+	}
+	small, _ := rank.NewLayout(100, 50, 10, 1)
+	if err := e.checkMemory(&docPlan{Layout: small, Capacity: 512}); err != nil {
+		t.Fatalf("small document refused: %v", err)
 	}
 }

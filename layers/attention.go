@@ -13,6 +13,13 @@ type AttnShape struct {
 
 const keyTile = 64 // keys scored at once by the online softmax
 
+// AttentionKernel is implemented by backends with their own attention
+// kernel: it computes exactly what Attention specifies and reports true, or
+// reports false (computing nothing) to let Attention use the pure-Go code.
+type AttentionKernel interface {
+	AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) bool
+}
+
 // Attention computes, for each of nq query tokens and each head h,
 //
 //	out = softmax(S)·V,  lse = log Σ_j exp(S_j),  S_j = q·k_j / √D
@@ -25,7 +32,13 @@ const keyTile = 64 // keys scored at once by the online softmax
 // causal: the queries are the last nq of the nk key tokens, so query i sees
 // keys [0, nk-nq+i]; otherwise every query sees all keys. A query that sees
 // no key gets out = 0 and lse = -Inf (it contributes nothing to a merge).
+//
+// If c implements AttentionKernel (the SIMD CPU backend does), its kernel
+// computes the result; otherwise the pure-Go code below does.
 func Attention(c Compute, out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) {
+	if a, ok := c.(AttentionKernel); ok && a.AttentionKernel(out, lse, q, k, v, nq, nk, s, causal) {
+		return
+	}
 	H, D, kvDim := s.H, s.D, s.HKV*s.D
 	group := s.H / s.HKV
 	scale := float32(1 / math.Sqrt(float64(D)))

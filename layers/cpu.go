@@ -1,28 +1,74 @@
 package layers
 
 import (
+	"os"
 	"runtime"
 	"sync"
 
 	"github.com/star-attn/star/weights"
 )
 
-// CPU is the pure-Go backend.
+// CPU is the CPU backend. It runs SIMD kernels (cgo, kern_amd64.c) when the
+// processor has them (AVX-512F, or AVX2+FMA+F16C) and the pure-Go kernels
+// below otherwise; Name says which. Work is spread over a persistent pool
+// of Threads() goroutines.
 type CPU struct {
 	threads int
-	bufs    sync.Pool // *[]float32 row-conversion buffers for 16-bit weights
+	bufs    sync.Pool // *[]float32 row-conversion buffers for 16-bit weights (pure Go)
+	k       *kernels  // nil: pure-Go kernels
+	pool    *workerPool
+	res     *resources // the SIMD kernels' tasks and scratch; guarded by pool.mu
+	par     parTask    // Parallel's task; guarded by pool.mu
 }
 
-// NewCPU returns a CPU backend with the given thread count (<= 0: all cores).
+// NewCPU returns a CPU backend with the given thread count (<= 0: all
+// cores), on the best kernels this processor supports. The environment
+// variable STAR_KERNELS overrides the choice: "go" forces the pure-Go
+// reference kernels, "avx2" or "avx512" a SIMD variant (ignored if the
+// processor lacks it).
 func NewCPU(threads int) *CPU {
+	var k *kernels
+	switch v := os.Getenv("STAR_KERNELS"); v {
+	case "go":
+	case "", "auto":
+		k = bestKernels()
+	default:
+		if k = newKernels(v); k == nil {
+			k = bestKernels()
+		}
+	}
+	return newCPU(threads, k)
+}
+
+// NewCPUReference returns a CPU backend on the pure-Go reference kernels.
+func NewCPUReference(threads int) *CPU { return newCPU(threads, nil) }
+
+func bestKernels() *kernels {
+	if v := kernelVariants(); len(v) > 0 {
+		return newKernels(v[0])
+	}
+	return nil
+}
+
+func newCPU(threads int, k *kernels) *CPU {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	return &CPU{threads: threads}
+	c := &CPU{threads: threads, k: k, pool: newWorkerPool(threads), res: newResources(threads)}
+	runtime.AddCleanup(c, func(p *workerPool) { p.close() }, c.pool)
+	return c
 }
 
 func (c *CPU) Threads() int { return c.threads }
-func (c *CPU) Name() string { return "cpu-go" }
+
+// Name is "cpu-go" on the pure-Go kernels, else "cpu-" and the SIMD
+// variant ("cpu-avx2", "cpu-avx512").
+func (c *CPU) Name() string {
+	if c.k == nil {
+		return "cpu-go"
+	}
+	return "cpu-" + c.k.name
+}
 
 func (c *CPU) Parallel(n int, f func(lo, hi int)) {
 	if n <= 0 {
@@ -36,6 +82,14 @@ func (c *CPU) Parallel(n int, f func(lo, hi int)) {
 		f(0, n)
 		return
 	}
+	if c.pool.mu.TryLock() {
+		c.par = parTask{n: n, nt: t, f: f}
+		c.pool.run(t, &c.par)
+		c.par.f = nil
+		c.pool.mu.Unlock()
+		return
+	}
+	// The pool is busy (a nested or concurrent call): plain goroutines.
 	var wg sync.WaitGroup
 	chunk := (n + t - 1) / t
 	for lo := 0; lo < n; lo += chunk {
@@ -49,9 +103,45 @@ func (c *CPU) Parallel(n int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// MatMul: out[i, r] = Σ_k x[i, k] · w[r, k]. Work is split over the rows of
-// w so that each weight row is read (and, for F16/BF16, widened) once.
+// MatMul: out[i, r] = Σ_k x[i, k] · w[r, k].
 func (c *CPU) MatMul(out, x []float32, w *weights.Tensor, n int) {
+	if n <= 0 {
+		return
+	}
+	if c.k == nil || w.Rows() == 0 || w.Cols() == 0 {
+		c.matMulGo(out, x, w, n)
+		return
+	}
+	if c.pool.mu.TryLock() {
+		defer c.pool.mu.Unlock()
+		c.k.matMul(c.res, c.pool, c.threads, out, x, w, n)
+		return
+	}
+	// The pool is busy (a nested or concurrent call): run on this goroutine.
+	c.k.matMul(newResources(1), nil, 1, out, x, w, n)
+}
+
+// AttentionKernel is Attention on the SIMD kernels; false if the backend
+// runs the pure-Go kernels (Attention then computes it).
+func (c *CPU) AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) bool {
+	if c.k == nil {
+		return false
+	}
+	if nq <= 0 {
+		return true
+	}
+	if c.pool.mu.TryLock() {
+		defer c.pool.mu.Unlock()
+		c.k.attention(c.res, c.pool, c.threads, out, lse, q, k, v, nq, nk, s, causal)
+		return true
+	}
+	c.k.attention(newResources(1), nil, 1, out, lse, q, k, v, nq, nk, s, causal)
+	return true
+}
+
+// matMulGo is MatMul on the pure-Go kernels. Work is split over the rows of
+// w so that each weight row is read (and, for F16/BF16, widened) once.
+func (c *CPU) matMulGo(out, x []float32, w *weights.Tensor, n int) {
 	rows, cols := w.Rows(), w.Cols()
 	const rowTile = 16
 	tiles := (rows + rowTile - 1) / rowTile

@@ -1,5 +1,8 @@
 // Package slurm knows Slurm: the environment of a task launched by srun or
-// sbatch. It knows nothing of models.
+// sbatch (Detect), and the sbatch scripts that run star (Script, with
+// Validate, ParseTime and CheckRanks to refuse bad requests before they are
+// submitted). It knows nothing of models. cluster/ holds a one-node test
+// cluster and what was measured on it.
 package slurm
 
 import (

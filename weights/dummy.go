@@ -12,6 +12,9 @@ import (
 // describes, with random weights made in memory (no weight file), stored in
 // dtype: for benchmarking any Llama shape. Matrices are ~N(0, 1/sqrt(in)),
 // norms 1, so activations stay in range. The model has no tokenizer.
+//
+// With seed 0 the weights stay zero and untouched: the memory is reserved
+// but not paged in (for sizing a model with `star inspect`).
 func LoadDummy(configPath string, dtype DType, seed uint64) (*Model, error) {
 	b, err := os.ReadFile(configPath)
 	if err != nil {
@@ -89,7 +92,9 @@ func NewDummy(cfg Config, dtype DType, seed uint64) (*Model, error) {
 		}()
 	}
 	for _, f := range jobs {
-		ch <- f
+		if seed != 0 {
+			ch <- f
+		}
 	}
 	close(ch)
 	wg.Wait()

@@ -1,0 +1,219 @@
+package jobs
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/rank"
+	"github.com/star-attn/star/weights"
+)
+
+// Counting wraps a Compute backend and counts the work and time of its
+// matrix products and attention, for benchmarks. It keeps the backend's
+// own attention kernel when it has one.
+type Counting struct {
+	layers.Compute
+	LinearFlops, LinearNanos atomic.Int64
+	AttnFlops, AttnNanos     atomic.Int64
+}
+
+func (c *Counting) MatMul(out, x []float32, w *weights.Tensor, n int) {
+	t := time.Now()
+	c.Compute.MatMul(out, x, w, n)
+	c.LinearNanos.Add(int64(time.Since(t)))
+	c.LinearFlops.Add(2 * int64(n) * int64(w.Rows()) * int64(w.Cols()))
+}
+
+// AttentionKernel times attention, with the backend's kernel if it has one
+// and the pure-Go code otherwise.
+func (c *Counting) AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s layers.AttnShape, causal bool) bool {
+	t := time.Now()
+	if a, ok := c.Compute.(layers.AttentionKernel); !ok || !a.AttentionKernel(out, lse, q, k, v, nq, nk, s, causal) {
+		layers.Attention(c.Compute, out, lse, q, k, v, nq, nk, s, causal)
+	}
+	c.AttnNanos.Add(int64(time.Since(t)))
+	pairs := int64(nq) * int64(nk)
+	if causal {
+		pairs -= int64(nq) * int64(nq-1) / 2
+	}
+	c.AttnFlops.Add(4 * int64(s.D) * int64(s.H) * max(pairs, 0))
+	return true
+}
+
+func (c *Counting) reset() {
+	c.LinearFlops.Store(0)
+	c.LinearNanos.Store(0)
+	c.AttnFlops.Store(0)
+	c.AttnNanos.Store(0)
+}
+
+// BenchOptions describe `star bench`.
+type BenchOptions struct {
+	Contexts     []int    // context lengths in tokens
+	Attentions   []string // "star", "ring", "global"
+	BlockSize    int      // 0: context / ranks
+	AnchorSize   int      // -1: block size
+	QueryTokens  int      // query length
+	DecodeTokens int      // generated tokens timed for decode speed
+	Seed         uint64
+	Progress     io.Writer // stderr: what runs now
+	// SgemmGFLOPS, when set, measures the reference sgemm throughput on the
+	// model's largest linear shape (printed beside ours).
+	SgemmGFLOPS func(m, n, k int) float64
+	MemLimit    int64 // bytes available to rank 0 (global runs that need more are skipped)
+}
+
+// BenchRow is one configuration's measurement (one JSON line).
+type BenchRow struct {
+	Attention       string  `json:"attention"`
+	Ranks           int     `json:"ranks"`
+	Threads         int     `json:"threads"`
+	Context         int     `json:"context"`
+	Block           int     `json:"block"`
+	Anchor          int     `json:"anchor"`
+	Phase1          float64 `json:"phase1_s"`
+	TTFT            float64 `json:"ttft_s"`
+	DecodeTPS       float64 `json:"decode_tok_s"`
+	LinearGFLOPS    float64 `json:"linear_gflops"`
+	AttentionGFLOPS float64 `json:"attention_gflops"`
+	PeakRSS         int64   `json:"peak_rss_bytes"`
+	SgemmGFLOPS     float64 `json:"sgemm_gflops,omitempty"`
+	Kernels         string  `json:"kernels"`
+	Skipped         string  `json:"skipped,omitempty"`
+}
+
+// Bench runs every (context, attention) configuration: phase 1, the query
+// and DecodeTokens decode steps, on every rank (rank 0 leads, the others
+// follow). Rows come back on rank 0, through emit as soon as each is done.
+func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
+	if e.Rank() != 0 {
+		return e.Follow()
+	}
+	cnt, _ := e.M.C.(*Counting)
+	l := &leader{e: e}
+	var sgemm float64
+	if o.SgemmGFLOPS != nil {
+		c := e.M.Cfg
+		sgemm = o.SgemmGFLOPS(512, c.HiddenDim, c.Dim)
+	}
+	for _, n := range o.Contexts {
+		for _, att := range o.Attentions {
+			s := Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: o.AnchorSize, MaxTokens: o.DecodeTokens + 1}
+			s.Defaults()
+			s.Ranks = e.Ranks()
+			row := BenchRow{Attention: att, Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: sgemm, Kernels: e.M.C.Name()}
+			if lay, err := s.Layout(n); err == nil && att == "star" {
+				row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
+			} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && att == "ring" {
+				row.Block = lay.BlockSize // shard size
+			}
+			if n+o.QueryTokens+o.DecodeTokens+1 > e.M.Cfg.SeqLen {
+				row.Skipped = fmt.Sprintf("context %d + query + decode exceeds the model's context length %d", n, e.M.Cfg.SeqLen)
+				emit(row)
+				continue
+			}
+			if att == "global" && o.MemLimit > 0 {
+				need := e.W.WeightBytes() + KVBytesPerToken(&e.M.Cfg)*int64(n+o.QueryTokens+o.DecodeTokens) + e.M.StateBytes(s.Chunk)
+				if need > o.MemLimit {
+					row.Skipped = fmt.Sprintf("global attention needs %.1f GiB on rank 0, %.1f GiB available", gib(need), gib(o.MemLimit))
+					emit(row)
+					continue
+				}
+			}
+			r := rand.New(rand.NewPCG(o.Seed, uint64(n)))
+			toks := make([]int, n+o.QueryTokens)
+			for i := range toks {
+				toks[i] = r.IntN(e.M.Cfg.VocabSize)
+			}
+			ctx, q := toks[:n], toks[n:]
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "bench: context %d, %s attention, %d rank(s): phase 1...\n", n, att, e.Ranks())
+			}
+			resetPeakRSS()
+			if cnt != nil {
+				cnt.reset()
+			}
+			t0 := time.Now()
+			p, err := e.planDoc(ctx, s)
+			if err := l.doc(ctx, p, err); err != nil {
+				if !Agreed(err) {
+					return err
+				}
+				row.Skipped = err.Error()
+				emit(row)
+				continue
+			}
+			row.Phase1 = time.Since(t0).Seconds()
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "bench: context %d, %s: phase 1 %.2fs; query and %d decode steps...\n", n, att, row.Phase1, o.DecodeTokens)
+			}
+			res := &Result{}
+			smp := &Sampling{Temperature: 0}
+			if err := l.query(&queryPlan{Steps: q, MaxTok: o.DecodeTokens + 1}, smp, nil, nil, res); err != nil {
+				return err
+			}
+			row.TTFT = row.Phase1 + res.Timings.TTFT
+			row.DecodeTPS = res.Timings.DecodeTPS
+			if cnt != nil {
+				if ns := cnt.LinearNanos.Load(); ns > 0 {
+					row.LinearGFLOPS = float64(cnt.LinearFlops.Load()) / float64(ns)
+				}
+				if ns := cnt.AttnNanos.Load(); ns > 0 {
+					row.AttentionGFLOPS = float64(cnt.AttnFlops.Load()) / float64(ns)
+				}
+			}
+			row.PeakRSS = peakRSS()
+			l.ss = nil // drop this document's caches before the next
+			emit(row)
+		}
+	}
+	_, err := l.end(nil)
+	return err
+}
+
+func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+// peakRSS is this process's peak resident memory (VmHWM), or 0.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}
+
+// resetPeakRSS restarts VmHWM from the current RSS (Linux: clear_refs 5).
+func resetPeakRSS() {
+	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+}
+
+// PrintBenchTable writes rows for people.
+func PrintBenchTable(w io.Writer, rows []BenchRow) {
+	fmt.Fprintf(w, "%-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-10s %-10s %-10s %-9s %s\n",
+		"attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "lin_GF/s", "attn_GF/s", "rss_GiB", "sgemm_GF/s")
+	for _, r := range rows {
+		if r.Skipped != "" {
+			fmt.Fprintf(w, "%-7s %-5d %-7d %-8d skipped: %s\n", r.Attention, r.Ranks, r.Threads, r.Context, r.Skipped)
+			continue
+		}
+		fmt.Fprintf(w, "%-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-10.2f %-10.1f %-10.1f %-9.2f %.1f\n",
+			r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS,
+			r.LinearGFLOPS, r.AttentionGFLOPS, gib(r.PeakRSS), r.SgemmGFLOPS)
+	}
+}

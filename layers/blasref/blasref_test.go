@@ -1,0 +1,32 @@
+package blasref
+
+import (
+	"math"
+	"testing"
+)
+
+func TestSgemmNT(t *testing.T) {
+	const m, n, k = 3, 5, 7
+	a, b, c := make([]float32, m*k), make([]float32, n*k), make([]float32, m*n)
+	for i := range a {
+		a[i] = float32(i%5) - 2
+	}
+	for i := range b {
+		b[i] = float32(i%3) - 1
+	}
+	SgemmNT(c, a, b, m, n, k)
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var s float64
+			for x := 0; x < k; x++ {
+				s += float64(a[i*k+x]) * float64(b[j*k+x])
+			}
+			if math.Abs(s-float64(c[i*n+j])) > 1e-5 {
+				t.Fatalf("c[%d,%d] = %g, want %g", i, j, c[i*n+j], s)
+			}
+		}
+	}
+	if g := GFLOPS(64, 64, 64, 1); !(g > 0) {
+		t.Fatalf("GFLOPS = %g", g)
+	}
+}

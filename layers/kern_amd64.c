@@ -1,0 +1,402 @@
+//go:build amd64 && cgo
+
+// SIMD kernels of the fast CPU backend. Nothing here is compiled for a
+// baseline wider than x86-64: every function that uses AVX2 or AVX-512 is
+// compiled under a target pragma, and star_cpu_level tells the Go side at
+// run time which of them the CPU (and OS) supports.
+//
+// kern_impl.h holds the kernels once, written against a small vector
+// vocabulary; it is instantiated three times:
+//
+//	avx2    8 lanes, 6x16 register tile   (AVX2 + FMA + F16C)
+//	avx512  16 lanes, 14x32 register tile (AVX-512F)
+//	emu512  the avx512 instantiation's code with each 16-lane vector held
+//	        as two AVX2 halves: lets the 16-lane logic be tested on
+//	        machines without AVX-512; never chosen automatically.
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kern.h"
+
+int star_cpu_level(void) {
+	__builtin_cpu_init();
+	if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
+		return 0;
+	if (__builtin_cpu_supports("avx512f"))
+		return 2;
+	return 1;
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+// ---------------------------------------------------------------------------
+// dtype helpers and B packing, shared by every variant (AVX2 suffices).
+
+static inline __attribute__((always_inline)) float wval(const void *w, const int dt, long i) {
+	if (dt == STAR_F32)
+		return ((const float *)w)[i];
+	uint16_t h = ((const uint16_t *)w)[i];
+	if (dt == STAR_F16)
+		return _cvtsh_ss(h);
+	uint32_t b = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &b, 4);
+	return f;
+}
+
+static inline __attribute__((always_inline)) __m256 w8(const void *w, const int dt, long i) {
+	if (dt == STAR_F32)
+		return _mm256_loadu_ps((const float *)w + i);
+	__m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+	if (dt == STAR_F16)
+		return _mm256_cvtph_ps(h);
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline __attribute__((always_inline)) void tr8x8(__m256 *r) {
+	__m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+	__m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+	__m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+	__m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+	__m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+	__m256 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+	__m256 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+	__m256 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+	__m256 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+	r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+	r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+	r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+	r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+	r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+	r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+	r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+	r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// pack_b writes rows [j0, j0+nr) (nr <= nrr), columns [k0, k0+kc) of the
+// row-major matrix w (row stride ldw elements, dtype dt) transposed and
+// widened into dst[kc][nrr]; rows past nr are zero. nrr is a multiple of 8.
+static inline __attribute__((always_inline)) void pack_b_dt(float *dst, const void *w, const int dt, long ldw,
+                                                            long j0, int nr, long k0, int kc, int nrr) {
+	for (int g = 0; g < nrr; g += 8) {
+		int rows = nr - g < 8 ? nr - g : 8;
+		float *d = dst + g;
+		int k = 0;
+		if (rows == 8) {
+			long base = (j0 + g) * ldw + k0;
+			for (; k + 8 <= kc; k += 8) {
+				__m256 r[8];
+				for (int i = 0; i < 8; i++)
+					r[i] = w8(w, dt, base + i * ldw + k);
+				tr8x8(r);
+				for (int i = 0; i < 8; i++)
+					_mm256_storeu_ps(d + (long)(k + i) * nrr, r[i]);
+			}
+		}
+		for (; k < kc; k++)
+			for (int i = 0; i < 8; i++)
+				d[(long)k * nrr + i] = i < rows ? wval(w, dt, (j0 + g + i) * ldw + k0 + k) : 0.0f;
+	}
+}
+
+static void pack_b(float *dst, const void *w, int dt, long ldw, long j0, int nr, long k0, int kc, int nrr) {
+	switch (dt) {
+	case STAR_F32:
+		pack_b_dt(dst, w, STAR_F32, ldw, j0, nr, k0, kc, nrr);
+		break;
+	case STAR_F16:
+		pack_b_dt(dst, w, STAR_F16, ldw, j0, nr, k0, kc, nrr);
+		break;
+	default:
+		pack_b_dt(dst, w, STAR_BF16, ldw, j0, nr, k0, kc, nrr);
+		break;
+	}
+}
+
+static inline float hsum8(__m256 v) {
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+static inline float hmax8(__m256 v) {
+	__m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_max_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+// ---------------------------------------------------------------------------
+// avx2: 8 lanes.
+
+#define SFX avx2
+#define VL 8
+#define MR 6
+#define ATK 64
+#define V __m256
+#define VZERO() _mm256_setzero_ps()
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
+#define VBCAST(p) _mm256_broadcast_ss(p)
+#define VSET1(x) _mm256_set1_ps(x)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VMUL _mm256_mul_ps
+#define VMAX _mm256_max_ps
+#define VMIN _mm256_min_ps
+#define VHSUM hsum8
+#define VHMAX hmax8
+#define VROUND(v) _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VPOW2I(n) \
+	_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
+#define VSEL_LT(a, b, x, y) _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ))
+#define VF16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define VBF16PAIR(p, e, o)                                                                           \
+	do {                                                                                         \
+		__m256i w_ = _mm256_loadu_si256((const __m256i *)(p));                               \
+		e = _mm256_castsi256_ps(_mm256_slli_epi32(w_, 16));                                  \
+		o = _mm256_castsi256_ps(_mm256_and_si256(w_, _mm256_set1_epi32((int)0xffff0000u))); \
+	} while (0)
+#include "kern_impl.h"
+#undef SFX
+#undef VL
+#undef MR
+#undef ATK
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VADD
+#undef VSUB
+#undef VMUL
+#undef VMAX
+#undef VMIN
+#undef VHSUM
+#undef VHMAX
+#undef VROUND
+#undef VPOW2I
+#undef VSEL_LT
+#undef VF16
+#undef VBF16PAIR
+
+// ---------------------------------------------------------------------------
+// emu512: 16 lanes as two AVX2 halves, for testing the 16-lane instantiation.
+
+typedef struct {
+	__m256 a, b;
+} e16;
+
+#define EI static inline __attribute__((always_inline))
+EI e16 e16_zero(void) { return (e16){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+EI e16 e16_load(const float *p) { return (e16){_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+EI void e16_store(float *p, e16 v) {
+	_mm256_storeu_ps(p, v.a);
+	_mm256_storeu_ps(p + 8, v.b);
+}
+EI e16 e16_set1(float x) { return (e16){_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+EI e16 e16_bcast(const float *p) { return e16_set1(*p); }
+EI e16 e16_fma(e16 x, e16 y, e16 z) { return (e16){_mm256_fmadd_ps(x.a, y.a, z.a), _mm256_fmadd_ps(x.b, y.b, z.b)}; }
+EI e16 e16_add(e16 x, e16 y) { return (e16){_mm256_add_ps(x.a, y.a), _mm256_add_ps(x.b, y.b)}; }
+EI e16 e16_sub(e16 x, e16 y) { return (e16){_mm256_sub_ps(x.a, y.a), _mm256_sub_ps(x.b, y.b)}; }
+EI e16 e16_mul(e16 x, e16 y) { return (e16){_mm256_mul_ps(x.a, y.a), _mm256_mul_ps(x.b, y.b)}; }
+EI e16 e16_max(e16 x, e16 y) { return (e16){_mm256_max_ps(x.a, y.a), _mm256_max_ps(x.b, y.b)}; }
+EI e16 e16_min(e16 x, e16 y) { return (e16){_mm256_min_ps(x.a, y.a), _mm256_min_ps(x.b, y.b)}; }
+EI float e16_hsum(e16 x) { return hsum8(_mm256_add_ps(x.a, x.b)); }
+EI float e16_hmax(e16 x) { return hmax8(_mm256_max_ps(x.a, x.b)); }
+EI e16 e16_round(e16 x) {
+	return (e16){_mm256_round_ps(x.a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+	             _mm256_round_ps(x.b, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)};
+}
+EI __m256 p2_8(__m256 n) {
+	return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+EI e16 e16_pow2i(e16 n) { return (e16){p2_8(n.a), p2_8(n.b)}; }
+EI e16 e16_sel_lt(e16 x, e16 y, e16 s, e16 t) {
+	return (e16){_mm256_blendv_ps(t.a, s.a, _mm256_cmp_ps(x.a, y.a, _CMP_LT_OQ)),
+	             _mm256_blendv_ps(t.b, s.b, _mm256_cmp_ps(x.b, y.b, _CMP_LT_OQ))};
+}
+EI e16 e16_f16(const uint16_t *p) {
+	return (e16){_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)),
+	             _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)))};
+}
+// Lane l of a 16-lane vector holds bfloat16 elements 2l and 2l+1.
+EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
+	__m256i m = _mm256_set1_epi32((int)0xffff0000u);
+	__m256i lo = _mm256_loadu_si256((const __m256i *)p), hi = _mm256_loadu_si256((const __m256i *)(p + 16));
+	*e = (e16){_mm256_castsi256_ps(_mm256_slli_epi32(lo, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(hi, 16))};
+	*o = (e16){_mm256_castsi256_ps(_mm256_and_si256(lo, m)), _mm256_castsi256_ps(_mm256_and_si256(hi, m))};
+}
+
+#define SFX emu512
+#define VL 16
+#define MR 14
+#define ATK 64
+#define V e16
+#define VZERO e16_zero
+#define VLOAD e16_load
+#define VSTORE e16_store
+#define VBCAST e16_bcast
+#define VSET1 e16_set1
+#define VFMA e16_fma
+#define VADD e16_add
+#define VSUB e16_sub
+#define VMUL e16_mul
+#define VMAX e16_max
+#define VMIN e16_min
+#define VHSUM e16_hsum
+#define VHMAX e16_hmax
+#define VROUND e16_round
+#define VPOW2I e16_pow2i
+#define VSEL_LT e16_sel_lt
+#define VF16(p) e16_f16((const uint16_t *)(p))
+#define VBF16PAIR(p, e, o) e16_bf16pair((const uint16_t *)(p), &(e), &(o))
+#include "kern_impl.h"
+#undef SFX
+#undef VL
+#undef MR
+#undef ATK
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VADD
+#undef VSUB
+#undef VMUL
+#undef VMAX
+#undef VMIN
+#undef VHSUM
+#undef VHMAX
+#undef VROUND
+#undef VPOW2I
+#undef VSEL_LT
+#undef VF16
+#undef VBF16PAIR
+
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// avx512: 16 lanes.
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma,f16c")
+
+#define SFX avx512
+#define VL 16
+#define MR 14
+#define ATK 64
+#define V __m512
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VBCAST(p) _mm512_set1_ps(*(p))
+#define VSET1(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VMAX _mm512_max_ps
+#define VMIN _mm512_min_ps
+#define VHSUM _mm512_reduce_add_ps
+#define VHMAX _mm512_reduce_max_ps
+#define VROUND(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VPOW2I(n) \
+	_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
+#define VSEL_LT(a, b, x, y) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x)
+#define VF16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define VBF16PAIR(p, e, o)                                                                           \
+	do {                                                                                         \
+		__m512i w_ = _mm512_loadu_si512((const void *)(p));                                  \
+		e = _mm512_castsi512_ps(_mm512_slli_epi32(w_, 16));                                  \
+		o = _mm512_castsi512_ps(_mm512_and_si512(w_, _mm512_set1_epi32((int)0xffff0000u))); \
+	} while (0)
+#include "kern_impl.h"
+
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// Entry points: dispatch on the variant.
+
+#define DISPATCH(v, call)           \
+	switch (v) {                \
+	case STAR_AVX512:           \
+		call(avx512);       \
+		break;              \
+	case STAR_EMU512:           \
+		call(emu512);       \
+		break;              \
+	default:                    \
+		call(avx2);         \
+		break;              \
+	}
+
+void star_params(int v, int *mr, int *nr, int *atk, int *chunk) {
+	*atk = 64;
+	if (v == STAR_AVX512 || v == STAR_EMU512) {
+		*mr = 14;
+		*nr = 32;
+	} else {
+		*mr = 6;
+		*nr = 16;
+	}
+	*chunk = *nr;
+}
+
+void star_gemm_packa(int v, const float *x, long M, long K, float *ap, long p0, long p1) {
+#define C_(s) gemm_packa_##s(x, M, K, ap, p0, p1)
+	DISPATCH(v, C_)
+#undef C_
+}
+
+void star_gemm_cols(int v, const float *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+                    long j1, float *bp, float *tmp, int kc, int mc) {
+#define C_(s) gemm_cols_##s(ap, M, K, w, dt, out, N, j0, j1, bp, tmp, kc, mc)
+	DISPATCH(v, C_)
+#undef C_
+}
+
+void star_pack_x(int v, int dt, const float *x, long n, long K, float *xp) {
+	if (dt != STAR_BF16) {
+		memcpy(xp, x, sizeof(float) * n * K);
+		return;
+	}
+#define C_(s) pack_x_##s(x, n, K, xp)
+	DISPATCH(v, C_)
+#undef C_
+}
+
+void star_gemv(int v, const void *w, int dt, long K, const float *xp, long n, float *out, long N, long r0,
+               long r1) {
+#define C_(s) gemv_##s(w, dt, K, xp, n, out, N, r0, r1)
+	DISPATCH(v, C_)
+#undef C_
+}
+
+long star_attn_ws(int v, long rows, long D) {
+	long r = 0;
+#define C_(s) r = attn_ws_##s(rows, D)
+	DISPATCH(v, C_)
+#undef C_
+	return r;
+}
+
+void star_attn(int v, const float *q, const float *k, const float *vv, float *out, float *lse, long nq, long nk,
+               long H, long HKV, long D, int causal, long i0, long i1, long kh, float *ws) {
+#define C_(s) attn_##s(q, k, vv, out, lse, nq, nk, H, HKV, D, causal, i0, i1, kh, ws)
+	DISPATCH(v, C_)
+#undef C_
+}

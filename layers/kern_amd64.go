@@ -1,0 +1,248 @@
+//go:build amd64 && cgo
+
+package layers
+
+/*
+#cgo CFLAGS: -O3 -std=gnu11
+#cgo LDFLAGS: -lm
+#include "kern.h"
+*/
+import "C"
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/star-attn/star/weights"
+)
+
+// kernels is one variant of the SIMD kernels in kern_amd64.c.
+type kernels struct {
+	variant C.int
+	name    string
+	mr, nr  int // register tile
+	atk     int // attention key tile
+}
+
+var cpuLevel = int(C.star_cpu_level())
+
+// kernelVariants lists the variants this CPU runs, best first. emu512 (the
+// 16-lane code on AVX2) is listed for tests but never chosen automatically.
+func kernelVariants() []string {
+	switch cpuLevel {
+	case 2:
+		return []string{"avx512", "avx2", "emu512"}
+	case 1:
+		return []string{"avx2", "emu512"}
+	}
+	return nil
+}
+
+// newKernels returns the named variant, or nil if this CPU cannot run it.
+func newKernels(name string) *kernels {
+	var v C.int
+	switch {
+	case name == "avx2" && cpuLevel >= 1:
+		v = C.STAR_AVX2
+	case name == "emu512" && cpuLevel >= 1:
+		v = C.STAR_EMU512
+	case name == "avx512" && cpuLevel >= 2:
+		v = C.STAR_AVX512
+	default:
+		return nil
+	}
+	var mr, nr, atk, chunk C.int
+	C.star_params(v, &mr, &nr, &atk, &chunk)
+	return &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk)}
+}
+
+func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
+
+func dtypeOf(w *weights.Tensor) C.int {
+	switch w.DType {
+	case weights.F16:
+		return C.STAR_F16
+	case weights.BF16:
+		return C.STAR_BF16
+	}
+	return C.STAR_F32
+}
+
+// resources are the task and scratch objects of one pool, reused call to
+// call (no allocation in steady state).
+type resources struct {
+	shared scratch
+	tws    []scratch // per thread
+	gemm   gemmTask
+	attn   attnTask
+}
+
+func newResources(threads int) *resources { return &resources{tws: make([]scratch, threads)} }
+
+const (
+	phasePackA = iota
+	phaseCols
+	phaseGemv
+)
+
+type gemmTask struct {
+	k       *kernels
+	res     *resources
+	phase   int
+	nt      int
+	x, out  []float32
+	w       unsafe.Pointer
+	dt      C.int
+	M, N, K int
+	ap      []float32 // packed x (GEMM) or x as the gemv kernel wants it
+	next    atomic.Int64
+	items   int
+	chunk   int // output columns per item
+}
+
+func (g *gemmTask) run(tid int) {
+	k := g.k
+	switch g.phase {
+	case phasePackA:
+		panels := (g.M + k.mr - 1) / k.mr
+		p0, p1 := tid*panels/g.nt, (tid+1)*panels/g.nt
+		if p0 < p1 {
+			C.star_gemm_packa(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), fptr(g.ap), C.long(p0), C.long(p1))
+		}
+	case phaseCols:
+		kc := min(gemmKC, g.K)
+		ncp := (g.chunk + k.nr - 1) / k.nr * k.nr
+		buf := g.res.tws[tid].get(kc*ncp + k.mr*k.nr)
+		bp, tmp := buf[:kc*ncp], buf[kc*ncp:]
+		for {
+			it := int(g.next.Add(1) - 1)
+			if it >= g.items {
+				return
+			}
+			j0 := it * g.chunk
+			j1 := min(j0+g.chunk, g.N)
+			C.star_gemm_cols(k.variant, fptr(g.ap), C.long(g.M), C.long(g.K), g.w, g.dt, fptr(g.out), C.long(g.N),
+				C.long(j0), C.long(j1), fptr(bp), fptr(tmp), C.int(kc), C.int(gemmMC))
+		}
+	case phaseGemv:
+		for {
+			it := int(g.next.Add(1) - 1)
+			if it >= g.items {
+				return
+			}
+			r0 := it * g.chunk
+			r1 := min(r0+g.chunk, g.N)
+			C.star_gemv(k.variant, g.w, g.dt, C.long(g.K), fptr(g.ap), C.long(g.M), fptr(g.out), C.long(g.N),
+				C.long(r0), C.long(r1))
+		}
+	}
+}
+
+// matMul computes out[n, rows] = x[n, cols] . w^T with nt threads of pool
+// p (nil: on the caller). The caller owns res.
+func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32, w *weights.Tensor, n int) {
+	rows, cols := w.Rows(), w.Cols()
+	_ = out[n*rows-1]
+	_ = x[n*cols-1]
+	if len(w.Data) < rows*cols*w.DType.Size() {
+		panic("layers: MatMul: weight " + w.Name + " is shorter than its shape")
+	}
+	g := &res.gemm
+	*g = gemmTask{k: k, res: res, x: x, out: out, w: unsafe.Pointer(unsafe.SliceData(w.Data)), dt: dtypeOf(w),
+		M: n, N: rows, K: cols}
+	run := func(nt int) {
+		g.nt = nt
+		if p == nil {
+			runInline(nt, g)
+		} else {
+			p.run(nt, g)
+		}
+	}
+	if n <= gemvMaxN {
+		g.phase = phaseGemv
+		g.ap = x[:n*cols]
+		if g.dt == C.STAR_BF16 {
+			g.ap = res.shared.get(n * cols)
+			C.star_pack_x(k.variant, g.dt, fptr(x), C.long(n), C.long(cols), fptr(g.ap))
+		}
+		// Row chunks: several per thread so that a slow thread is helped.
+		g.chunk = max(16, (rows+8*nt-1)/(8*nt)+3) &^ 3
+		g.items = (rows + g.chunk - 1) / g.chunk
+		run(min(nt, g.items))
+	} else {
+		panels := (n + k.mr - 1) / k.mr
+		g.ap = res.shared.get(panels * k.mr * cols)
+		g.phase = phasePackA
+		if n*cols < 1<<16 {
+			run(1)
+		} else {
+			run(min(nt, panels))
+		}
+		g.phase = phaseCols
+		g.chunk = gemmNC
+		if c := (rows + nt - 1) / nt; c < g.chunk { // keep every thread busy on small matrices
+			g.chunk = (c + k.nr - 1) / k.nr * k.nr
+		}
+		g.items = (rows + g.chunk - 1) / g.chunk
+		run(min(nt, g.items))
+	}
+	g.x, g.out, g.ap, g.w = nil, nil, nil, nil
+}
+
+type attnTask struct {
+	k                    *kernels
+	res                  *resources
+	q, kk, v, out, lse   []float32
+	nq, nk, H, HKV, D    int
+	causal               C.int
+	qb, nqb, items, wsSz int
+	next                 atomic.Int64
+}
+
+func (a *attnTask) run(tid int) {
+	ws := a.res.tws[tid].get(a.wsSz)
+	for {
+		it := int(a.next.Add(1) - 1)
+		if it >= a.items {
+			return
+		}
+		// the longest (latest, under a causal mask) query blocks first
+		qblk, kh := a.nqb-1-it/a.HKV, it%a.HKV
+		i0 := qblk * a.qb
+		i1 := min(i0+a.qb, a.nq)
+		C.star_attn(a.k.variant, fptr(a.q), fptr(a.kk), fptr(a.v), fptr(a.out), fptr(a.lse), C.long(a.nq), C.long(a.nk),
+			C.long(a.H), C.long(a.HKV), C.long(a.D), a.causal, C.long(i0), C.long(i1), C.long(kh), fptr(ws))
+	}
+}
+
+// attention is Attention on the SIMD kernels; work items are (kv head,
+// block of queries), each covering all query heads of the kv head.
+func (k *kernels) attention(res *resources, p *workerPool, nt int, out, lse, q, kk, v []float32, nq, nk int, s AttnShape, causal bool) {
+	H, HKV, D := s.H, s.HKV, s.D
+	G := H / HKV
+	_ = out[nq*H*D-1]
+	_ = lse[nq*H-1]
+	_ = q[nq*H*D-1]
+	if nk > 0 {
+		_ = kk[nk*HKV*D-1]
+		_ = v[nk*HKV*D-1]
+	} else {
+		kk, v = q, q // any valid pointer; no key is read
+	}
+	a := &res.attn
+	*a = attnTask{k: k, res: res, q: q, kk: kk, v: v, out: out, lse: lse, nq: nq, nk: nk, H: H, HKV: HKV, D: D}
+	if causal {
+		a.causal = 1
+	}
+	a.qb = max(1, 4*k.mr/G)
+	a.nqb = (nq + a.qb - 1) / a.qb
+	a.items = a.nqb * HKV
+	a.wsSz = int(C.star_attn_ws(k.variant, C.long(a.qb*G), C.long(D)))
+	nt = min(nt, a.items)
+	if p == nil {
+		runInline(nt, a)
+	} else {
+		p.run(nt, a)
+	}
+	a.q, a.kk, a.v, a.out, a.lse = nil, nil, nil, nil, nil
+}

@@ -1,0 +1,436 @@
+// Kernel template, included by kern_amd64.c once per variant inside a
+// target pragma. The includer defines:
+//
+//	SFX            function name suffix
+//	VL             float lanes per vector;  MR  rows of the register tile
+//	V              the vector type, and the operations below on it
+//	VZERO() VLOAD(p) VSTORE(p, v) VBCAST(p) VSET1(x) VFMA(a, b, c) = a*b+c
+//	VADD VSUB VMUL VMAX VMIN VHSUM(v) VHMAX(v) VROUND(v) VPOW2I(n)
+//	VSEL_LT(a, b, x, y) = a < b ? x : y (lane-wise)
+//	VF16(p)        VL halves at p, widened
+//	VBF16PAIR(p, e, o)  2*VL bfloat16 at p: e = the even elements, o = the odd
+//
+// The register tile is MR x NR (NR = 2*VL) floats: MR broadcast rows of A
+// times two vectors of B per k step.
+
+#define NR (2 * VL)
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+#define F(name) CAT(name, SFX)
+
+#define INL static inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------------------
+// Register-tile kernels.
+
+// C[MR][NR] (=|+=) sum_k A[k][0:MR]^T B[k][0:NR]; A element (k, r) at
+// a[k*lda + r], B row k at b + k*ldb, C row r at c + r*ldc.
+static void F(ukr)(long kc, const float *a, long lda, const float *b, long ldb, float *c, long ldc, int acc) {
+	V c0[MR], c1[MR];
+	// The C tile is needed only at the end: start fetching it now.
+#pragma GCC unroll 16
+	for (int r = 0; r < MR; r++) {
+		_mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+		_mm_prefetch((const char *)(c + r * ldc + NR - 1), _MM_HINT_T0);
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < MR; r++) {
+		c0[r] = VZERO();
+		c1[r] = VZERO();
+	}
+#pragma GCC unroll 2
+	for (long k = 0; k < kc; k++) {
+		V b0 = VLOAD(b), b1 = VLOAD(b + VL);
+#pragma GCC unroll 16
+		for (int r = 0; r < MR; r++) {
+			V ar = VBCAST(a + r);
+			c0[r] = VFMA(ar, b0, c0[r]);
+			c1[r] = VFMA(ar, b1, c1[r]);
+		}
+		a += lda;
+		b += ldb;
+	}
+	if (acc) {
+#pragma GCC unroll 16
+		for (int r = 0; r < MR; r++) {
+			VSTORE(c + r * ldc, VADD(VLOAD(c + r * ldc), c0[r]));
+			VSTORE(c + r * ldc + VL, VADD(VLOAD(c + r * ldc + VL), c1[r]));
+		}
+	} else {
+#pragma GCC unroll 16
+		for (int r = 0; r < MR; r++) {
+			VSTORE(c + r * ldc, c0[r]);
+			VSTORE(c + r * ldc + VL, c1[r]);
+		}
+	}
+}
+
+// As ukr with A row-major: element (k, r) at a[r*ATK + k]; accumulates.
+static void F(ukr_rows)(long kc, const float *a, const float *b, long ldb, float *c, long ldc) {
+	V c0[MR], c1[MR];
+#pragma GCC unroll 16
+	for (int r = 0; r < MR; r++) {
+		c0[r] = VZERO();
+		c1[r] = VZERO();
+	}
+#pragma GCC unroll 2
+	for (long k = 0; k < kc; k++) {
+		V b0 = VLOAD(b), b1 = VLOAD(b + VL);
+#pragma GCC unroll 16
+		for (int r = 0; r < MR; r++) {
+			V ar = VBCAST(a + r * ATK + k);
+			c0[r] = VFMA(ar, b0, c0[r]);
+			c1[r] = VFMA(ar, b1, c1[r]);
+		}
+		b += ldb;
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < MR; r++) {
+		VSTORE(c + r * ldc, VADD(VLOAD(c + r * ldc), c0[r]));
+		VSTORE(c + r * ldc + VL, VADD(VLOAD(c + r * ldc + VL), c1[r]));
+	}
+}
+
+// ---------------------------------------------------------------------------
+// GEMM.
+
+static void F(gemm_packa)(const float *x, long M, long K, float *ap, long p0, long p1) {
+	for (long p = p0; p < p1; p++) {
+		float *d = ap + p * MR * K;
+		long i0 = p * MR;
+		int mr = M - i0 < MR ? (int)(M - i0) : MR;
+		const float *xr[MR];
+		for (int r = 0; r < MR; r++)
+			xr[r] = x + (i0 + (r < mr ? r : 0)) * K;
+		if (mr == MR) {
+			for (long k = 0; k < K; k++)
+#pragma GCC unroll 16
+				for (int r = 0; r < MR; r++)
+					d[k * MR + r] = xr[r][k];
+		} else {
+			for (long k = 0; k < K; k++)
+				for (int r = 0; r < MR; r++)
+					d[k * MR + r] = r < mr ? xr[r][k] : 0.0f;
+		}
+	}
+}
+
+// Output columns [j0, j1) of out[M, N] (j0 a multiple of NR). bp holds
+// kc*roundup(j1-j0, NR) floats, tmp MR*NR.
+static void F(gemm_cols)(const float *ap, long M, long K, const void *w, int dt, float *out, long N,
+                         long j0, long j1, float *bp, float *tmp, int KC, int MC) {
+	MC -= MC % MR;
+	if (MC < MR)
+		MC = MR;
+	for (long pc = 0; pc < K; pc += KC) {
+		long kc = K - pc < KC ? K - pc : KC;
+		for (long jr = j0; jr < j1; jr += NR) {
+			long nr = j1 - jr < NR ? j1 - jr : NR;
+			pack_b(bp + (jr - j0) * kc, w, dt, K, jr, (int)nr, pc, (int)kc, NR);
+		}
+		for (long ic = 0; ic < M; ic += MC) {
+			long ie = ic + MC < M ? ic + MC : M;
+			for (long jr = j0; jr < j1; jr += NR) {
+				long nr = j1 - jr < NR ? j1 - jr : NR;
+				const float *b = bp + (jr - j0) * kc;
+				for (long ir = ic; ir < ie; ir += MR) {
+					long mr = M - ir < MR ? M - ir : MR;
+					const float *a = ap + ir * K + pc * MR;
+					float *c = out + ir * N + jr;
+					if (mr == MR && nr == NR) {
+						F(ukr)(kc, a, MR, b, NR, c, N, pc > 0);
+						continue;
+					}
+					F(ukr)(kc, a, MR, b, NR, tmp, NR, 0);
+					for (long r = 0; r < mr; r++)
+						for (long j = 0; j < nr; j++)
+							c[r * N + j] = pc > 0 ? c[r * N + j] + tmp[r * NR + j] : tmp[r * NR + j];
+				}
+			}
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Small-n products that stream the weights in their stored dtype.
+
+// For BF16, each chunk of 2*VL elements of a row of x is stored as its VL
+// even elements then its VL odd ones, to match VBF16PAIR; the tail after
+// the last whole chunk is copied as is. Other dtypes use x unchanged.
+static void F(pack_x)(const float *x, long n, long K, float *xp) {
+	for (long t = 0; t < n; t++) {
+		const float *s = x + t * K;
+		float *d = xp + t * K;
+		long k = 0;
+		for (; k + NR <= K; k += NR)
+			for (int l = 0; l < VL; l++) {
+				d[k + l] = s[k + 2 * l];
+				d[k + VL + l] = s[k + 2 * l + 1];
+			}
+		for (; k < K; k++)
+			d[k] = s[k];
+	}
+}
+
+// out[t*N + r + i] for i < R, t < T: dot products of weight rows r+i with
+// the T rows of xp. Two accumulator sets while they fit in registers. The
+// next R rows are prefetched as these are read: hardware prefetchers stop
+// at page boundaries, and a BF16 row of 2048 is one page.
+INL void F(dotblk)(const void *w, const int dt, long K, long r, const int R, const float *xp, const int T,
+                   float *out, long N) {
+	V acc[4][4], acc2[4][4];
+	const int two = R * T <= 4;
+#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			acc[i][t] = VZERO();
+			acc2[i][t] = VZERO();
+		}
+	long k = 0;
+	if (dt == STAR_BF16) {
+		const uint16_t *wr = (const uint16_t *)w + r * K;
+		for (; k + NR <= K; k += NR) {
+#pragma GCC unroll 4
+			for (int i = 0; i < R; i++)
+				_mm_prefetch((const char *)(wr + (R + i) * K + k), _MM_HINT_T0);
+#pragma GCC unroll 4
+			for (int i = 0; i < R; i++) {
+				V e, o;
+				VBF16PAIR(wr + i * K + k, e, o);
+#pragma GCC unroll 4
+				for (int t = 0; t < T; t++) {
+					acc[i][t] = VFMA(e, VLOAD(xp + t * K + k), acc[i][t]);
+					if (two)
+						acc2[i][t] = VFMA(o, VLOAD(xp + t * K + k + VL), acc2[i][t]);
+					else
+						acc[i][t] = VFMA(o, VLOAD(xp + t * K + k + VL), acc[i][t]);
+				}
+			}
+		}
+	} else if (dt == STAR_F16) {
+		const uint16_t *wr = (const uint16_t *)w + r * K;
+		for (; k + NR <= K; k += NR) {
+#pragma GCC unroll 4
+			for (int i = 0; i < R; i++)
+				_mm_prefetch((const char *)(wr + (R + i) * K + k), _MM_HINT_T0);
+#pragma GCC unroll 4
+			for (int i = 0; i < R; i++) {
+				V e = VF16(wr + i * K + k), o = VF16(wr + i * K + k + VL);
+#pragma GCC unroll 4
+				for (int t = 0; t < T; t++) {
+					acc[i][t] = VFMA(e, VLOAD(xp + t * K + k), acc[i][t]);
+					if (two)
+						acc2[i][t] = VFMA(o, VLOAD(xp + t * K + k + VL), acc2[i][t]);
+					else
+						acc[i][t] = VFMA(o, VLOAD(xp + t * K + k + VL), acc[i][t]);
+				}
+			}
+		}
+	} else {
+		const float *wr = (const float *)w + r * K;
+		for (; k + NR <= K; k += NR) {
+#pragma GCC unroll 4
+			for (int i = 0; i < R; i++)
+				_mm_prefetch((const char *)(wr + (R + i) * K + k), _MM_HINT_T0);
+#pragma GCC unroll 4
+			for (int i = 0; i < R; i++) {
+				V e = VLOAD(wr + i * K + k), o = VLOAD(wr + i * K + k + VL);
+#pragma GCC unroll 4
+				for (int t = 0; t < T; t++) {
+					acc[i][t] = VFMA(e, VLOAD(xp + t * K + k), acc[i][t]);
+					if (two)
+						acc2[i][t] = VFMA(o, VLOAD(xp + t * K + k + VL), acc2[i][t]);
+					else
+						acc[i][t] = VFMA(o, VLOAD(xp + t * K + k + VL), acc[i][t]);
+				}
+			}
+		}
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			float s = VHSUM(two ? VADD(acc[i][t], acc2[i][t]) : acc[i][t]);
+			for (long kk = k; kk < K; kk++)
+				s += wval(w, dt, (r + i) * K + kk) * xp[t * K + kk];
+			out[t * N + r + i] = s;
+		}
+}
+
+INL void F(gemv_dt)(const void *w, const int dt, long K, const float *xp, long n, float *out, long N, long r0,
+                    long r1) {
+	long r = r0;
+	for (; r + 4 <= r1; r += 4) {
+		long t = 0;
+		for (; t + 4 <= n; t += 4)
+			F(dotblk)(w, dt, K, r, 2, xp + t * K, 4, out + t * N, N), F(dotblk)(w, dt, K, r + 2, 2, xp + t * K, 4, out + t * N, N);
+		switch (n - t) {
+		case 3:
+			F(dotblk)(w, dt, K, r, 4, xp + t * K, 3, out + t * N, N);
+			break;
+		case 2:
+			F(dotblk)(w, dt, K, r, 4, xp + t * K, 2, out + t * N, N);
+			break;
+		case 1:
+			F(dotblk)(w, dt, K, r, 4, xp + t * K, 1, out + t * N, N);
+			break;
+		}
+	}
+	for (; r < r1; r++)
+		for (long t = 0; t < n; t++)
+			F(dotblk)(w, dt, K, r, 1, xp + t * K, 1, out + t * N, N);
+}
+
+static void F(gemv)(const void *w, int dt, long K, const float *xp, long n, float *out, long N, long r0, long r1) {
+	switch (dt) {
+	case STAR_F32:
+		F(gemv_dt)(w, STAR_F32, K, xp, n, out, N, r0, r1);
+		break;
+	case STAR_F16:
+		F(gemv_dt)(w, STAR_F16, K, xp, n, out, N, r0, r1);
+		break;
+	default:
+		F(gemv_dt)(w, STAR_BF16, K, xp, n, out, N, r0, r1);
+		break;
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Attention.
+
+// exp, Cephes-style: |rel err| ~ 2e-7; x < -87.3 (and -Inf) gives 0.
+INL V F(vexp)(V x) {
+	V lo = VSET1(-87.3f);
+	V xc = VMIN(VMAX(x, lo), VSET1(88.3f));
+	V n = VROUND(VMUL(xc, VSET1(1.44269504088896341f)));
+	V r = VFMA(n, VSET1(-0.693359375f), xc);
+	r = VFMA(n, VSET1(2.12194440e-4f), r);
+	V p = VSET1(1.9875691500E-4f);
+	p = VFMA(p, r, VSET1(1.3981999507E-3f));
+	p = VFMA(p, r, VSET1(8.3334519073E-3f));
+	p = VFMA(p, r, VSET1(4.1665795894E-2f));
+	p = VFMA(p, r, VSET1(1.6666665459E-1f));
+	p = VFMA(p, r, VSET1(5.0000001201E-1f));
+	p = VFMA(p, VMUL(r, r), VADD(r, VSET1(1.0f)));
+	return VSEL_LT(x, lo, VZERO(), VMUL(p, VPOW2I(n)));
+}
+
+static long F(attn_ws)(long R, long D) {
+	long Rp = (R + MR - 1) / MR * MR, Dp = (D + NR - 1) / NR * NR;
+	return Rp * D + ATK * D + Rp * ATK + Rp * Dp + ATK * Dp + 4 * Rp + 64;
+}
+
+// Flash attention for the queries [i0, i1) and the G = H/HKV query heads
+// of kv head kh, all processed together as R = (i1-i0)*G rows so that each
+// tile of K and V is read once for them. Per key tile of ATK keys:
+// S = Q.K^T by the register tile (K packed transposed), online softmax along
+// the keys of each row, O += P.V by the register tile reading V in place.
+static void F(attn)(const float *q, const float *k, const float *v, float *out, float *lse, long nq, long nk,
+                    long H, long HKV, long D, int causal, long i0, long i1, long kh, float *ws) {
+	const long G = H / HKV, kvd = HKV * D, R = (i1 - i0) * G;
+	const long Rp = (R + MR - 1) / MR * MR, Dp = (D + NR - 1) / NR * NR;
+	const int vdirect = D % NR == 0;
+	const float scale = 1.0f / sqrtf((float)D);
+	float *Qp = ws;                // [Rp/MR][D][MR]
+	float *KT = Qp + Rp * D;       // [ATK/NR][D][NR]
+	float *St = KT + ATK * D;      // [Rp][ATK]
+	float *O = St + Rp * ATK;      // [Rp][Dp]
+	float *Vp = O + Rp * Dp;       // [ATK][Dp]
+	float *m = Vp + ATK * Dp;      // [Rp]
+	float *l = m + Rp;             // [Rp]
+	long *vis = (long *)(l + Rp);  // [Rp] (two floats each; 8-byte aligned as Rp is even)
+	long vmax = 0;
+	for (long r = 0; r < Rp; r++) {
+		long rr = r < R ? r : R - 1;
+		long i = i0 + rr / G, h = kh * G + rr % G;
+		const float *qr = q + i * H * D + h * D;
+		for (long d = 0; d < D; d++)
+			Qp[(r / MR) * D * MR + d * MR + r % MR] = r < R ? qr[d] * scale : 0.0f;
+		long vi = causal ? nk - nq + i + 1 : nk;
+		vis[r] = vi;
+		if (vi > vmax)
+			vmax = vi;
+		m[r] = -INFINITY;
+		l[r] = 0;
+	}
+	if (vmax > nk)
+		vmax = nk;
+	memset(O, 0, sizeof(float) * Rp * Dp);
+	for (long j0 = 0; j0 < vmax; j0 += ATK) {
+		long tk = vmax - j0 < ATK ? vmax - j0 : ATK;
+		long np = (tk + NR - 1) / NR;
+		for (long p = 0; p < np; p++) {
+			long nr = tk - p * NR < NR ? tk - p * NR : NR;
+			pack_b(KT + p * D * NR, k, STAR_F32, kvd, j0 + p * NR, (int)nr, kh * D, (int)D, NR);
+		}
+		for (long rp = 0; rp < Rp; rp += MR)
+			for (long p = 0; p < np; p++)
+				F(ukr)(D, Qp + rp * D, MR, KT + p * D * NR, NR, St + rp * ATK + p * NR, ATK, 0);
+		const long ntv = (tk + VL - 1) / VL * VL;
+		for (long r = 0; r < Rp; r++) {
+			float *s = St + r * ATK;
+			long lim = vis[r] - j0;
+			if (lim > tk)
+				lim = tk;
+			if (lim <= 0) {
+				memset(s, 0, sizeof(float) * tk);
+				continue;
+			}
+			for (long j = lim; j < ntv; j++)
+				s[j] = -INFINITY;
+			V mx = VLOAD(s);
+			for (long j = VL; j < ntv; j += VL)
+				mx = VMAX(mx, VLOAD(s + j));
+			float mt = VHMAX(mx), mo = m[r];
+			float mn = mt > mo ? mt : mo;
+			V mv = VSET1(mn), sum = VZERO();
+			for (long j = 0; j < ntv; j += VL) {
+				V p = F(vexp)(VSUB(VLOAD(s + j), mv));
+				VSTORE(s + j, p);
+				sum = VADD(sum, p);
+			}
+			float corr = expf(mo - mn);
+			l[r] = l[r] * corr + VHSUM(sum);
+			m[r] = mn;
+			if (corr != 1.0f) {
+				V cv = VSET1(corr);
+				float *o = O + r * Dp;
+				for (long d = 0; d < Dp; d += VL)
+					VSTORE(o + d, VMUL(VLOAD(o + d), cv));
+			}
+		}
+		const float *vb = v + j0 * kvd + kh * D;
+		long ldb = kvd;
+		if (!vdirect) {
+			for (long j = 0; j < tk; j++) {
+				memcpy(Vp + j * Dp, vb + j * kvd, sizeof(float) * D);
+				memset(Vp + j * Dp + D, 0, sizeof(float) * (Dp - D));
+			}
+			vb = Vp;
+			ldb = Dp;
+		}
+		for (long rp = 0; rp < Rp; rp += MR)
+			for (long dp = 0; dp < Dp; dp += NR)
+				F(ukr_rows)(tk, St + rp * ATK, vb + dp, ldb, O + rp * Dp + dp, Dp);
+	}
+	for (long r = 0; r < R; r++) {
+		long i = i0 + r / G, h = kh * G + r % G;
+		float *o = out + i * H * D + h * D;
+		if (!(l[r] > 0)) {
+			memset(o, 0, sizeof(float) * D);
+			lse[i * H + h] = -INFINITY;
+			continue;
+		}
+		float inv = 1.0f / l[r];
+		for (long d = 0; d < D; d++)
+			o[d] = O[r * Dp + d] * inv;
+		lse[i * H + h] = m[r] + logf(l[r]);
+	}
+}
+
+#undef NR
+#undef F
+#undef CAT
+#undef CAT2
+#undef INL

@@ -1,0 +1,26 @@
+//go:build !(amd64 && cgo)
+
+package layers
+
+import "github.com/star-attn/star/weights"
+
+// Without cgo on amd64 there are no SIMD kernels: NewCPU returns the
+// pure-Go backend.
+
+type kernels struct{ name string }
+
+type resources struct{}
+
+func newResources(threads int) *resources { return &resources{} }
+
+func kernelVariants() []string { return nil }
+
+func newKernels(name string) *kernels { return nil }
+
+func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32, w *weights.Tensor, n int) {
+	panic("layers: no SIMD kernels in this build")
+}
+
+func (k *kernels) attention(res *resources, p *workerPool, nt int, out, lse, q, kk, v []float32, nq, nk int, s AttnShape, causal bool) {
+	panic("layers: no SIMD kernels in this build")
+}
