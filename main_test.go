@@ -171,3 +171,37 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+func TestBenchJSON(t *testing.T) {
+	code, out, errOut := star(t, "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--dtype", "f32",
+		"--context", "96,192", "--attention", "star,ring,global", "--block-size", "32", "--anchor-size", "16", "--decode-tokens", "4", "--json")
+	if code != 0 {
+		t.Fatalf("bench: exit %d: %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 6 {
+		t.Fatalf("%d JSON lines, want 6 (2 contexts x 3 modes):\n%s", len(lines), out)
+	}
+	for _, l := range lines {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		for _, f := range []string{"attention", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s",
+			"decode_tok_s", "linear_gflops", "attention_gflops", "peak_rss_bytes"} {
+			if _, ok := r[f]; !ok {
+				t.Fatalf("bench JSON lacks %q: %s", f, l)
+			}
+		}
+		if r["phase1_s"].(float64) <= 0 || r["ttft_s"].(float64) < r["phase1_s"].(float64) || r["linear_gflops"].(float64) <= 0 {
+			t.Fatalf("implausible timings: %s", l)
+		}
+	}
+	if !strings.Contains(errOut, "phase 1") {
+		t.Fatalf("no progress on stderr: %q", errOut)
+	}
+	code, _, errOut = star(t, "bench", "--load-format", "dummy", "--context", "64")
+	if code == 0 || !strings.Contains(errOut, "--model-config") {
+		t.Fatalf("dummy without config: exit %d, %q", code, errOut)
+	}
+}
