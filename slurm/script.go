@@ -326,7 +326,14 @@ func Script(o ScriptOptions) (string, error) {
 	} else {
 		w("# mpirun exits with the status of the first rank that exited non-zero.")
 	}
-	w(`if [ -n "$warned" ] && [ "$rc" -eq "$STOPPED" ]; then`)
+	if srun {
+		w(`if [ -n "$warned" ] && [ "$rc" -eq "$STOPPED" ]; then`)
+	} else {
+		w("# After the warning, 143 (a rank ended by mpirun's own SIGTERM while the")
+		w("# others stopped) also means stopped early: every result written so far")
+		w("# is complete, and the rerun resumes after it.")
+		w(`if [ -n "$warned" ] && { [ "$rc" -eq "$STOPPED" ] || [ "$rc" -eq 143 ]; }; then`)
+	}
 	if o.Requeue {
 		w(`	echo "star: stopped early; requeueing job $SLURM_JOB_ID to resume from the output file" >&2`)
 		w(`	scontrol requeue "$SLURM_JOB_ID" ||`)

@@ -50,14 +50,16 @@ need=()
 command -v slurmctld >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
 [ -e /usr/lib/x86_64-linux-gnu/slurm-wlm/mpi_pmix.so ] || need+=(slurm-wlm-basic-plugins)
+# pgrep: the scripts' mpirun launcher finds the ranks with it.
+command -v pgrep >/dev/null || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
-	say "installing ${need[*]}"
+	apt_log=${TMPDIR:-/tmp}/star-slurm-apt.log
+	say "installing ${need[*]} (apt log: $apt_log)"
 	export DEBIAN_FRONTEND=noninteractive
-	if ! timeout 600 apt-get install -y --no-install-recommends "${need[@]}" >"${TMPDIR:-/tmp}/star-slurm-apt.log" 2>&1; then
-		timeout 300 apt-get update >>"${TMPDIR:-/tmp}/star-slurm-apt.log" 2>&1 || true
-		timeout 600 apt-get install -y --no-install-recommends "${need[@]}" >>"${TMPDIR:-/tmp}/star-slurm-apt.log" 2>&1 ||
-			die "apt-get install ${need[*]} failed; see ${TMPDIR:-/tmp}/star-slurm-apt.log"
-	fi
+	timeout 300 apt-get update >"$apt_log" 2>&1 || say "apt-get update failed; trying the install anyway"
+	timeout 900 apt-get install -y --no-install-recommends "${need[@]}" >>"$apt_log" 2>&1 ||
+		die "apt-get install ${need[*]} failed; see $apt_log"
+	say "installed in $(($(date +%s) - t0)) s"
 fi
 
 # --- a previous run --------------------------------------------------------
@@ -127,6 +129,9 @@ AccountingStorageType=accounting_storage/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# Start jobs whose begin time has passed (a requeued job) within seconds,
+# not at the next periodic pass (60 s by default; backfill 30 s).
+SchedulerParameters=sched_interval=5,bf_interval=5
 MpiDefault=$mpi
 # Batch jobs may be requeued unless submitted with --no-requeue (the
 # default, said here because star's scripts requeue themselves).
