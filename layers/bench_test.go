@@ -7,8 +7,9 @@ package layers
 //	                    F32 and BF16 weights (GFLOP/s), and OpenBLAS
 //	                    cblas_sgemm on F32 copies of the same weights
 //	BenchmarkMatVec     decode products (n = 1) in every dtype: GB/s of
-//	                    weights streamed and the fraction of the measured
-//	                    memory read bandwidth
+//	                    weights streamed (from memory, not cache) and the
+//	                    fraction of the memory read bandwidth measured
+//	                    right after
 //	BenchmarkAttention  attention tiles (nq 1 and 512, nk 4096, H 32,
 //	                    HKV 8, D 64), GFLOP/s, SIMD and pure Go
 //	BenchmarkMerge      merging partial attentions
@@ -18,7 +19,9 @@ package layers
 //	                    decode (tokens/s beside the bandwidth bound)
 //
 // Threads: 2 unless STAR_BENCH_THREADS says otherwise. Kernels: NewCPU's
-// choice (STAR_KERNELS applies).
+// choice (STAR_KERNELS applies). cpu_util is the share of threads x wall
+// time the process actually ran: on a machine shared with other work,
+// figures with cpu_util well below 1 understate the kernels.
 
 import (
 	"fmt"
@@ -26,7 +29,6 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -53,19 +55,17 @@ func benchThreads() int {
 	return 2
 }
 
-var (
-	bwOnce  sync.Once
-	bwBytes float64 // measured read bandwidth, bytes/s, benchThreads() threads
-)
+// cpuMeter reports, as cpu_util, the share of the benchmark's threads x
+// wall time that this process got on a CPU: well under 1 means that other
+// processes were competing for the cores and the timing is pessimistic.
+type cpuMeter struct{ cpu0 float64 }
 
-// memBandwidth is the machine's read bandwidth with the benchmark's thread
-// count (1 GiB streamed, best of 5), measured once per run.
-func memBandwidth(b *testing.B) float64 {
-	bwOnce.Do(func() {
-		bwBytes = benchref.ReadBandwidth(benchThreads(), 1<<30)
-		b.Logf("memory read bandwidth, %d threads: %.1f GB/s", benchThreads(), bwBytes/1e9)
-	})
-	return bwBytes
+func startCPU() cpuMeter { return cpuMeter{cpuSeconds()} }
+
+func (m cpuMeter) report(b *testing.B, threads int) {
+	if c := cpuSeconds() - m.cpu0; c > 0 {
+		b.ReportMetric(c/(b.Elapsed().Seconds()*float64(threads)), "cpu_util")
+	}
 }
 
 type gemmShape struct {
@@ -107,9 +107,11 @@ func BenchmarkGEMM(b *testing.B) {
 				b.Run(fmt.Sprintf("%s/n%d/%v/%s/t%d", sh.name, n, dt, c.Name(), threads), func(b *testing.B) {
 					c.MatMul(out, x, &w, n)
 					b.ResetTimer()
+					m := startCPU()
 					for i := 0; i < b.N; i++ {
 						c.MatMul(out, x, &w, n)
 					}
+					m.report(b, threads)
 					b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 					b.ReportMetric(float64(len(w.Data))*float64(b.N)/b.Elapsed().Seconds()/1e9, "wGB/s")
 				})
@@ -118,9 +120,11 @@ func BenchmarkGEMM(b *testing.B) {
 						benchref.SetThreads(threads)
 						benchref.SgemmNT(out, x, wf, n, sh.rows, sh.cols)
 						b.ResetTimer()
+						m := startCPU()
 						for i := 0; i < b.N; i++ {
 							benchref.SgemmNT(out, x, wf, n, sh.rows, sh.cols)
 						}
+						m.report(b, threads)
 						b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 					})
 				}
@@ -152,10 +156,12 @@ func BenchmarkMatVec(b *testing.B) {
 					c.MatMul(out, x, &ws[i], 1)
 				}
 				b.ResetTimer()
+				m := startCPU()
 				for i := 0; i < b.N; i++ {
 					c.MatMul(out, x, &ws[i%len(ws)], 1)
 				}
 				b.StopTimer()
+				m.report(b, threads)
 				gbs := float64(len(w.Data)) * float64(b.N) / b.Elapsed().Seconds()
 				bw := benchref.ReadBandwidth(threads, 256<<20)
 				b.ReportMetric(gbs/1e9, "GB/s")
@@ -196,10 +202,13 @@ func BenchmarkAttention(b *testing.B) {
 			}
 			for _, c := range []*CPU{NewCPU(threads), NewCPUReference(threads)} {
 				b.Run(fmt.Sprintf("nq%d/nk%d/causal=%v/%s/t%d", nq, nk, causal, c.Name(), threads), func(b *testing.B) {
+					m := startCPU()
 					for i := 0; i < b.N; i++ {
 						Attention(c, out, lse, q, k, v, nq, nk, s, causal)
 					}
+					m.report(b, threads)
 					b.ReportMetric(attnFlops(nq, nk, s, causal)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+					b.ReportMetric(float64(2*len(k)*4*b.N)/b.Elapsed().Seconds()/1e9, "kvGB/s")
 				})
 			}
 		}
@@ -331,6 +340,7 @@ func benchModelRun(b *testing.B, dt weights.DType) {
 	logits := make([]float32, cfg.VocabSize)
 	name := fmt.Sprintf("%v/%s/t%d", dt, m.C.Name(), threads)
 	b.Run("prefill512/"+name, func(b *testing.B) {
+		meter := startCPU()
 		for i := 0; i < b.N; i++ {
 			kv := newKVCache(cfg, prompt)
 			if err := m.Forward(st, toks, pos, kv.attend(m, lse)); err != nil {
@@ -338,6 +348,7 @@ func benchModelRun(b *testing.B, dt weights.DType) {
 			}
 			m.Logits(logits, st, []int{prompt - 1})
 		}
+		meter.report(b, threads)
 		b.ReportMetric(float64(prompt*b.N)/b.Elapsed().Seconds(), "tok/s")
 	})
 	b.Run("decode@512/"+name, func(b *testing.B) {
@@ -348,6 +359,7 @@ func benchModelRun(b *testing.B, dt weights.DType) {
 		}
 		base := kv.n
 		b.ResetTimer()
+		meter := startCPU()
 		for i := 0; i < b.N; i++ {
 			kv.n = base
 			for s := 0; s < steps; s++ {
@@ -358,11 +370,15 @@ func benchModelRun(b *testing.B, dt weights.DType) {
 				m.Logits(logits, st, []int{0})
 			}
 		}
+		meter.report(b, threads)
 		tps := float64(steps*b.N) / b.Elapsed().Seconds()
 		// per token: every matrix once (the embedding only one row) plus the
 		// KV cache read by attention.
 		bytes := float64(w.WeightBytes()-int64(len(w.TokEmb.Data))) + float64(2*cfg.NLayers*(base+steps/2)*cfg.KVDim()*4)
-		bound := memBandwidth(b) / bytes
+		b.StopTimer()
+		bw := benchref.ReadBandwidth(threads, 1<<30) // now, under the same conditions
+		bound := bw / bytes
+		b.ReportMetric(bw/1e9, "memGB/s")
 		b.ReportMetric(tps, "tok/s")
 		b.ReportMetric(bound, "bound_tok/s")
 		b.ReportMetric(tps/bound, "of_bound")
@@ -377,4 +393,3 @@ func BenchmarkModel(b *testing.B) {
 	benchModelRun(b, weights.BF16)
 	benchModel = nil
 }
-

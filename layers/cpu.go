@@ -24,20 +24,23 @@ type CPU struct {
 // NewCPU returns a CPU backend with the given thread count (<= 0: all
 // cores), on the best kernels this processor supports. The environment
 // variable STAR_KERNELS overrides the choice: "go" forces the pure-Go
-// reference kernels, "avx2" or "avx512" a SIMD variant (ignored if the
-// processor lacks it).
-func NewCPU(threads int) *CPU {
-	var k *kernels
+// reference kernels (for the free functions of ops.go too), "avx2" or
+// "avx512" a SIMD variant (ignored if the processor lacks it).
+func NewCPU(threads int) *CPU { return newCPU(threads, defaultKernels()) }
+
+// defaultKernels is NewCPU's choice of kernels (nil: pure Go).
+func defaultKernels() *kernels {
 	switch v := os.Getenv("STAR_KERNELS"); v {
 	case "go":
+		return nil
 	case "", "auto":
-		k = bestKernels()
+		return bestKernels()
 	default:
-		if k = newKernels(v); k == nil {
-			k = bestKernels()
+		if k := newKernels(v); k != nil {
+			return k
 		}
+		return bestKernels()
 	}
-	return newCPU(threads, k)
 }
 
 // NewCPUReference returns a CPU backend on the pure-Go reference kernels.
@@ -83,7 +86,8 @@ func (c *CPU) Parallel(n int, f func(lo, hi int)) {
 		return
 	}
 	if c.pool.mu.TryLock() {
-		c.par = parTask{n: n, nt: t, f: f}
+		c.par.n, c.par.nt, c.par.f = n, t, f
+		c.par.next.Store(0)
 		c.pool.run(t, &c.par)
 		c.par.f = nil
 		c.pool.mu.Unlock()

@@ -31,6 +31,9 @@ void star_pack_x(int v, int dt, const float *x, long n, long K, float *xp);
 void star_gemv(int v, const void *w, int dt, long K, const float *xp, long n,
                float *out, long N, long r0, long r1);
 
+// h1[i] = silu(h1[i]) * h3[i].
+void star_swiglu(int v, float *h1, const float *h3, long n);
+
 // Attention over queries [i0, i1) of kv head kh; ws: star_attn_ws floats.
 long star_attn_ws(int v, long rows, long D);
 void star_attn(int v, const float *q, const float *k, const float *vv, float *out, float *lse,

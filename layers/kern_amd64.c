@@ -151,6 +151,7 @@ static inline float hmax8(__m256 v) {
 #define VADD _mm256_add_ps
 #define VSUB _mm256_sub_ps
 #define VMUL _mm256_mul_ps
+#define VDIV _mm256_div_ps
 #define VMAX _mm256_max_ps
 #define VMIN _mm256_min_ps
 #define VHSUM hsum8
@@ -181,6 +182,7 @@ static inline float hmax8(__m256 v) {
 #undef VADD
 #undef VSUB
 #undef VMUL
+#undef VDIV
 #undef VMAX
 #undef VMIN
 #undef VHSUM
@@ -211,6 +213,7 @@ EI e16 e16_fma(e16 x, e16 y, e16 z) { return (e16){_mm256_fmadd_ps(x.a, y.a, z.a
 EI e16 e16_add(e16 x, e16 y) { return (e16){_mm256_add_ps(x.a, y.a), _mm256_add_ps(x.b, y.b)}; }
 EI e16 e16_sub(e16 x, e16 y) { return (e16){_mm256_sub_ps(x.a, y.a), _mm256_sub_ps(x.b, y.b)}; }
 EI e16 e16_mul(e16 x, e16 y) { return (e16){_mm256_mul_ps(x.a, y.a), _mm256_mul_ps(x.b, y.b)}; }
+EI e16 e16_div(e16 x, e16 y) { return (e16){_mm256_div_ps(x.a, y.a), _mm256_div_ps(x.b, y.b)}; }
 EI e16 e16_max(e16 x, e16 y) { return (e16){_mm256_max_ps(x.a, y.a), _mm256_max_ps(x.b, y.b)}; }
 EI e16 e16_min(e16 x, e16 y) { return (e16){_mm256_min_ps(x.a, y.a), _mm256_min_ps(x.b, y.b)}; }
 EI float e16_hsum(e16 x) { return hsum8(_mm256_add_ps(x.a, x.b)); }
@@ -253,6 +256,7 @@ EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
 #define VADD e16_add
 #define VSUB e16_sub
 #define VMUL e16_mul
+#define VDIV e16_div
 #define VMAX e16_max
 #define VMIN e16_min
 #define VHSUM e16_hsum
@@ -277,6 +281,7 @@ EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
 #undef VADD
 #undef VSUB
 #undef VMUL
+#undef VDIV
 #undef VMAX
 #undef VMIN
 #undef VHSUM
@@ -309,6 +314,7 @@ EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
 #define VADD _mm512_add_ps
 #define VSUB _mm512_sub_ps
 #define VMUL _mm512_mul_ps
+#define VDIV _mm512_div_ps
 #define VMAX _mm512_max_ps
 #define VMIN _mm512_min_ps
 #define VHSUM _mm512_reduce_add_ps
@@ -354,6 +360,12 @@ void star_params(int v, int *mr, int *nr, int *atk, int *chunk) {
 		*nr = 16;
 	}
 	*chunk = *nr;
+}
+
+void star_swiglu(int v, float *h1, const float *h3, long n) {
+#define C_(s) swiglu_##s(h1, h3, n)
+	DISPATCH(v, C_)
+#undef C_
 }
 
 void star_gemm_packa(int v, const float *x, long M, long K, float *ap, long p0, long p1) {

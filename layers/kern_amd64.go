@@ -16,6 +16,29 @@ import (
 	"github.com/star-attn/star/weights"
 )
 
+// The SIMD backend of CPU, on amd64 with cgo.
+//
+// Kernels (kern_amd64.c, kern_impl.h): one C source instantiated per
+// vector width under GCC target pragmas, so the binary still runs on any
+// x86-64: star_cpu_level (__builtin_cpu_supports, which also checks that
+// the OS saves the wide registers) picks AVX-512F (16 lanes, 14x32 register
+// tile) or AVX2+FMA+F16C (8 lanes, 6x16 tile); without either, NewCPU
+// returns the pure-Go backend.
+//
+//	MatMul, n > gemvMaxN  packed GEMM: x packed into MR-row panels once,
+//	                      weights packed per kc x nc block (transposed and
+//	                      widened from F16/BF16 on the fly; no F32 copy of a
+//	                      matrix is kept), register-tile microkernel; work
+//	                      items are blocks of output columns
+//	MatMul, n <= gemvMaxN matrix-vector: weights streamed in their stored
+//	                      dtype (BF16 by 16-bit shifts, F16 by vcvtph2ps)
+//	                      into FMAs, work items are blocks of rows
+//	Attention             flash attention per (kv head, block of queries),
+//	                      the group's query heads together (see star_attn)
+//
+// Threads: the CPU's worker pool (pool.go), Threads() goroutines in all,
+// each calling C on the work items it claims.
+
 // kernels is one variant of the SIMD kernels in kern_amd64.c.
 type kernels struct {
 	variant C.int
@@ -25,6 +48,15 @@ type kernels struct {
 }
 
 var cpuLevel = int(C.star_cpu_level())
+
+func init() {
+	if k := defaultKernels(); k != nil {
+		swiGLUKernel = func(h1, h3 []float32) {
+			_ = h3[len(h1)-1]
+			C.star_swiglu(k.variant, fptr(h1), fptr(h3), C.long(len(h1)))
+		}
+	}
+}
 
 // kernelVariants lists the variants this CPU runs, best first. emu512 (the
 // 16-lane code on AVX2) is listed for tests but never chosen automatically.
@@ -89,7 +121,6 @@ type gemmTask struct {
 	k       *kernels
 	res     *resources
 	phase   int
-	nt      int
 	x, out  []float32
 	w       unsafe.Pointer
 	dt      C.int
@@ -97,7 +128,7 @@ type gemmTask struct {
 	ap      []float32 // packed x (GEMM) or x as the gemv kernel wants it
 	next    atomic.Int64
 	items   int
-	chunk   int // output columns per item
+	chunk   int // x panels (pack phase), output columns (others) per item
 }
 
 func (g *gemmTask) run(tid int) {
@@ -105,8 +136,12 @@ func (g *gemmTask) run(tid int) {
 	switch g.phase {
 	case phasePackA:
 		panels := (g.M + k.mr - 1) / k.mr
-		p0, p1 := tid*panels/g.nt, (tid+1)*panels/g.nt
-		if p0 < p1 {
+		for {
+			p0 := int(g.next.Add(1)-1) * g.chunk
+			if p0 >= panels {
+				return
+			}
+			p1 := min(p0+g.chunk, panels)
 			C.star_gemm_packa(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), fptr(g.ap), C.long(p0), C.long(p1))
 		}
 	case phaseCols:
@@ -151,9 +186,9 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 	*g = gemmTask{k: k, res: res, x: x, out: out, w: unsafe.Pointer(unsafe.SliceData(w.Data)), dt: dtypeOf(w),
 		M: n, N: rows, K: cols}
 	run := func(nt int) {
-		g.nt = nt
+		g.next.Store(0)
 		if p == nil {
-			runInline(nt, g)
+			runInline(g)
 		} else {
 			p.run(nt, g)
 		}
@@ -173,13 +208,14 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 		panels := (n + k.mr - 1) / k.mr
 		g.ap = res.shared.get(panels * k.mr * cols)
 		g.phase = phasePackA
+		g.chunk = max(1, panels/(4*nt))
 		if n*cols < 1<<16 {
 			run(1)
 		} else {
 			run(min(nt, panels))
 		}
 		g.phase = phaseCols
-		g.chunk = gemmNC
+		g.chunk = max(k.nr, gemmNC/k.nr*k.nr)
 		if c := (rows + nt - 1) / nt; c < g.chunk { // keep every thread busy on small matrices
 			g.chunk = (c + k.nr - 1) / k.nr * k.nr
 		}
@@ -238,11 +274,10 @@ func (k *kernels) attention(res *resources, p *workerPool, nt int, out, lse, q, 
 	a.nqb = (nq + a.qb - 1) / a.qb
 	a.items = a.nqb * HKV
 	a.wsSz = int(C.star_attn_ws(k.variant, C.long(a.qb*G), C.long(D)))
-	nt = min(nt, a.items)
 	if p == nil {
-		runInline(nt, a)
+		runInline(a)
 	} else {
-		p.run(nt, a)
+		p.run(min(nt, a.items), a)
 	}
 	a.q, a.kk, a.v, a.out, a.lse = nil, nil, nil, nil, nil
 }

@@ -5,7 +5,7 @@
 //	VL             float lanes per vector;  MR  rows of the register tile
 //	V              the vector type, and the operations below on it
 //	VZERO() VLOAD(p) VSTORE(p, v) VBCAST(p) VSET1(x) VFMA(a, b, c) = a*b+c
-//	VADD VSUB VMUL VMAX VMIN VHSUM(v) VHMAX(v) VROUND(v) VPOW2I(n)
+//	VADD VSUB VMUL VDIV VMAX VMIN VHSUM(v) VHMAX(v) VROUND(v) VPOW2I(n)
 //	VSEL_LT(a, b, x, y) = a < b ? x : y (lane-wise)
 //	VF16(p)        VL halves at p, widened
 //	VBF16PAIR(p, e, o)  2*VL bfloat16 at p: e = the even elements, o = the odd
@@ -128,12 +128,22 @@ static void F(gemm_cols)(const float *ap, long M, long K, const void *w, int dt,
 			long nr = j1 - jr < NR ? j1 - jr : NR;
 			pack_b(bp + (jr - j0) * kc, w, dt, K, jr, (int)nr, pc, (int)kc, NR);
 		}
+		// While computing on this panel, fetch the next one's weights into
+		// L2 (a few lines per register tile): packing reads short strided
+		// runs of rows that hardware prefetchers do not follow.
+		const long pn = pc + KC < K ? pc + KC : K, pe = pn + KC < K ? pn + KC : K;
+		const long esz = dt == STAR_F32 ? 4 : 2, lines = ((pe - pn) * esz + 63) / 64;
 		for (long ic = 0; ic < M; ic += MC) {
 			long ie = ic + MC < M ? ic + MC : M;
 			for (long jr = j0; jr < j1; jr += NR) {
 				long nr = j1 - jr < NR ? j1 - jr : NR;
 				const float *b = bp + (jr - j0) * kc;
+				long pf = ic == 0 ? nr * lines : 0, pfi = 0; // lines to prefetch, done
+				const long pfper = (pf + (ie - ic + MR - 1) / MR - 1) / ((ie - ic + MR - 1) / MR);
 				for (long ir = ic; ir < ie; ir += MR) {
+					for (long e = pfi + pfper < pf ? pfi + pfper : pf; pfi < e; pfi++)
+						_mm_prefetch((const char *)w + ((jr + pfi / lines) * K + pn) * esz + pfi % lines * 64,
+						             _MM_HINT_T1);
 					long mr = M - ir < MR ? M - ir : MR;
 					const float *a = ap + ir * K + pc * MR;
 					float *c = out + ir * N + jr;
@@ -316,6 +326,18 @@ INL V F(vexp)(V x) {
 	return VSEL_LT(x, lo, VZERO(), VMUL(p, VPOW2I(n)));
 }
 
+// h1[i] = silu(h1[i]) * h3[i] = h1[i] / (1 + exp(-h1[i])) * h3[i].
+static void F(swiglu)(float *h1, const float *h3, long n) {
+	long i = 0;
+	for (; i + VL <= n; i += VL) {
+		V g = VLOAD(h1 + i);
+		V e = F(vexp)(VSUB(VZERO(), g));
+		VSTORE(h1 + i, VMUL(VDIV(g, VADD(VSET1(1.0f), e)), VLOAD(h3 + i)));
+	}
+	for (; i < n; i++)
+		h1[i] = h1[i] / (1.0f + expf(-h1[i])) * h3[i];
+}
+
 static long F(attn_ws)(long R, long D) {
 	long Rp = (R + MR - 1) / MR * MR, Dp = (D + NR - 1) / NR * NR;
 	return Rp * D + ATK * D + Rp * ATK + Rp * Dp + ATK * Dp + 4 * Rp + 64;
@@ -360,13 +382,30 @@ static void F(attn)(const float *q, const float *k, const float *v, float *out, 
 	for (long j0 = 0; j0 < vmax; j0 += ATK) {
 		long tk = vmax - j0 < ATK ? vmax - j0 : ATK;
 		long np = (tk + NR - 1) / NR;
+		// Fetch the next tile of K and V into L2 while this one is computed,
+		// a few lines before each register-tile call (PF_SOME): rows of one
+		// kv head are short strided runs that hardware prefetchers do not
+		// follow, and a burst of prefetches would stall on miss buffers.
+		const long lpr = (D + 15) / 16;                        // lines per key row
+		long pfn = 0, pfi = 0;                                  // lines to prefetch, issued
+		if (j0 + ATK < vmax)
+			pfn = 2 * lpr * (vmax - j0 - ATK < ATK ? vmax - j0 - ATK : ATK);
+		const long calls = Rp / MR * (np + Dp / NR), pfper = (pfn + calls - 1) / calls;
+#define PF_SOME()                                                                                     \
+	for (long e_ = pfi + pfper < pfn ? pfi + pfper : pfn; pfi < e_; pfi++) {                    \
+		long j_ = j0 + ATK + pfi / (2 * lpr), l_ = pfi % (2 * lpr);                          \
+		_mm_prefetch((const char *)((l_ < lpr ? k : v) + j_ * kvd + kh * D + l_ % lpr * 16), \
+		             _MM_HINT_T1);                                                           \
+	}
 		for (long p = 0; p < np; p++) {
 			long nr = tk - p * NR < NR ? tk - p * NR : NR;
 			pack_b(KT + p * D * NR, k, STAR_F32, kvd, j0 + p * NR, (int)nr, kh * D, (int)D, NR);
 		}
 		for (long rp = 0; rp < Rp; rp += MR)
-			for (long p = 0; p < np; p++)
+			for (long p = 0; p < np; p++) {
+				PF_SOME();
 				F(ukr)(D, Qp + rp * D, MR, KT + p * D * NR, NR, St + rp * ATK + p * NR, ATK, 0);
+			}
 		const long ntv = (tk + VL - 1) / VL * VL;
 		for (long r = 0; r < Rp; r++) {
 			float *s = St + r * ATK;
@@ -411,8 +450,11 @@ static void F(attn)(const float *q, const float *k, const float *v, float *out, 
 			ldb = Dp;
 		}
 		for (long rp = 0; rp < Rp; rp += MR)
-			for (long dp = 0; dp < Dp; dp += NR)
+			for (long dp = 0; dp < Dp; dp += NR) {
+				PF_SOME();
 				F(ukr_rows)(tk, St + rp * ATK, vb + dp, ldb, O + rp * Dp + dp, Dp);
+			}
+#undef PF_SOME
 	}
 	for (long r = 0; r < R; r++) {
 		long i = i0 + r / G, h = kh * G + r % G;

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/star-attn/star/weights"
@@ -247,6 +249,64 @@ func TestAttentionConformance(t *testing.T) {
 						}
 					}
 				}
+			}
+		}
+	}
+}
+
+// With fewer OS threads than workers, woken workers often start after the
+// caller has done all the work; the pool then cancels them. Results must
+// not change, and nothing may be left running on the task.
+func TestPoolWithLateWorkers(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const rows, cols, n = 45, 70, 20
+	r := rand.New(rand.NewPCG(17, 18))
+	w := tensorFrom(randSlice(r, rows*cols, 1), weights.F16, rows, cols)
+	x := randSlice(r, n*cols, 1)
+	want, mag := refMatMul(x, w.Floats(), n, rows, cols)
+	for _, b := range backends() {
+		c := b.new(4)
+		got := make([]float32, n*rows)
+		for it := 0; it < 200; it++ {
+			var sum atomic.Int64
+			c.Parallel(1000, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					sum.Add(int64(i))
+				}
+			})
+			if s := sum.Load(); s != 999*1000/2 {
+				t.Fatalf("%s: Parallel sum %d", b.name, s)
+			}
+			clear(got)
+			n := 1 + it%n
+			c.MatMul(got, x, &w, n)
+			for i := 0; i < n*rows; i++ {
+				if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*mag[i]+1e-6) {
+					t.Fatalf("%s n=%d: out[%d] = %g, want %g", b.name, n, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+func TestSwiGLUKernel(t *testing.T) {
+	if swiGLUKernel == nil {
+		t.Skip("no SIMD SwiGLU here")
+	}
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, n := range []int{1, 7, 8, 33, 1000} {
+		h1, h3 := randSlice(r, n, 30), randSlice(r, n, 2)
+		h1[0] = -100 // exp overflow side
+		if n > 1 {
+			h1[1] = 100
+		}
+		got := append([]float32(nil), h1...)
+		swiGLUKernel(got, h3)
+		for i := range h1 {
+			g := float64(h1[i])
+			want := g / (1 + math.Exp(-g)) * float64(h3[i])
+			if d := math.Abs(float64(got[i]) - want); !(d <= 1e-6*math.Abs(want)+1e-30) {
+				t.Fatalf("n %d: SwiGLU(%g, %g) = %g, want %g", n, h1[i], h3[i], got[i], want)
 			}
 		}
 	}

@@ -75,10 +75,18 @@ func RoPE(x []float32, pos int, nHeads, headDim int, freqs []float64, halfSplit 
 
 // SwiGLU: h1[i] = silu(h1[i]) · h3[i], in place. h1, h3: [hidden].
 func SwiGLU(h1, h3 []float32) {
+	if swiGLUKernel != nil && len(h1) > 0 {
+		swiGLUKernel(h1, h3)
+		return
+	}
 	for i, g := range h1 {
 		h1[i] = g / (1 + float32(math.Exp(float64(-g)))) * h3[i]
 	}
 }
+
+// swiGLUKernel is SwiGLU on SIMD (vectorised exp), set at init where
+// NewCPU would use SIMD kernels; nil: the loop above.
+var swiGLUKernel func(h1, h3 []float32)
 
 // Add: x[i] += y[i].
 func Add(x, y []float32) {
