@@ -468,6 +468,9 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 		fp = m.Fingerprint
 	}
 	host, _ := os.Hostname()
+	if env, ok, serr := slurm.Detect(); ok && serr == nil {
+		host += " (" + env.Label() + ")" // errors then name the Slurm task too
+	}
 	if err := jobs.Handshake(w.comm, err, fp, version, host); err != nil {
 		if m != nil {
 			m.Close()
