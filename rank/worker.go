@@ -86,14 +86,27 @@ func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error 
 		needAnchor = needAnchor || (b.Index > 0 && len(anchor) > 0)
 	}
 	w.anchor = nil
-	if needAnchor {
-		kv := newKV(c.NLayers, len(anchor), kvd)
-		if err := w.encode(kv, nil, anchor, 0); err != nil {
-			return fmt.Errorf("anchor: %w", err)
-		}
-		w.anchor = kv
-	}
+	// The anchor is the first a tokens of B_0 and its K/V are B_0's first a
+	// rows: a rank holding B_0 encodes B_0 first and takes them from there;
+	// any other rank encodes the anchor once.
+	order := make([]int, 0, len(blocks))
 	for i, b := range blocks {
+		if b.Index == 0 {
+			order = append([]int{i}, order...)
+		} else {
+			order = append(order, i)
+		}
+	}
+	w.KV = make([]*KV, len(blocks))
+	for _, i := range order {
+		b := blocks[i]
+		if needAnchor && w.anchor == nil && b.Index > 0 {
+			kv := newKV(c.NLayers, len(anchor), kvd)
+			if err := w.encode(kv, nil, anchor, 0); err != nil {
+				return fmt.Errorf("anchor: %w", err)
+			}
+			w.anchor = kv
+		}
 		kv := newKV(c.NLayers, b.Len, kvd)
 		var a *KV
 		if b.Index > 0 {
@@ -102,10 +115,22 @@ func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error 
 		if err := w.encode(kv, a, toks[i], b.Start); err != nil {
 			return fmt.Errorf("block %d: %w", b.Index, err)
 		}
-		w.KV = append(w.KV, kv)
+		w.KV[i] = kv
+		if b.Index == 0 && needAnchor && len(anchor) <= kv.Len {
+			w.anchor = kv.prefix(len(anchor), kvd)
+		}
 	}
 	w.anchor = nil // dropped: only the blocks' K/V stay
 	return nil
+}
+
+// prefix is a view of the first n tokens of kv.
+func (kv *KV) prefix(n, kvd int) *KV {
+	p := &KV{K: make([][]float32, len(kv.K)), V: make([][]float32, len(kv.V)), Len: n}
+	for l := range kv.K {
+		p.K[l], p.V[l] = kv.K[l][:n*kvd:n*kvd], kv.V[l][:n*kvd:n*kvd]
+	}
+	return p
 }
 
 // encode runs toks at positions start.. through the model with causal
