@@ -120,6 +120,51 @@ static void pack_b(float *dst, const void *w, int dt, long ldw, long j0, int nr,
 	}
 }
 
+// pack_a writes MR-row panels [p0, p1) of x[M][K] into ap: panel p holds
+// rows p*MR.. as ap[p*MR*K + k*MR + r], rows past M zero. Eight columns of
+// up to eight rows at a time, transposed in registers.
+static void pack_a(const float *x, long M, long K, float *ap, long p0, long p1, int mr_) {
+	const long MRl = mr_;
+	for (long p = p0; p < p1; p++) {
+		float *d = ap + p * MRl * K;
+		for (int g = 0; g < mr_; g += 8) {
+			int gr = mr_ - g < 8 ? mr_ - g : 8; // rows of this group in the panel
+			long i0 = p * MRl + g;
+			int valid = M - i0 < gr ? (int)(M - i0) : gr; // rows that exist in x
+			if (valid < 0)
+				valid = 0;
+			long k = 0;
+			for (; k + 8 <= K; k += 8) {
+				__m256 r[8];
+				for (int i = 0; i < 8; i++)
+					r[i] = i < valid ? _mm256_loadu_ps(x + (i0 + i) * K + k) : _mm256_setzero_ps();
+				tr8x8(r);
+				for (int c = 0; c < 8; c++) {
+					float *o = d + (k + c) * MRl + g;
+					if (gr == 8) {
+						_mm256_storeu_ps(o, r[c]);
+					} else {
+						__m128 lo = _mm256_castps256_ps128(r[c]), hi = _mm256_extractf128_ps(r[c], 1);
+						int j = 0;
+						if (gr >= 4) {
+							_mm_storeu_ps(o, lo);
+							lo = hi;
+							j = 4;
+						}
+						for (; j < gr; j++) {
+							o[j] = _mm_cvtss_f32(lo);
+							lo = _mm_shuffle_ps(lo, lo, _MM_SHUFFLE(0, 3, 2, 1));
+						}
+					}
+				}
+			}
+			for (; k < K; k++)
+				for (int i = 0; i < gr; i++)
+					d[k * MRl + g + i] = i < valid ? x[(i0 + i) * K + k] : 0.0f;
+		}
+	}
+}
+
 static inline float hsum8(__m256 v) {
 	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));

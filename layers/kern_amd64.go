@@ -121,14 +121,15 @@ type gemmTask struct {
 	k       *kernels
 	res     *resources
 	phase   int
+	nt      int
 	x, out  []float32
 	w       unsafe.Pointer
 	dt      C.int
 	M, N, K int
 	ap      []float32 // packed x (GEMM) or x as the gemv kernel wants it
 	next    atomic.Int64
-	items   int
-	chunk   int // x panels (pack phase), output columns (others) per item
+	items   int // work units: x panels, blocks of NR columns or of 4 rows
+	chunk   int // units per claim (at most)
 }
 
 func (g *gemmTask) run(tid int) {
@@ -144,31 +145,44 @@ func (g *gemmTask) run(tid int) {
 			p1 := min(p0+g.chunk, panels)
 			C.star_gemm_packa(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), fptr(g.ap), C.long(p0), C.long(p1))
 		}
-	case phaseCols:
+	case phaseCols: // blocks of NR output columns
 		kc := min(gemmKC, g.K)
-		ncp := (g.chunk + k.nr - 1) / k.nr * k.nr
-		buf := g.res.tws[tid].get(kc*ncp + k.mr*k.nr)
-		bp, tmp := buf[:kc*ncp], buf[kc*ncp:]
+		buf := g.res.tws[tid].get(kc*g.chunk*k.nr + k.mr*k.nr)
+		bp, tmp := buf[:kc*g.chunk*k.nr], buf[kc*g.chunk*k.nr:]
 		for {
-			it := int(g.next.Add(1) - 1)
-			if it >= g.items {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
+			if !ok {
 				return
 			}
-			j0 := it * g.chunk
-			j1 := min(j0+g.chunk, g.N)
 			C.star_gemm_cols(k.variant, fptr(g.ap), C.long(g.M), C.long(g.K), g.w, g.dt, fptr(g.out), C.long(g.N),
-				C.long(j0), C.long(j1), fptr(bp), fptr(tmp), C.int(kc), C.int(gemmMC))
+				C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), fptr(bp), fptr(tmp), C.int(kc), C.int(gemmMC))
 		}
-	case phaseGemv:
+	case phaseGemv: // blocks of 4 rows
 		for {
-			it := int(g.next.Add(1) - 1)
-			if it >= g.items {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
+			if !ok {
 				return
 			}
-			r0 := it * g.chunk
-			r1 := min(r0+g.chunk, g.N)
 			C.star_gemv(k.variant, g.w, g.dt, C.long(g.K), fptr(g.ap), C.long(g.M), fptr(g.out), C.long(g.N),
-				C.long(r0), C.long(r1))
+				C.long(b0*4), C.long(min(b1*4, g.N)))
+		}
+	}
+}
+
+// claimGuided takes the next run of units of [0, total) from the shared
+// cursor next: about the remaining units / (2 nt), within [minU, maxU], so
+// that runs shrink toward the end and the threads finish together even
+// when one of them has been slowed down.
+func claimGuided(next *atomic.Int64, total, nt, minU, maxU int) (lo, hi int, ok bool) {
+	for {
+		cur := int(next.Load())
+		if cur >= total {
+			return 0, 0, false
+		}
+		n := min(maxU, max(minU, (total-cur)/(2*nt)))
+		hi := min(cur+n, total)
+		if next.CompareAndSwap(int64(cur), int64(hi)) {
+			return cur, hi, true
 		}
 	}
 }
@@ -187,6 +201,7 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 		M: n, N: rows, K: cols}
 	run := func(nt int) {
 		g.next.Store(0)
+		g.nt = nt
 		if p == nil {
 			runInline(g)
 		} else {
@@ -200,10 +215,9 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 			g.ap = res.shared.get(n * cols)
 			C.star_pack_x(k.variant, g.dt, fptr(x), C.long(n), C.long(cols), fptr(g.ap))
 		}
-		// Row chunks: several per thread so that a slow thread is helped.
-		g.chunk = max(16, (rows+8*nt-1)/(8*nt)+3) &^ 3
-		g.items = (rows + g.chunk - 1) / g.chunk
-		run(min(nt, g.items))
+		g.items = (rows + 3) / 4 // blocks of 4 rows, claimed in runs of up to chunk
+		g.chunk = max(4, g.items/(4*nt))
+		run(min(nt, (g.items+3)/4))
 	} else {
 		panels := (n + k.mr - 1) / k.mr
 		g.ap = res.shared.get(panels * k.mr * cols)
@@ -215,11 +229,8 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 			run(min(nt, panels))
 		}
 		g.phase = phaseCols
-		g.chunk = max(k.nr, gemmNC/k.nr*k.nr)
-		if c := (rows + nt - 1) / nt; c < g.chunk { // keep every thread busy on small matrices
-			g.chunk = (c + k.nr - 1) / k.nr * k.nr
-		}
-		g.items = (rows + g.chunk - 1) / g.chunk
+		g.items = (rows + k.nr - 1) / k.nr // blocks of NR columns, claimed in runs of up to chunk
+		g.chunk = max(1, gemmNC/k.nr)
 		run(min(nt, g.items))
 	}
 	g.x, g.out, g.ap, g.w = nil, nil, nil, nil

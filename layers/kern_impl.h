@@ -95,24 +95,7 @@ static void F(ukr_rows)(long kc, const float *a, const float *b, long ldb, float
 // GEMM.
 
 static void F(gemm_packa)(const float *x, long M, long K, float *ap, long p0, long p1) {
-	for (long p = p0; p < p1; p++) {
-		float *d = ap + p * MR * K;
-		long i0 = p * MR;
-		int mr = M - i0 < MR ? (int)(M - i0) : MR;
-		const float *xr[MR];
-		for (int r = 0; r < MR; r++)
-			xr[r] = x + (i0 + (r < mr ? r : 0)) * K;
-		if (mr == MR) {
-			for (long k = 0; k < K; k++)
-#pragma GCC unroll 16
-				for (int r = 0; r < MR; r++)
-					d[k * MR + r] = xr[r][k];
-		} else {
-			for (long k = 0; k < K; k++)
-				for (int r = 0; r < MR; r++)
-					d[k * MR + r] = r < mr ? xr[r][k] : 0.0f;
-		}
-	}
+	pack_a(x, M, K, ap, p0, p1, MR);
 }
 
 // Output columns [j0, j1) of out[M, N] (j0 a multiple of NR). bp holds

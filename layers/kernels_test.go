@@ -311,3 +311,36 @@ func TestSwiGLUKernel(t *testing.T) {
 		}
 	}
 }
+
+// The SIMD backend allocates nothing per call once warm: tasks and
+// scratch are reused.
+func TestSIMDNoAllocs(t *testing.T) {
+	bs := backends()[1:]
+	if len(bs) == 0 {
+		t.Skip("no SIMD kernels here")
+	}
+	r := rand.New(rand.NewPCG(21, 22))
+	w := tensorFrom(randSlice(r, 64*96, 1), weights.BF16, 64, 96)
+	x := randSlice(r, 40*96, 1)
+	out := make([]float32, 40*64)
+	s := AttnShape{H: 8, HKV: 2, D: 16}
+	q, k, v := randSlice(r, 9*8*16, 1), randSlice(r, 70*2*16, 1), randSlice(r, 70*2*16, 1)
+	o, lse := make([]float32, len(q)), make([]float32, 9*8)
+	f := func(lo, hi int) {}
+	for _, b := range bs {
+		c := b.new(2)
+		for _, n := range []int{1, 40} {
+			c.MatMul(out, x, &w, n)
+			if a := testing.AllocsPerRun(20, func() { c.MatMul(out, x, &w, n) }); a != 0 {
+				t.Errorf("%s: MatMul n=%d allocates %v times per call", b.name, n, a)
+			}
+		}
+		Attention(c, o, lse, q, k, v, 9, 70, s, true)
+		if a := testing.AllocsPerRun(20, func() { Attention(c, o, lse, q, k, v, 9, 70, s, true) }); a != 0 {
+			t.Errorf("%s: Attention allocates %v times per call", b.name, a)
+		}
+		if a := testing.AllocsPerRun(20, func() { c.Parallel(100, f) }); a != 0 {
+			t.Errorf("%s: Parallel allocates %v times per call", b.name, a)
+		}
+	}
+}
