@@ -411,9 +411,10 @@ func (w *world) close() {
 }
 
 // fail reports err the SPMD way and returns it for the exit code: rank 0
-// prints errors every rank agreed on; an error only this rank knows of
-// (mid-run) is printed with its rank and ends the whole job, since the
-// other ranks would otherwise wait for this one forever.
+// prints errors every rank agreed on and exits with the job's status, the
+// other ranks end quietly; an error only this rank knows of (mid-run) is
+// printed with its rank and ends the whole job, since the other ranks
+// would otherwise wait for this one forever.
 func (w *world) fail(err error, stderr io.Writer) error {
 	if err == nil || w.comm == nil || w.comm.Size() == 1 {
 		return err
@@ -426,10 +427,10 @@ func (w *world) fail(err error, stderr io.Writer) error {
 	if w.rank == 0 {
 		return err
 	}
-	if code := jobs.ExitCode(err); code > 1 {
-		return &exitError{code: code}
-	}
-	return errSilent
+	// Every rank knows of err and rank 0 reports it with the job's exit
+	// status. The others end normally: a rank exiting non-zero first would
+	// make mpirun abort rank 0 before its message is out.
+	return nil
 }
 
 // errSilent exits non-zero without printing (another rank reported it).

@@ -48,16 +48,6 @@ func (e *agreedError) Error() string {
 	return e.msg
 }
 
-// ExitCode is the exit code rank 0 asked the other ranks to end with
-// (0 when err does not carry one).
-func ExitCode(err error) int {
-	var a *agreedError
-	if errors.As(err, &a) && a.remote {
-		return a.code
-	}
-	return 0
-}
-
 // Agreed tells whether every rank of the run knows of err, so that all
 // ranks can end cleanly; an error that is not agreed (one rank failed
 // alone mid-run) must abort the job instead, or the others would wait.
