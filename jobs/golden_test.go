@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -118,7 +119,7 @@ func TestGoldenGreedy(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if got := append(append([]int{}, toks.Context...), toks.Query...); !equalInts(got, []int{1, 403, 407, 261, 378}) {
+				if got := append(append([]int{}, toks.Context...), toks.Query...); !slices.Equal(got, []int{1, 403, 407, 261, 378}) {
 					t.Fatalf("prompt tokens %v, want [1 403 407 261 378]", got)
 				}
 				// run.c: 256 forward passes (positions 0..255); the first 4 only
@@ -135,18 +136,6 @@ func TestGoldenGreedy(t *testing.T) {
 			})
 		}
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func firstDiff(a, b string) int {

@@ -1,10 +1,10 @@
 package jobs
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -50,7 +50,6 @@ type queryPlan struct {
 type msg struct {
 	Op    string     `msgpack:"op"` // "doc", "query", "end"
 	Err   string     `msgpack:"err,omitempty"`
-	Code  int        `msgpack:"code,omitempty"` // end: the exit code for every rank
 	Doc   *docPlan   `msgpack:"doc,omitempty"`
 	Query *queryPlan `msgpack:"query,omitempty"`
 }
@@ -362,20 +361,11 @@ func cutAtStop(text []byte, stops []string) (int, bool) {
 		if s == "" {
 			continue
 		}
-		if i := indexOf(text, s); i >= 0 && (best < 0 || i < best) {
+		if i := bytes.Index(text, []byte(s)); i >= 0 && (best < 0 || i < best) {
 			best = i
 		}
 	}
 	return best, best >= 0
-}
-
-func indexOf(b []byte, s string) int {
-	for i := 0; i+len(s) <= len(b); i++ {
-		if string(b[i:i+len(s)]) == s {
-			return i
-		}
-	}
-	return -1
 }
 
 // streamText writes text[done:] to w, holding back a tail that could be
@@ -456,8 +446,8 @@ func (e *Engine) Follow() error {
 			} else if _, err := gatherStats(e.Comm, st); err != nil {
 				return err
 			}
-			if m.Err != "" || m.Code != 0 {
-				return &agreedError{msg: m.Err, remote: true, code: m.Code}
+			if m.Err != "" {
+				return &agreedError{msg: m.Err, remote: true}
 			}
 			return nil
 		default:
@@ -511,10 +501,7 @@ func (l *leader) query(q *queryPlan, smp *Sampling, rows []int, logits []float32
 func (l *leader) end(final error) ([]RankStats, error) {
 	m := &msg{Op: "end"}
 	if final != nil {
-		m.Err, m.Code = final.Error(), 1
-		if errors.Is(final, ErrInterrupted) {
-			m.Code = 3
-		}
+		m.Err = final.Error()
 	}
 	if _, err := l.e.share(m); err != nil {
 		return nil, err

@@ -38,7 +38,6 @@ func (e *RankError) Error() string { return strings.Join(e.Msgs, "; ") }
 type agreedError struct {
 	msg    string
 	remote bool
-	code   int // exit code rank 0 chose (remote errors)
 }
 
 func (e *agreedError) Error() string {

@@ -3,6 +3,7 @@ package jobs
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,7 +16,7 @@ Lily said to the cat,`
 
 func compareRuns(t *testing.T, a, b *Result, tol float64) {
 	t.Helper()
-	if !equalInts(a.Tokens, b.Tokens) {
+	if !slices.Equal(a.Tokens, b.Tokens) {
 		t.Fatalf("tokens differ:\n%v\n%v", a.Tokens, b.Tokens)
 	}
 	var worst float64
@@ -131,15 +132,15 @@ func TestSampling(t *testing.T) {
 	a := run(Settings{Temperature: 1, Seed: 7})
 	b := run(Settings{Temperature: 1, Seed: 7})
 	c := run(Settings{Temperature: 1, Seed: 8})
-	if !equalInts(a.Tokens, b.Tokens) {
+	if !slices.Equal(a.Tokens, b.Tokens) {
 		t.Fatal("same seed gave different samples")
 	}
-	if equalInts(a.Tokens, c.Tokens) {
+	if slices.Equal(a.Tokens, c.Tokens) {
 		t.Fatal("different seeds gave identical 30-token samples")
 	}
 	greedy := run(Settings{})
 	tiny := run(Settings{Temperature: 1, TopP: 1e-9, Seed: 3}) // nucleus of one token: greedy
-	if !equalInts(greedy.Tokens, tiny.Tokens) {
+	if !slices.Equal(greedy.Tokens, tiny.Tokens) {
 		t.Fatalf("top-p -> 0 should be greedy:\n%v\n%v", greedy.Tokens, tiny.Tokens)
 	}
 	for i, lp := range greedy.Logprobs {
