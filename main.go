@@ -194,6 +194,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "Star anchor size (default: the block size)"},
 					&cli.IntFlag{Name: "decode-tokens", Value: 16, Usage: "decode steps timed"},
 					&cli.IntFlag{Name: "query-tokens", Value: 16, Usage: "query length"},
+					&cli.IntFlag{Name: "score-tokens", Value: 16, Usage: "continuation tokens teacher-forced after the query for accuracy: mean NLL, and its ratio to the exact mode (global, else ring) of the same context (0: skip)"},
 					&cli.StringFlag{Name: "merge", Value: rank.MergeGather, Usage: "gather, allgather or allreduce"},
 					&cli.BoolFlag{Name: "json", Usage: "one JSON object per line per configuration"},
 				),
@@ -849,6 +850,14 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		}
 		atts = append(atts, a)
 	}
+	if c.Int("query-tokens") < 1 {
+		return fmt.Errorf("--query-tokens %d: the query needs at least 1 token", c.Int("query-tokens"))
+	}
+	for _, f := range []string{"decode-tokens", "score-tokens"} {
+		if c.Int(f) < 0 {
+			return fmt.Errorf("--%s %d: use 0 or more", f, c.Int(f))
+		}
+	}
 	if c.String("load-format") != "dummy" && c.String("model") == "" && defaultModel() == "" {
 		return errors.New("bench needs --model PATH, or --load-format dummy --model-config FILE")
 	}
@@ -863,7 +872,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 	}
 	defer e.W.Close()
 	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: s.BlockSize, AnchorSize: s.AnchorSize,
-		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), Seed: 1, MemLimit: jobs.MemAvailable()}
+		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), ScoreTokens: c.Int("score-tokens"), Seed: 1, MemLimit: jobs.MemAvailable()}
 	if w.rank == 0 {
 		o.Progress = stderr
 		threads := e.M.C.Threads()

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,9 +197,36 @@ func TestBenchJSON(t *testing.T) {
 		if r["phase1_s"].(float64) <= 0 || r["ttft_s"].(float64) < r["phase1_s"].(float64) || r["linear_gflops"].(float64) <= 0 {
 			t.Fatalf("implausible timings: %s", l)
 		}
+		// Accuracy: every row has the scored tokens' NLL; exact modes run
+		// first, and ring and star carry their ratio to global.
+		if nll, _ := r["nll"].(float64); nll <= 0 {
+			t.Fatalf("no NLL: %s", l)
+		}
+		ratio, hasRatio := r["nll_ratio"].(float64)
+		switch r["attention"] {
+		case "global":
+			if hasRatio {
+				t.Fatalf("global row has a ratio to itself: %s", l)
+			}
+		case "ring":
+			if !hasRatio || math.Abs(ratio-1) > 1e-5 || r["logprob_max_diff"].(float64) > 1e-4 {
+				t.Fatalf("ring is exact: want nll_ratio 1 and logprob_max_diff <= 1e-4: %s", l)
+			}
+		case "star":
+			if !hasRatio || ratio <= 0 {
+				t.Fatalf("star row lacks its NLL ratio: %s", l)
+			}
+		}
+	}
+	if order := []string{`"global"`, `"ring"`, `"star"`}; !(strings.Index(out, order[0]) < strings.Index(out, order[1]) && strings.Index(out, order[1]) < strings.Index(out, order[2])) {
+		t.Fatalf("exact modes should run first:\n%s", out)
 	}
 	if !strings.Contains(errOut, "phase 1") {
 		t.Fatalf("no progress on stderr: %q", errOut)
+	}
+	code, _, errOut = star(t, "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--context", "64", "--query-tokens", "0")
+	if code == 0 || !strings.Contains(errOut, "--query-tokens") {
+		t.Fatalf("empty query: exit %d, %q", code, errOut)
 	}
 	code, _, errOut = star(t, "bench", "--load-format", "dummy", "--context", "64")
 	if code == 0 || !strings.Contains(errOut, "--model-config") {

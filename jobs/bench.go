@@ -3,8 +3,10 @@ package jobs
 import (
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -62,12 +64,13 @@ type BenchOptions struct {
 	AnchorSize   int      // -1: block size
 	QueryTokens  int      // query length
 	DecodeTokens int      // generated tokens timed for decode speed
+	ScoreTokens  int      // continuation tokens teacher-forced for the NLL (0: none)
 	Seed         uint64
 	Progress     io.Writer // stderr: what runs now
 	// SgemmGFLOPS, when set, measures the reference sgemm throughput on the
 	// model's largest linear shape (printed beside ours).
 	SgemmGFLOPS func(m, n, k int) float64
-	MemLimit    int64 // bytes available to rank 0 (global runs that need more are skipped)
+	MemLimit    int64 // bytes still available to rank 0 once the weights are loaded (global runs needing more K/V and activations are skipped)
 }
 
 // BenchRow is one configuration's measurement (one JSON line).
@@ -86,12 +89,22 @@ type BenchRow struct {
 	PeakRSS         int64   `json:"peak_rss_bytes"`
 	SgemmGFLOPS     float64 `json:"sgemm_gflops,omitempty"`
 	Kernels         string  `json:"kernels"`
-	Skipped         string  `json:"skipped,omitempty"`
+	// Accuracy: mean negative log-likelihood of ScoreTokens continuation
+	// tokens (the same tokens for every mode of a context), its ratio to
+	// the exact baseline's (global, else ring) measured in the same run,
+	// and the largest |log-probability difference| from it over those tokens.
+	NLL           float64  `json:"nll,omitempty"`
+	NLLRatio      *float64 `json:"nll_ratio,omitempty"`
+	LogprobMaxDif *float64 `json:"logprob_max_diff,omitempty"`
+	Skipped       string   `json:"skipped,omitempty"`
 }
 
 // Bench runs every (context, attention) configuration: phase 1, the query
-// and DecodeTokens decode steps, on every rank (rank 0 leads, the others
-// follow). Rows come back on rank 0, through emit as soon as each is done.
+// and DecodeTokens decode steps, then (for accuracy) ScoreTokens
+// teacher-forced tokens, on every rank (rank 0 leads, the others follow).
+// Within a context the exact modes run first (global, ring, then star) so
+// that Star's row carries its NLL ratio to them. Rows come back on rank 0,
+// through emit as soon as each is done.
 func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 	if e.Rank() != 0 {
 		return e.Follow()
@@ -103,8 +116,10 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 		c := e.M.Cfg
 		sgemm = o.SgemmGFLOPS(512, c.HiddenDim, c.Dim)
 	}
+	atts := benchOrder(o.Attentions)
 	for _, n := range o.Contexts {
-		for _, att := range o.Attentions {
+		var ref []float64 // the exact baseline's log-probabilities of the scored tokens
+		for _, att := range atts {
 			s := Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: o.AnchorSize, MaxTokens: o.DecodeTokens + 1}
 			s.Defaults()
 			s.Ranks = e.Ranks()
@@ -114,13 +129,15 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 			} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && att == "ring" {
 				row.Block = lay.BlockSize // shard size
 			}
-			if n+o.QueryTokens+o.DecodeTokens+1 > e.M.Cfg.SeqLen {
+			if n+o.QueryTokens+max(o.DecodeTokens+1, o.ScoreTokens) > e.M.Cfg.SeqLen {
 				row.Skipped = fmt.Sprintf("context %d + query + decode exceeds the model's context length %d", n, e.M.Cfg.SeqLen)
 				emit(row)
 				continue
 			}
 			if att == "global" && o.MemLimit > 0 {
-				need := e.W.WeightBytes() + KVBytesPerToken(&e.M.Cfg)*int64(n+o.QueryTokens+o.DecodeTokens) + e.M.StateBytes(s.Chunk)
+				// MemLimit is measured with the weights already loaded: only
+				// the K/V cache and activations are still to come.
+				need := KVBytesPerToken(&e.M.Cfg)*int64(n+o.QueryTokens+o.DecodeTokens) + e.M.StateBytes(s.Chunk)
 				if need > o.MemLimit {
 					row.Skipped = fmt.Sprintf("global attention needs %.1f GiB on rank 0, %.1f GiB available", gib(need), gib(o.MemLimit))
 					emit(row)
@@ -128,11 +145,11 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 				}
 			}
 			r := rand.New(rand.NewPCG(o.Seed, uint64(n)))
-			toks := make([]int, n+o.QueryTokens)
+			toks := make([]int, n+o.QueryTokens+o.ScoreTokens)
 			for i := range toks {
 				toks[i] = r.IntN(e.M.Cfg.VocabSize)
 			}
-			ctx, q := toks[:n], toks[n:]
+			ctx, q, cont := toks[:n], toks[n:n+o.QueryTokens], toks[n+o.QueryTokens:]
 			if o.Progress != nil {
 				fmt.Fprintf(o.Progress, "bench: context %d, %s attention, %d rank(s): phase 1...\n", n, att, e.Ranks())
 			}
@@ -170,12 +187,68 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 				}
 			}
 			row.PeakRSS = peakRSS()
+			if len(cont) > 0 {
+				lp, err := l.scoreTokens(q, cont)
+				if err != nil {
+					return err
+				}
+				for _, x := range lp {
+					row.NLL -= x / float64(len(lp))
+				}
+				if ref == nil && att != "star" {
+					ref = lp
+				} else if ref != nil {
+					var refNLL, d float64
+					for i, x := range ref {
+						refNLL -= x / float64(len(ref))
+						d = max(d, math.Abs(lp[i]-x))
+					}
+					ratio := row.NLL / refNLL
+					row.NLLRatio, row.LogprobMaxDif = &ratio, &d
+				}
+			}
 			l.ss = nil // drop this document's caches before the next
 			emit(row)
 		}
 	}
 	_, err := l.end(nil)
 	return err
+}
+
+// benchOrder puts the exact modes first (global, then ring), keeping
+// star last, so that star's accuracy is measured against them.
+func benchOrder(atts []string) []string {
+	var out []string
+	for _, want := range []string{"global", "ring", "star"} {
+		for _, a := range atts {
+			if a == want {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
+
+// scoreTokens teacher-forces cont after the query q on the open document
+// and returns each continuation token's log-probability (rank 0).
+func (l *leader) scoreTokens(q, cont []int) ([]float64, error) {
+	V := l.e.M.Cfg.VocabSize
+	steps := append(slices.Clone(q), cont[:len(cont)-1]...)
+	rows := make([]int, len(cont))
+	for i := range rows {
+		rows[i] = len(q) - 1 + i
+	}
+	logits := make([]float32, len(rows)*V)
+	if err := l.query(&queryPlan{Steps: steps}, nil, rows, logits, nil); err != nil {
+		return nil, err
+	}
+	lp := make([]float32, V)
+	out := make([]float64, len(cont))
+	for i, id := range cont {
+		layers.LogSoftmax(lp, logits[i*V:(i+1)*V])
+		out[i] = float64(lp[id])
+	}
+	return out, nil
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }
@@ -205,15 +278,19 @@ func resetPeakRSS() {
 
 // PrintBenchTable writes rows for people.
 func PrintBenchTable(w io.Writer, rows []BenchRow) {
-	fmt.Fprintf(w, "%-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-10s %-10s %-10s %-9s %s\n",
-		"attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "lin_GF/s", "attn_GF/s", "rss_GiB", "sgemm_GF/s")
+	fmt.Fprintf(w, "%-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-10s %-10s %-10s %-9s %-10s %-8s %-9s %s\n",
+		"attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "lin_GF/s", "attn_GF/s", "rss_GiB", "sgemm_GF/s", "nll", "nll_ratio", "lp_maxdiff")
 	for _, r := range rows {
 		if r.Skipped != "" {
 			fmt.Fprintf(w, "%-7s %-5d %-7d %-8d skipped: %s\n", r.Attention, r.Ranks, r.Threads, r.Context, r.Skipped)
 			continue
 		}
-		fmt.Fprintf(w, "%-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-10.2f %-10.1f %-10.1f %-9.2f %.1f\n",
+		ratio, diff := "-", "-"
+		if r.NLLRatio != nil {
+			ratio, diff = fmt.Sprintf("%.5f", *r.NLLRatio), fmt.Sprintf("%.2e", *r.LogprobMaxDif)
+		}
+		fmt.Fprintf(w, "%-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-10.2f %-10.1f %-10.1f %-9.2f %-10.1f %-8.4f %-9s %s\n",
 			r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS,
-			r.LinearGFLOPS, r.AttentionGFLOPS, gib(r.PeakRSS), r.SgemmGFLOPS)
+			r.LinearGFLOPS, r.AttentionGFLOPS, gib(r.PeakRSS), r.SgemmGFLOPS, r.NLL, ratio, diff)
 	}
 }
