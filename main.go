@@ -191,7 +191,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "context", Value: "4096", Usage: "context lengths, comma-separated (e.g. 4096,32768)"},
 					&cli.StringFlag{Name: "attention", Value: "star", Usage: "attention modes, comma-separated: star, ring, global"},
 					&cli.IntFlag{Name: "block-size", Usage: "Star block size (default: context / ranks)"},
-					&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "Star anchor size (default: the block size)"},
+					&cli.StringFlag{Name: "anchor-size", Usage: "Star anchor sizes, comma-separated: one star row each, e.g. 4096,1024 (default: the block size)"},
 					&cli.IntFlag{Name: "decode-tokens", Value: 16, Usage: "decode steps timed"},
 					&cli.IntFlag{Name: "query-tokens", Value: 16, Usage: "query length"},
 					&cli.IntFlag{Name: "score-tokens", Value: 16, Usage: "continuation tokens teacher-forced after the query for accuracy: mean NLL, and its ratio to the exact mode (global, else ring) of the same context (0: skip)"},
@@ -353,7 +353,8 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 		return s, fmt.Errorf("--merge %q: use gather, allgather or allreduce", s.Merge)
 	}
 	if c.Command.Name == "bench" {
-		s.Attention = "star" // bench takes a list; cmdBench checks it
+		// bench takes lists; cmdBench checks them
+		s.Attention, s.AnchorSize = "star", -1
 	}
 	if s.Attention != "star" && s.Attention != "global" && s.Attention != "ring" {
 		return s, fmt.Errorf("--attention %q: use star, ring or global", s.Attention)
@@ -361,7 +362,7 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 	if c.IsSet("block-size") && s.BlockSize <= 0 {
 		return s, fmt.Errorf("--block-size %d must be positive", s.BlockSize)
 	}
-	if c.IsSet("anchor-size") && s.AnchorSize < 0 {
+	if c.IsSet("anchor-size") && s.AnchorSize < 0 && c.Command.Name != "bench" {
 		return s, fmt.Errorf("--anchor-size %d must not be negative", s.AnchorSize)
 	}
 	if c.Command.Name != "score" {
@@ -850,6 +851,17 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		}
 		atts = append(atts, a)
 	}
+	anchors := []int{-1}
+	if c.IsSet("anchor-size") {
+		anchors = nil
+		for _, f := range strings.Split(c.String("anchor-size"), ",") {
+			a, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || a < 0 {
+				return fmt.Errorf("--anchor-size: %q is not a size in tokens (0 or more, comma-separated)", f)
+			}
+			anchors = append(anchors, a)
+		}
+	}
 	if c.Int("query-tokens") < 1 {
 		return fmt.Errorf("--query-tokens %d: the query needs at least 1 token", c.Int("query-tokens"))
 	}
@@ -871,7 +883,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		return w.fail(err, stderr)
 	}
 	defer e.W.Close()
-	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: s.BlockSize, AnchorSize: s.AnchorSize,
+	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: s.BlockSize, AnchorSizes: anchors,
 		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), ScoreTokens: c.Int("score-tokens"), Seed: 1, MemLimit: jobs.MemAvailable()}
 	if w.rank == 0 {
 		o.Progress = stderr

@@ -175,13 +175,16 @@ func TestBadInput(t *testing.T) {
 
 func TestBenchJSON(t *testing.T) {
 	code, out, errOut := star(t, "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--dtype", "f32",
-		"--context", "96,192", "--attention", "star,ring,global", "--block-size", "32", "--anchor-size", "16", "--decode-tokens", "4", "--json")
+		"--context", "96,192", "--attention", "star,ring,global", "--block-size", "32", "--anchor-size", "16,0", "--decode-tokens", "4", "--json")
 	if code != 0 {
 		t.Fatalf("bench: exit %d: %s", code, errOut)
 	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 6 {
-		t.Fatalf("%d JSON lines, want 6 (2 contexts x 3 modes):\n%s", len(lines), out)
+	if len(lines) != 8 {
+		t.Fatalf("%d JSON lines, want 8 (2 contexts x global, ring, star with 2 anchor sizes):\n%s", len(lines), out)
+	}
+	if strings.Count(out, `"anchor":16,`) != 2 || strings.Count(out, `"attention":"star"`) != 4 {
+		t.Fatalf("want a star row per context and anchor size (16, 0):\n%s", out)
 	}
 	for _, l := range lines {
 		var r map[string]any

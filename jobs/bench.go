@@ -61,7 +61,7 @@ type BenchOptions struct {
 	Contexts     []int    // context lengths in tokens
 	Attentions   []string // "star", "ring", "global"
 	BlockSize    int      // 0: context / ranks
-	AnchorSize   int      // -1: block size
+	AnchorSizes  []int    // one star row per anchor size; -1: the block size (nil: [-1])
 	QueryTokens  int      // query length
 	DecodeTokens int      // generated tokens timed for decode speed
 	ScoreTokens  int      // continuation tokens teacher-forced for the NLL (0: none)
@@ -116,11 +116,29 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 		c := e.M.Cfg
 		sgemm = o.SgemmGFLOPS(512, c.HiddenDim, c.Dim)
 	}
-	atts := benchOrder(o.Attentions)
+	type config struct {
+		att    string
+		anchor int
+	}
+	var configs []config
+	for _, att := range benchOrder(o.Attentions) {
+		if att != "star" {
+			configs = append(configs, config{att, -1})
+			continue
+		}
+		anchors := o.AnchorSizes
+		if len(anchors) == 0 {
+			anchors = []int{-1}
+		}
+		for _, a := range anchors {
+			configs = append(configs, config{att, a})
+		}
+	}
 	for _, n := range o.Contexts {
 		var ref []float64 // the exact baseline's log-probabilities of the scored tokens
-		for _, att := range atts {
-			s := Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: o.AnchorSize, MaxTokens: o.DecodeTokens + 1}
+		for _, cf := range configs {
+			att := cf.att
+			s := Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: cf.anchor, MaxTokens: o.DecodeTokens + 1}
 			s.Defaults()
 			s.Ranks = e.Ranks()
 			row := BenchRow{Attention: att, Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: sgemm, Kernels: e.M.C.Name()}
