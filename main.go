@@ -27,7 +27,7 @@ import (
 	"github.com/star-attn/star/collective"
 	"github.com/star-attn/star/jobs"
 	"github.com/star-attn/star/layers"
-	"github.com/star-attn/star/layers/blasref"
+	"github.com/star-attn/star/layers/benchref"
 	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/slurm"
 	"github.com/star-attn/star/weights"
@@ -888,7 +888,8 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 	if w.rank == 0 {
 		o.Progress = stderr
 		threads := e.M.C.Threads()
-		o.SgemmGFLOPS = func(m, n, k int) float64 { return blasref.GFLOPS(m, n, k, threads) }
+		o.SgemmGFLOPS = func(m, n, k int) float64 { return benchref.GFLOPS(m, n, k, threads) }
+		o.ReadBandwidth = func() float64 { return benchref.ReadBandwidth(threads, 512<<20) }
 	}
 	var rows []jobs.BenchRow
 	err = e.Bench(o, func(r jobs.BenchRow) {

@@ -200,6 +200,9 @@ func TestBenchJSON(t *testing.T) {
 		if r["phase1_s"].(float64) <= 0 || r["ttft_s"].(float64) < r["phase1_s"].(float64) || r["linear_gflops"].(float64) <= 0 {
 			t.Fatalf("implausible timings: %s", l)
 		}
+		if bw, _ := r["membw_gbs"].(float64); !(bw > 0.1) || !(r["decode_bound_tok_s"].(float64) > 0) {
+			t.Fatalf("no read bandwidth / decode bound: %s", l)
+		}
 		// Accuracy: every row has the scored tokens' NLL; exact modes run
 		// first, and ring and star carry their ratio to global.
 		if nll, _ := r["nll"].(float64); nll <= 0 {

@@ -70,7 +70,11 @@ type BenchOptions struct {
 	// SgemmGFLOPS, when set, measures the reference sgemm throughput on the
 	// model's largest linear shape (printed beside ours).
 	SgemmGFLOPS func(m, n, k int) float64
-	MemLimit    int64 // bytes still available to rank 0 once the weights are loaded (global runs needing more K/V and activations are skipped)
+	// ReadBandwidth, when set, measures the memory read bandwidth (B/s)
+	// with the rank's threads: decode's bound is that over the weight
+	// bytes a decode step reads.
+	ReadBandwidth func() float64
+	MemLimit      int64 // bytes still available to rank 0 once the weights are loaded (global runs needing more K/V and activations are skipped)
 }
 
 // BenchRow is one configuration's measurement (one JSON line).
@@ -88,6 +92,8 @@ type BenchRow struct {
 	AttentionGFLOPS float64 `json:"attention_gflops"`
 	PeakRSS         int64   `json:"peak_rss_bytes"`
 	SgemmGFLOPS     float64 `json:"sgemm_gflops,omitempty"`
+	MemBWGBs        float64 `json:"membw_gbs,omitempty"`          // measured read bandwidth, GB/s
+	DecodeBound     float64 `json:"decode_bound_tok_s,omitempty"` // membw / weight bytes read per decode step
 	Kernels         string  `json:"kernels"`
 	// Accuracy: mean negative log-likelihood of ScoreTokens continuation
 	// tokens (the same tokens for every mode of a context), its ratio to
@@ -116,6 +122,11 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 		c := e.M.Cfg
 		sgemm = o.SgemmGFLOPS(512, c.HiddenDim, c.Dim)
 	}
+	var bw, bound float64
+	if o.ReadBandwidth != nil {
+		bw = o.ReadBandwidth()
+		bound = bw / float64(e.W.DecodeBytes())
+	}
 	type config struct {
 		att    string
 		anchor int
@@ -141,7 +152,8 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 			s := Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: cf.anchor, MaxTokens: o.DecodeTokens + 1}
 			s.Defaults()
 			s.Ranks = e.Ranks()
-			row := BenchRow{Attention: att, Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: sgemm, Kernels: e.M.C.Name()}
+			row := BenchRow{Attention: att, Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: sgemm, Kernels: e.M.C.Name(),
+				MemBWGBs: bw / 1e9, DecodeBound: bound}
 			if lay, err := s.Layout(n); err == nil && att == "star" {
 				row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
 			} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && att == "ring" {
@@ -294,21 +306,37 @@ func resetPeakRSS() {
 	os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
 }
 
-// PrintBenchTable writes rows for people.
+// PrintBenchTable writes rows for people: one line per configuration,
+// then the yardsticks (sgemm, memory bandwidth and decode's bound).
 func PrintBenchTable(w io.Writer, rows []BenchRow) {
-	fmt.Fprintf(w, "%-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-10s %-10s %-10s %-9s %-10s %-8s %-9s %s\n",
-		"attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "lin_GF/s", "attn_GF/s", "rss_GiB", "sgemm_GF/s", "nll", "nll_ratio", "lp_maxdiff")
-	for _, r := range rows {
+	fmt.Fprintf(w, "%-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-9s %-8s %-9s %-9s %-8s %-8s %-9s %s\n",
+		"attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "%bound", "lin_GF/s", "attn_GF/s", "rss_GiB", "nll", "nll_ratio", "lp_maxdiff")
+	var ref *BenchRow
+	for i, r := range rows {
 		if r.Skipped != "" {
 			fmt.Fprintf(w, "%-7s %-5d %-7d %-8d skipped: %s\n", r.Attention, r.Ranks, r.Threads, r.Context, r.Skipped)
 			continue
 		}
-		ratio, diff := "-", "-"
+		ref = &rows[i]
+		ratio, diff, bound := "-", "-", "-"
 		if r.NLLRatio != nil {
 			ratio, diff = fmt.Sprintf("%.5f", *r.NLLRatio), fmt.Sprintf("%.2e", *r.LogprobMaxDif)
 		}
-		fmt.Fprintf(w, "%-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-10.2f %-10.1f %-10.1f %-9.2f %-10.1f %-8.4f %-9s %s\n",
-			r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS,
-			r.LinearGFLOPS, r.AttentionGFLOPS, gib(r.PeakRSS), r.SgemmGFLOPS, r.NLL, ratio, diff)
+		if r.DecodeBound > 0 {
+			bound = fmt.Sprintf("%.0f%%", 100*r.DecodeTPS/r.DecodeBound)
+		}
+		fmt.Fprintf(w, "%-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-9.2f %-8s %-9.1f %-9.1f %-8.2f %-8.4f %-9s %s\n",
+			r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS, bound,
+			r.LinearGFLOPS, r.AttentionGFLOPS, gib(r.PeakRSS), r.NLL, ratio, diff)
+	}
+	if ref == nil {
+		return
+	}
+	if ref.SgemmGFLOPS > 0 {
+		fmt.Fprintf(w, "cblas_sgemm (OpenBLAS) on the model's largest linear shape, %d threads: %.1f GFLOP/s (compare lin_GF/s)\n", ref.Threads, ref.SgemmGFLOPS)
+	}
+	if ref.DecodeBound > 0 {
+		fmt.Fprintf(w, "memory read bandwidth, %d threads: %.1f GB/s; decode bound (bandwidth / weight bytes per step): %.2f tok/s (%%bound)\n",
+			ref.Threads, ref.MemBWGBs, ref.DecodeBound)
 	}
 }

@@ -32,7 +32,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/star-attn/star/layers/internal/benchref"
+	"github.com/star-attn/star/layers/benchref"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/weightstest"
 )

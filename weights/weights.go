@@ -334,6 +334,17 @@ func (m *Model) WeightBytes() int64 {
 	return n
 }
 
+// DecodeBytes is the weight bytes one decode step reads: every layer, the
+// final norm and the output projection (the token embedding table when
+// tied), but of an untied embedding table only the token's row.
+func (m *Model) DecodeBytes() int64 {
+	n := m.WeightBytes()
+	if !m.Config.TiedEmbeddings && m.TokEmb.Rows() > 0 {
+		n -= int64(len(m.TokEmb.Data)) - int64(len(m.TokEmb.Data)/m.TokEmb.Rows())
+	}
+	return n
+}
+
 func (l *Layer) tensors() []*Tensor {
 	return []*Tensor{&l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3}
 }

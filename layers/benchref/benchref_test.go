@@ -1,4 +1,4 @@
-package blasref
+package benchref
 
 import (
 	"math"
@@ -6,6 +6,9 @@ import (
 )
 
 func TestSgemmNT(t *testing.T) {
+	if !Available() {
+		t.Skip("libopenblas is not installed (apt install libopenblas0): nothing to compare")
+	}
 	const m, n, k = 3, 5, 7
 	a, b, c := make([]float32, m*k), make([]float32, n*k), make([]float32, m*n)
 	for i := range a {
@@ -28,5 +31,13 @@ func TestSgemmNT(t *testing.T) {
 	}
 	if g := GFLOPS(64, 64, 64, 1); !(g > 0) {
 		t.Fatalf("GFLOPS = %g", g)
+	}
+}
+
+func TestReadBandwidth(t *testing.T) {
+	// 64 MiB: beyond the caches of today's CPUs; a read rate between
+	// 100 MB/s and 10 TB/s is a measurement, anything else a bug.
+	if bw := ReadBandwidth(1, 64<<20); !(bw > 1e8 && bw < 1e13) {
+		t.Fatalf("ReadBandwidth = %g B/s", bw)
 	}
 }

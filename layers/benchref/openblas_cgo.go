@@ -1,8 +1,8 @@
 //go:build cgo && (linux || darwin || freebsd)
 
-// Package benchref holds the yardsticks that package layers' benchmarks
-// print beside their own figures: the system OpenBLAS cblas_sgemm and the
-// machine's memory read bandwidth.
+// Package benchref holds the yardsticks that `star bench` and package
+// layers' benchmarks print beside their own figures: the system OpenBLAS
+// cblas_sgemm and the machine's memory read bandwidth.
 //
 // OpenBLAS is opened at run time (dlopen), so that building and testing
 // package layers never requires it; Available reports whether it was found.
