@@ -44,6 +44,11 @@ type Memory struct {
 	KVBytesPerToken int64 `json:"kv_bytes_per_token"` // K and V, all layers, float32
 }
 
+// QueryReserve is the query and generated tokens' K/V the host reserves
+// (and memory estimates count) per document; longer queries and
+// generations grow its cache.
+const QueryReserve = 512
+
 // KVBytesPerToken is the float32 K/V cache size of one token, all layers.
 func KVBytesPerToken(c *weights.Config) int64 {
 	return int64(2 * c.NLayers * c.KVDim() * 4)
@@ -95,7 +100,7 @@ func Inspect(m *weights.Model, ctx, block, anchor, ranks int) (Report, error) {
 	}
 	lm := layers.NewModel(m, layers.NewCPU(1))
 	for k := 0; k < ranks; k++ {
-		r.Ranks = append(r.Ranks, RankMemory(lm, m.WeightBytes(), lay, k, 512, s.Chunk))
+		r.Ranks = append(r.Ranks, RankMemory(lm, m.WeightBytes(), lay, k, QueryReserve, s.Chunk))
 	}
 	r.Memory = r.Ranks[0]
 	return r, nil
@@ -140,8 +145,8 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "tokenizer    none (pass --tokenizer)\n")
 	}
 	fmt.Fprintf(w, "fingerprint  %s\n", r.Fingerprint)
-	fmt.Fprintf(w, "memory for a %d-token context, blocks of %d, over %d rank(s) (rank 0 with 512 query/generated tokens):\n",
-		r.Memory.Context, r.Memory.BlockSize, len(r.Ranks))
+	fmt.Fprintf(w, "memory for a %d-token context, blocks of %d, over %d rank(s) (rank 0 with %d query/generated tokens):\n",
+		r.Memory.Context, r.Memory.BlockSize, len(r.Ranks), QueryReserve)
 	fmt.Fprintf(w, "  %-5s %-7s %-9s %-12s %-12s %-12s %-12s %s\n", "rank", "blocks", "tokens", "weights", "kv_cache", "anchor", "activations", "total")
 	for _, m := range r.Ranks {
 		fmt.Fprintf(w, "  %-5d %-7d %-9d %-12s %-12s %-12s %-12s %s\n", m.Rank, m.Blocks, m.BlockTokens, human(m.WeightBytes, "B"),

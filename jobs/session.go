@@ -150,7 +150,13 @@ func (ss *session) phase1(ctx []int) error {
 		if e.Rank() != 0 {
 			return nil // global attention runs on rank 0 alone
 		}
+		if err := e.checkMemory(p); err != nil {
+			return err
+		}
 		w := rank.NewWorker(e.M, 0, true, p.Capacity)
+		// the whole sequence lives in the query cache: size it once, so
+		// that it never grows by reallocation (a transient second copy)
+		w.ReserveQuery(min(p.N+QueryReserve, e.M.Cfg.SeqLen))
 		for i := 0; i < len(ctx); i += w.Capacity() {
 			j := min(i+w.Capacity(), len(ctx))
 			if err := w.Step(ctx[i:j], i, nil, nil); err != nil {
@@ -168,6 +174,7 @@ func (ss *session) phase1(ctx []int) error {
 		return err
 	}
 	w := rank.NewWorker(e.M, e.Rank(), e.Rank() == 0, p.Capacity)
+	w.ReserveQuery(QueryReserve)
 	if e.distributed() {
 		if w.Comb, err = rank.NewCombiner(e.Comm, p.Merge); err != nil {
 			return err
@@ -636,14 +643,21 @@ func docKey(fingerprint string, ctx []int, lay rank.Layout) string {
 
 // checkMemory refuses, before allocating anything, a document whose share
 // on this rank cannot fit in the memory available to it (the node's
-// available memory divided by the ranks on the node).
+// available memory divided by the ranks on the node). The weights are
+// already loaded: only K/V and activations are still to come.
 func (e *Engine) checkMemory(p *docPlan) error {
 	avail := MemAvailable()
 	if avail == 0 {
 		return nil
 	}
 	local := max(e.LocalRanks, 1)
-	m := RankMemory(e.M, 0, p.Layout, e.Rank(), p.Capacity, p.Capacity)
+	var m Memory
+	if p.Attention == "global" { // everything in rank 0's query cache
+		m = Memory{Blocks: 1, BlockTokens: p.N, KVBytes: KVBytesPerToken(&e.M.Cfg) * int64(p.N+QueryReserve),
+			ActivationBytes: e.M.StateBytes(p.Capacity) + 4*int64(e.M.Cfg.VocabSize)*2}
+	} else {
+		m = RankMemory(e.M, 0, p.Layout, e.Rank(), QueryReserve, p.Capacity)
+	}
 	need := m.KVBytes + m.AnchorBytes + m.ActivationBytes
 	if need > avail/int64(local) {
 		return fmt.Errorf("needs %.2f GiB (K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB) but %.2f GiB are available to each of the node's %d ranks: use more ranks, a smaller --block-size, or a shorter context",

@@ -208,4 +208,26 @@ func TestMemoryRefusal(t *testing.T) {
 	if err := e.checkMemory(&docPlan{Layout: small, Capacity: 512}); err != nil {
 		t.Fatalf("small document refused: %v", err)
 	}
+	// global attention: the whole context on rank 0
+	err = e.checkMemory(&docPlan{Attention: "global", N: 1 << 36, Capacity: 512})
+	if err == nil || !strings.Contains(err.Error(), "GiB") {
+		t.Fatalf("global: err = %v, want a refusal with the numbers", err)
+	}
+	if err := e.checkMemory(&docPlan{Attention: "global", N: 100, Capacity: 100}); err != nil {
+		t.Fatalf("small global document refused: %v", err)
+	}
+}
+
+// The memory check counts the query reserve, not the forward capacity,
+// for the host's query cache (a 16k block must not be charged twice).
+func TestMemoryEstimateQueryReserve(t *testing.T) {
+	e := loadEngine(t, storiesModels[0].path, 0)
+	lay, err := rank.NewLayout(400, 400, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := RankMemory(e.M, 0, lay, 0, QueryReserve, 400)
+	if want := KVBytesPerToken(&e.M.Cfg) * (400 + QueryReserve); m.KVBytes != want {
+		t.Fatalf("KV bytes %d, want %d (400 context + %d reserved tokens)", m.KVBytes, want, QueryReserve)
+	}
 }

@@ -63,6 +63,16 @@ func NewWorker(m *layers.Model, rank int, host bool, capacity int) *Worker {
 	return &Worker{M: m, Rank: rank, Host: host, st: m.NewState(capacity)}
 }
 
+// ReserveQuery sizes the host's query cache for tokens tokens (query,
+// generated, and under global attention the context) before its first
+// use; beyond that it grows. No-op on other ranks or once it exists.
+func (w *Worker) ReserveQuery(tokens int) {
+	if w.Host && w.Query == nil && tokens > 0 {
+		c := &w.M.Cfg
+		w.Query = newKV(c.NLayers, tokens, c.KVDim())
+	}
+}
+
 // Capacity is the most tokens one Forward call takes.
 func (w *Worker) Capacity() int { return w.st.Cap }
 
