@@ -233,3 +233,28 @@ func TestRingLayoutBalanced(t *testing.T) {
 		t.Fatal("5 tokens over 4 ranks (8 shards) must be refused")
 	}
 }
+
+// A reserved query cache is filled in place: no reallocation (which would
+// hold two copies at once) while the reserve lasts, and the same logits.
+func TestReserveQueryFillsInPlace(t *testing.T) {
+	m := testModel(t)
+	ctx, q := randTokens(20, m.Cfg.VocabSize, 3), randTokens(4, m.Cfg.VocabSize, 4)
+	want := globalLogits(t, m, ctx, q)
+	w := NewWorker(m, 0, true, 24)
+	w.ReserveQuery(24)
+	k0 := &w.Query.K[0][:1][0]
+	if err := w.Step(ctx, 0, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := queryLogits(t, w, q, len(ctx))
+	if &w.Query.K[0][:1][0] != k0 || cap(w.Query.K[0]) != 24*m.Cfg.KVDim() {
+		t.Fatalf("query cache reallocated (cap %d, want %d)", cap(w.Query.K[0]), 24*m.Cfg.KVDim())
+	}
+	if d := maxDiff(got, want); d > 1e-6 {
+		t.Fatalf("logits differ from an unreserved worker's by %g", d)
+	}
+	other := NewWorker(m, 1, false, 8)
+	if other.ReserveQuery(8); other.Query != nil {
+		t.Fatal("a rank that is not the host reserved a query cache")
+	}
+}
