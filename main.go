@@ -507,6 +507,9 @@ func cmdRun(c *cli.Context, stdout, stderr io.Writer) error {
 		return w.fail(err, stderr)
 	}
 	defer e.W.Close()
+	if w.rank == 0 {
+		e.Log = stderr // warnings and a long phase 1's progress
+	}
 	verbose := c.Bool("verbose") && w.rank == 0
 	if verbose {
 		fmt.Fprintf(stderr, "star: %s, context %d tokens, query %d tokens, attention %s, %d rank(s), %d thread(s) per rank\n",
@@ -581,6 +584,9 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 		return w.fail(err, stderr)
 	}
 	defer e.W.Close()
+	if w.rank == 0 {
+		e.Log = stderr // a long phase 1's progress
+	}
 	res, err := e.Score(t, ids, s)
 	if err != nil {
 		return w.fail(err, stderr)
@@ -883,6 +889,9 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		return w.fail(err, stderr)
 	}
 	defer e.W.Close()
+	if w.rank == 0 {
+		e.Log = stderr // a long phase 1's progress
+	}
 	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: s.BlockSize, AnchorSizes: anchors,
 		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), ScoreTokens: c.Int("score-tokens"), Seed: 1, MemLimit: jobs.MemAvailable()}
 	if w.rank == 0 {

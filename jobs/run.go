@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/star-attn/star/collective"
 	"github.com/star-attn/star/layers"
@@ -79,8 +80,11 @@ type Engine struct {
 	// KVDir, when set, keeps each rank's phase-1 K/V per document there and
 	// reuses it when a later run meets the same document and layout.
 	KVDir string
-	// Log receives warnings (stderr); nil: none.
+	// Log receives warnings and, on rank 0, a long phase 1's progress
+	// (stderr); nil: none.
 	Log io.Writer
+	// ProgressEvery is the interval between progress lines (0: 10 s).
+	ProgressEvery time.Duration
 	// LocalRanks is the number of ranks sharing this node's memory.
 	LocalRanks int
 }

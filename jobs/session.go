@@ -157,10 +157,14 @@ func (ss *session) phase1(ctx []int) error {
 		// the whole sequence lives in the query cache: size it once, so
 		// that it never grows by reallocation (a transient second copy)
 		w.ReserveQuery(min(p.N+QueryReserve, e.M.Cfg.SeqLen))
+		prog := ss.progress()
 		for i := 0; i < len(ctx); i += w.Capacity() {
 			j := min(i+w.Capacity(), len(ctx))
 			if err := w.Step(ctx[i:j], i, nil, nil); err != nil {
 				return fmt.Errorf("global prefill: %w", err)
+			}
+			if prog != nil {
+				prog(int64(j), int64(len(ctx)))
 			}
 		}
 		ss.w = w
@@ -175,6 +179,7 @@ func (ss *session) phase1(ctx []int) error {
 	}
 	w := rank.NewWorker(e.M, e.Rank(), e.Rank() == 0, p.Capacity)
 	w.ReserveQuery(QueryReserve)
+	w.Progress = ss.progress()
 	if e.distributed() {
 		if w.Comb, err = rank.NewCombiner(e.Comm, p.Merge); err != nil {
 			return err
@@ -213,6 +218,14 @@ func (ss *session) phase1(ctx []int) error {
 		ss.stats.Tokens += b.Len
 	}
 	return nil
+}
+
+// progress is rank 0's phase-1 progress printer, or nil.
+func (ss *session) progress() func(done, total int64) {
+	if ss.e.Log == nil || ss.e.Rank() != 0 {
+		return nil
+	}
+	return newPhase1Progress(ss.e.Log, 0, ss.e.ProgressEvery).update
 }
 
 // base is how many tokens of the host's query cache belong to the

@@ -77,6 +77,7 @@ func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) 
 	for _, b := range blocks {
 		w.KV = append(w.KV, newKV(c.NLayers, b.Len, kvd))
 	}
+	w.prog.done, w.prog.total = 0, int64(len(seq)*c.NLayers)
 	maxRows := 2 * blocks[0].Len // every rank's message has room for two full shards
 	msgLen := ringMeta + 2*maxRows*kvd
 	cur, next := make([]float32, msgLen), make([]float32, msgLen)
@@ -123,6 +124,7 @@ func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) 
 			}
 		}
 		copy(out, acc)
+		w.progress(int64(l * nt))
 		return nil
 	}
 	if err := w.M.Forward(w.st, seq, pos, attend); err != nil {
@@ -131,6 +133,8 @@ func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) 
 	for i, b := range blocks {
 		w.KV[i].Len = b.Len
 	}
+	w.prog.done = w.prog.total
+	w.progress(0)
 	return nil
 }
 

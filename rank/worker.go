@@ -46,8 +46,11 @@ type Worker struct {
 	KV     []*KV    // one cache per block, same order
 	Query  *KV      // query/generated tokens' KV (host only)
 	Comb   Combiner // nil: single process
-	// Causal makes the query cache see itself causally and nothing else
-	// (global attention: the whole sequence goes through Query).
+	// Progress, if set, is told phase 1's progress in token-layers (one
+	// token through one layer) after each layer: done of total.
+	Progress func(done, total int64)
+	prog     struct{ done, total int64 }
+
 	st      *layers.State
 	anchor  *KV       // anchor K/V, computed once per rank
 	kbuf    []float32 // [(a+b)*KVDim] anchor ; block keys of one layer
@@ -96,6 +99,15 @@ func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error 
 		needAnchor = needAnchor || (b.Index > 0 && len(anchor) > 0)
 	}
 	w.anchor = nil
+	w.prog.done, w.prog.total = 0, 0
+	anchorFromB0 := false
+	for _, b := range blocks {
+		w.prog.total += int64(b.Len * c.NLayers)
+		anchorFromB0 = anchorFromB0 || (b.Index == 0 && len(anchor) <= b.Len)
+	}
+	if needAnchor && !anchorFromB0 {
+		w.prog.total += int64(len(anchor) * c.NLayers)
+	}
 	// The anchor is the first a tokens of B_0 and its K/V are B_0's first a
 	// rows: a rank holding B_0 encodes B_0 first and takes them from there;
 	// any other rank encodes the anchor once.
@@ -164,13 +176,23 @@ func (w *Worker) encode(kv, prefix *KV, toks []int, start int) error {
 			keys, vals, nk = w.kbuf[:(a+n)*kvd], w.vbuf[:(a+n)*kvd], a+n
 		}
 		layers.Attention(w.M.C, out, w.lse[:n*sh.H], q, keys, vals, n, nk, sh, true)
+		w.progress(int64(l * n))
 		return nil
 	}
 	if err := w.M.Forward(w.st, toks, pos, attend); err != nil {
 		return err
 	}
 	kv.Len += len(toks)
+	w.prog.done += int64(len(toks) * c.NLayers)
+	w.progress(0)
 	return nil
+}
+
+// progress reports phase 1's token-layers done (plus extra in flight).
+func (w *Worker) progress(extra int64) {
+	if w.Progress != nil && w.prog.total > 0 {
+		w.Progress(min(w.prog.done+extra, w.prog.total), w.prog.total)
+	}
 }
 
 func (w *Worker) ensureScratch(n, parts int) {

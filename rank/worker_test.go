@@ -258,3 +258,48 @@ func TestReserveQueryFillsInPlace(t *testing.T) {
 		t.Fatal("a rank that is not the host reserved a query cache")
 	}
 }
+
+// Phase 1 reports its progress in token-layers: rising, ending at the
+// total, which counts the anchor only on a rank that must encode it.
+func TestPhase1Progress(t *testing.T) {
+	m := testModel(t)
+	ctx := randTokens(40, m.Cfg.VocabSize, 5)
+	L := int64(m.Cfg.NLayers)
+	for _, tc := range []struct {
+		name   string
+		blocks []int // block indexes this rank holds (block 10, anchor 6)
+		want   int64 // total token-layers
+	}{
+		{"holds B0", []int{0, 1}, 20 * L},
+		{"encodes the anchor", []int{2, 3}, (20 + 6) * L},
+	} {
+		lay, err := NewLayout(len(ctx), 10, 6, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := lay.Of(0)
+		var blocks []Block
+		var toks [][]int
+		for _, i := range tc.blocks {
+			b := all[i]
+			blocks = append(blocks, b)
+			toks = append(toks, ctx[b.Start:b.Start+b.Len])
+		}
+		w := NewWorker(m, 0, true, 10)
+		var last, total int64
+		calls := 0
+		w.Progress = func(done, tot int64) {
+			if done < last || done > tot {
+				t.Fatalf("%s: progress %d of %d after %d", tc.name, done, tot, last)
+			}
+			last, total = done, tot
+			calls++
+		}
+		if err := w.EncodeBlocks(ctx[:6], blocks, toks); err != nil {
+			t.Fatal(err)
+		}
+		if total != tc.want || last != total || calls < 2*int(L) {
+			t.Fatalf("%s: ended at %d of %d after %d calls, want %d of %d", tc.name, last, total, calls, tc.want, tc.want)
+		}
+	}
+}
