@@ -40,6 +40,7 @@ type Memory struct {
 	KVBytes         int64 `json:"kv_cache_bytes"`     // K/V of its blocks (+ query and generated tokens on rank 0)
 	AnchorBytes     int64 `json:"anchor_bytes"`       // anchor K/V while encoding
 	ActivationBytes int64 `json:"activation_bytes"`   // per-forward scratch
+	ProgramBytes    int64 `json:"program_bytes"`      // the program, its libraries and the Go runtime
 	TotalBytes      int64 `json:"total_bytes"`        // all of the above
 	KVBytesPerToken int64 `json:"kv_bytes_per_token"` // K and V, all layers, float32
 }
@@ -48,6 +49,10 @@ type Memory struct {
 // (and memory estimates count) per document; longer queries and
 // generations grow its cache.
 const QueryReserve = 512
+
+// ProgramBytes is the resident memory of star itself before any model
+// (code, libraries, Go runtime), as measured with a tiny model.
+const ProgramBytes = 14 << 20
 
 // KVBytesPerToken is the float32 K/V cache size of one token, all layers.
 func KVBytesPerToken(c *weights.Config) int64 {
@@ -70,16 +75,26 @@ func RankMemory(m *layers.Model, weightBytes int64, lay rank.Layout, r, extra, c
 	if r == 0 {
 		mem.KVBytes += per * int64(extra)
 	}
-	if lay.NeedsAnchor(r) {
+	fromB0 := false // the anchor's K/V are a view of B_0's first rows
+	for _, b := range lay.Of(r) {
+		fromB0 = fromB0 || (b.Index == 0 && lay.AnchorSize <= b.Len)
+	}
+	needAnchor := lay.NeedsAnchor(r)
+	if needAnchor && !fromB0 {
 		mem.AnchorBytes = per * int64(lay.AnchorSize)
 	}
 	capTok := max(longest, chunk)
 	kvd := int64(c.KVDim())
-	mem.ActivationBytes = m.StateBytes(capTok) +
-		2*4*kvd*int64(lay.AnchorSize+longest) + // anchor ; block keys and values of one layer
-		4*int64(mem.Blocks+1)*int64(capTok)*int64(c.NHeads*(c.HeadDim+1)) + // partial attentions
+	H, D := int64(c.NHeads), int64(c.HeadDim)
+	mem.ActivationBytes = m.StateBytes(capTok) + m.ScratchBytes(capTok) +
+		4*int64(capTok)*H + // phase 1's log-sum-exps
+		4*int64(mem.Blocks+1)*int64(chunk)*H*(D+1) + // phase 2's partial attentions for a query chunk
 		4*int64(c.VocabSize)*2 // logits
-	mem.TotalBytes = mem.WeightBytes + mem.KVBytes + mem.AnchorBytes + mem.ActivationBytes
+	if needAnchor {
+		mem.ActivationBytes += 2 * 4 * kvd * int64(lay.AnchorSize+longest) // anchor ; block keys and values of one layer
+	}
+	mem.ProgramBytes = ProgramBytes
+	mem.TotalBytes = mem.WeightBytes + mem.KVBytes + mem.AnchorBytes + mem.ActivationBytes + mem.ProgramBytes
 	return mem
 }
 
@@ -152,8 +167,8 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  %-5d %-7d %-9d %-12s %-12s %-12s %-12s %s\n", m.Rank, m.Blocks, m.BlockTokens, human(m.WeightBytes, "B"),
 			human(m.KVBytes, "B"), human(m.AnchorBytes, "B"), human(m.ActivationBytes, "B"), human(m.TotalBytes, "B"))
 	}
-	fmt.Fprintf(w, "  K/V per token %s (float32, all layers); weights are memory-mapped and shared by the ranks of a node\n",
-		human(r.Memory.KVBytesPerToken, "B"))
+	fmt.Fprintf(w, "  K/V per token %s (float32, all layers); weights are memory-mapped and shared by the ranks of a node; totals include %s for the program\n",
+		human(r.Memory.KVBytesPerToken, "B"), human(ProgramBytes, "B"))
 }
 
 func human(n int64, unit string) string {

@@ -74,6 +74,15 @@ func (m *Model) StateBytes(capacity int) int64 {
 	return 4 * int64(capacity*(3*c.Dim+2*c.QDim()+2*c.KVDim())+2*mc*c.HiddenDim+c.HeadDim)
 }
 
+// ScratchBytes bounds the scratch a Forward of capacity tokens needs in a
+// compute backend that copies (packs) a product's input, as the CPU
+// backend's GEMM does: the largest input of a linear layer.
+func (m *Model) ScratchBytes(capacity int) int64 {
+	c := &m.Cfg
+	mc := min(capacity, mlpChunk)
+	return 4 * int64(max(capacity*max(c.Dim, c.QDim()), mc*c.HiddenDim)+16*max(c.Dim, c.HiddenDim))
+}
+
 // AttendFunc computes the attention of layer `layer` for n new tokens and
 // writes it to out [n, QDim]. q [n, QDim], k, v [n, KVDim] are the new
 // tokens' projections with RoPE applied. The function decides which keys

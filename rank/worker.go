@@ -165,6 +165,12 @@ func (w *Worker) encode(kv, prefix *KV, toks []int, start int) error {
 		pos[i] = start + i
 	}
 	w.ensureScratch(len(toks), 0)
+	if prefix != nil && prefix.Len > 0 {
+		// sized once: growing by append would leave a dead copy behind
+		if need := (prefix.Len + len(toks)) * kvd; cap(w.kbuf) < need {
+			w.kbuf, w.vbuf = make([]float32, 0, need), make([]float32, 0, need)
+		}
+	}
 	attend := func(l int, out, q, k, v []float32, n int) error {
 		kv.K[l] = append(kv.K[l], k...)
 		kv.V[l] = append(kv.V[l], v...)
