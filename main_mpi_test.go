@@ -465,3 +465,55 @@ func TestJobsSIGTERM(t *testing.T) {
 		})
 	}
 }
+
+// star bench on 2 ranks: one row per mode, exact modes first; ring equals
+// global, and star's NLL equals a single process's star NLL (same layout).
+func TestMPIBench(t *testing.T) {
+	needMPI(t)
+	args := []string{"bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--dtype", "f32",
+		"--context", "192", "--attention", "star,ring,global", "--block-size", "32", "--anchor-size", "16",
+		"--decode-tokens", "4", "--json"}
+	code, out, errOut, _ := mpirun(t, 120, append([]string{"-np", "2"}, args...)...)
+	if code != 0 {
+		t.Fatalf("mpirun bench: exit %d: %s", code, errOut)
+	}
+	type row struct {
+		Attention string   `json:"attention"`
+		Ranks     int      `json:"ranks"`
+		NLL       float64  `json:"nll"`
+		Ratio     *float64 `json:"nll_ratio"`
+		Diff      *float64 `json:"logprob_max_diff"`
+	}
+	parse := func(out string) []row {
+		var rows []row
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			var r row
+			if err := json.Unmarshal([]byte(l), &r); err != nil {
+				t.Fatalf("not JSON: %q", l)
+			}
+			rows = append(rows, r)
+		}
+		return rows
+	}
+	rows := parse(out)
+	if len(rows) != 3 || rows[0].Attention != "global" || rows[1].Attention != "ring" || rows[2].Attention != "star" {
+		t.Fatalf("want global, ring, star rows:\n%s", out)
+	}
+	for _, r := range rows {
+		if r.Ranks != 2 {
+			t.Fatalf("%s row says %d ranks, want 2", r.Attention, r.Ranks)
+		}
+	}
+	if rows[1].Ratio == nil || math.Abs(*rows[1].Ratio-1) > 1e-5 || *rows[1].Diff > 1e-4 {
+		t.Fatalf("ring on 2 ranks is not global: %s", out)
+	}
+	c1, out1, errOut1 := star(t, args...)
+	if c1 != 0 {
+		t.Fatalf("single-process bench: %s", errOut1)
+	}
+	single := parse(out1)
+	if d := math.Abs(single[2].NLL - rows[2].NLL); d > 1e-4 {
+		t.Fatalf("star NLL on 2 ranks %.6f, in one process %.6f (diff %.2g > 1e-4)", rows[2].NLL, single[2].NLL, d)
+	}
+	t.Logf("ring/global ratio %.6f (max logprob diff %.2g); star NLL %.6f on 2 ranks, %.6f in one", *rows[1].Ratio, *rows[1].Diff, rows[2].NLL, single[2].NLL)
+}
