@@ -857,9 +857,8 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		}
 		atts = append(atts, a)
 	}
-	anchors := []int{-1}
+	var anchors []int // nil: the block size
 	if c.IsSet("anchor-size") {
-		anchors = nil
 		for _, f := range strings.Split(c.String("anchor-size"), ",") {
 			a, err := strconv.Atoi(strings.TrimSpace(f))
 			if err != nil || a < 0 {
@@ -893,7 +892,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		e.Log = stderr // a long phase 1's progress
 	}
 	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: s.BlockSize, AnchorSizes: anchors,
-		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), ScoreTokens: c.Int("score-tokens"), Seed: 1, MemLimit: jobs.MemAvailable()}
+		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), ScoreTokens: c.Int("score-tokens"), Seed: 1}
 	if w.rank == 0 {
 		o.Progress = stderr
 		threads := e.M.C.Threads()

@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -75,7 +74,6 @@ type BenchOptions struct {
 	// with the rank's threads: decode's bound is that over the weight
 	// bytes a decode step reads.
 	ReadBandwidth func() float64
-	MemLimit      int64 // bytes still available to rank 0 once the weights are loaded (global runs needing more K/V and activations are skipped)
 }
 
 // BenchRow is one configuration's measurement (one JSON line).
@@ -147,6 +145,7 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 	}
 	for _, n := range o.Contexts {
 		var ref []float64 // the exact baseline's log-probabilities of the scored tokens
+		var refNLL float64
 		for _, cf := range configs {
 			att := cf.att
 			s := Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: cf.anchor, MaxTokens: o.DecodeTokens + 1}
@@ -163,16 +162,6 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 				row.Skipped = fmt.Sprintf("context %d + query + decode exceeds the model's context length %d", n, e.M.Cfg.SeqLen)
 				emit(row)
 				continue
-			}
-			if att == "global" && o.MemLimit > 0 {
-				// MemLimit is measured with the weights already loaded: only
-				// the K/V cache and activations are still to come.
-				need := KVBytesPerToken(&e.M.Cfg)*int64(n+o.QueryTokens+o.DecodeTokens) + e.M.StateBytes(s.Chunk)
-				if need > o.MemLimit {
-					row.Skipped = fmt.Sprintf("global attention needs %.1f GiB on rank 0, %.1f GiB available", gib(need), gib(o.MemLimit))
-					emit(row)
-					continue
-				}
 			}
 			r := rand.New(rand.NewPCG(o.Seed, uint64(n)))
 			toks := make([]int, n+o.QueryTokens+o.ScoreTokens)
@@ -222,15 +211,12 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 				if err != nil {
 					return err
 				}
-				for _, x := range lp {
-					row.NLL -= x / float64(len(lp))
-				}
+				row.NLL = meanNLL(lp)
 				if ref == nil && att != "star" {
-					ref = lp
+					ref, refNLL = lp, row.NLL
 				} else if ref != nil {
-					var refNLL, d float64
+					var d float64
 					for i, x := range ref {
-						refNLL -= x / float64(len(ref))
 						d = max(d, math.Abs(lp[i]-x))
 					}
 					ratio := row.NLL / refNLL
@@ -281,28 +267,6 @@ func benchOrder(atts []string) []string {
 		}
 	}
 	return out
-}
-
-// scoreTokens teacher-forces cont after the query q on the open document
-// and returns each continuation token's log-probability (rank 0).
-func (l *leader) scoreTokens(q, cont []int) ([]float64, error) {
-	V := l.e.M.Cfg.VocabSize
-	steps := append(slices.Clone(q), cont[:len(cont)-1]...)
-	rows := make([]int, len(cont))
-	for i := range rows {
-		rows[i] = len(q) - 1 + i
-	}
-	logits := make([]float32, len(rows)*V)
-	if err := l.query(&queryPlan{Steps: steps}, nil, rows, logits, nil); err != nil {
-		return nil, err
-	}
-	lp := make([]float32, V)
-	out := make([]float64, len(cont))
-	for i, id := range cont {
-		layers.LogSoftmax(lp, logits[i*V:(i+1)*V])
-		out[i] = float64(lp[id])
-	}
-	return out, nil
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }

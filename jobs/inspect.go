@@ -75,12 +75,7 @@ func RankMemory(m *layers.Model, weightBytes int64, lay rank.Layout, r, extra, c
 	if r == 0 {
 		mem.KVBytes += per * int64(extra)
 	}
-	fromB0 := false // the anchor's K/V are a view of B_0's first rows
-	for _, b := range lay.Of(r) {
-		fromB0 = fromB0 || (b.Index == 0 && lay.AnchorSize <= b.Len)
-	}
-	needAnchor := lay.NeedsAnchor(r)
-	if needAnchor && !fromB0 {
+	if lay.EncodesAnchor(r) { // else none, or a view of B_0's first rows
 		mem.AnchorBytes = per * int64(lay.AnchorSize)
 	}
 	capTok := max(longest, chunk)
@@ -90,7 +85,7 @@ func RankMemory(m *layers.Model, weightBytes int64, lay rank.Layout, r, extra, c
 		4*int64(capTok)*H + // phase 1's log-sum-exps
 		4*int64(mem.Blocks+1)*int64(chunk)*H*(D+1) + // phase 2's partial attentions for a query chunk
 		4*int64(c.VocabSize)*2 // logits
-	if needAnchor {
+	if lay.NeedsAnchor(r) {
 		mem.ActivationBytes += 2 * 4 * kvd * int64(lay.AnchorSize+longest) // anchor ; block keys and values of one layer
 	}
 	mem.ProgramBytes = ProgramBytes

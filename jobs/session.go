@@ -605,16 +605,8 @@ func (e *Engine) Score(t Tokens, cont []int, s Settings) (*ScoreResult, error) {
 	err = l.doc(t.Context, p, err)
 	res := &ScoreResult{ContextTokens: len(t.Context), QueryTokens: len(t.Query), Tokens: cont}
 	res.Timings.Phase1 = time.Since(t0).Seconds()
-	var logits []float32
 	if err == nil {
-		// Row i of the steps predicts token i+1: the query's last row predicts cont[0].
-		steps := append(slices.Clone(t.Query), cont[:len(cont)-1]...)
-		rows := make([]int, len(cont))
-		for i := range rows {
-			rows[i] = len(t.Query) - 1 + i
-		}
-		logits = make([]float32, len(rows)*V)
-		err = l.query(&queryPlan{Steps: steps}, nil, rows, logits, nil)
+		res.Logprobs, err = l.scoreTokens(t.Query, cont)
 		if err != nil && !Agreed(err) && e.distributed() {
 			return nil, err
 		}
@@ -629,17 +621,42 @@ func (e *Engine) Score(t Tokens, cont []int, s Settings) (*ScoreResult, error) {
 	if e.distributed() {
 		res.Ranks = stats
 	}
-	lp := make([]float32, V)
-	var sum float64
-	for i, id := range cont {
-		layers.LogSoftmax(lp, logits[i*V:(i+1)*V])
-		res.Logprobs = append(res.Logprobs, float64(lp[id]))
-		sum -= float64(lp[id])
-	}
-	res.NLL = sum / float64(len(cont))
+	res.NLL = meanNLL(res.Logprobs)
 	res.Perplexity = expSafe(res.NLL)
 	res.Timings.Total = time.Since(t0).Seconds()
 	return res, nil
+}
+
+// scoreTokens teacher-forces cont after the query q on the open document
+// and returns each continuation token's log-probability (rank 0). Row i
+// of the steps predicts token i+1: the query's last row predicts cont[0].
+func (l *leader) scoreTokens(q, cont []int) ([]float64, error) {
+	V := l.e.M.Cfg.VocabSize
+	steps := append(slices.Clone(q), cont[:len(cont)-1]...)
+	rows := make([]int, len(cont))
+	for i := range rows {
+		rows[i] = len(q) - 1 + i
+	}
+	logits := make([]float32, len(rows)*V)
+	if err := l.query(&queryPlan{Steps: steps}, nil, rows, logits, nil); err != nil {
+		return nil, err
+	}
+	lp := make([]float32, V)
+	out := make([]float64, len(cont))
+	for i, id := range cont {
+		layers.LogSoftmax(lp, logits[i*V:(i+1)*V])
+		out[i] = float64(lp[id])
+	}
+	return out, nil
+}
+
+// meanNLL is the mean negative log-likelihood of tokens with log-probabilities lp.
+func meanNLL(lp []float64) float64 {
+	var sum float64
+	for _, x := range lp {
+		sum -= x
+	}
+	return sum / float64(len(lp))
 }
 
 // docKey names a document's saved K/V: model, context tokens and layout.

@@ -80,5 +80,20 @@ func (l Layout) NeedsAnchor(r int) bool {
 	return false
 }
 
+// EncodesAnchor reports whether rank r runs the anchor through the model
+// itself: it needs the anchor and does not hold B_0, whose first rows
+// would give the anchor's K/V.
+func (l Layout) EncodesAnchor(r int) bool { return encodesAnchor(l.Of(r), l.AnchorSize) }
+
+// encodesAnchor is EncodesAnchor for the given blocks and anchor length a.
+func encodesAnchor(blocks []Block, a int) bool {
+	need, fromB0 := false, false
+	for _, b := range blocks {
+		need = need || (b.Index > 0 && a > 0)
+		fromB0 = fromB0 || (b.Index == 0 && a <= b.Len)
+	}
+	return need && !fromB0
+}
+
 // MaxBlockLen is the longest block.
 func (l Layout) MaxBlockLen() int { return min(l.BlockSize, l.N) }

@@ -53,3 +53,27 @@ func TestLayoutErrors(t *testing.T) {
 		}
 	}
 }
+
+// A rank encodes the anchor itself only when one of its blocks attends to
+// it and it does not hold B_0 (whose first rows are the anchor's K/V).
+func TestEncodesAnchor(t *testing.T) {
+	for _, tc := range []struct {
+		ranks, anchor int
+		want          []bool // per rank
+	}{
+		{1, 4, []bool{false}},       // holds B_0
+		{2, 4, []bool{false, true}}, // rank 1 holds blocks 2, 3
+		{4, 4, []bool{false, true, true, true}},
+		{2, 0, []bool{false, false}}, // no anchor
+	} {
+		lay, err := NewLayout(32, 8, tc.anchor, tc.ranks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for r, want := range tc.want {
+			if got := lay.EncodesAnchor(r); got != want {
+				t.Errorf("%d ranks, anchor %d: rank %d encodes the anchor = %v, want %v", tc.ranks, tc.anchor, r, got, want)
+			}
+		}
+	}
+}

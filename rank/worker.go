@@ -100,12 +100,10 @@ func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error 
 	}
 	w.anchor = nil
 	w.prog.done, w.prog.total = 0, 0
-	anchorFromB0 := false
 	for _, b := range blocks {
 		w.prog.total += int64(b.Len * c.NLayers)
-		anchorFromB0 = anchorFromB0 || (b.Index == 0 && len(anchor) <= b.Len)
 	}
-	if needAnchor && !anchorFromB0 {
+	if encodesAnchor(blocks, len(anchor)) {
 		w.prog.total += int64(len(anchor) * c.NLayers)
 	}
 	// The anchor is the first a tokens of B_0 and its K/V are B_0's first a

@@ -47,13 +47,7 @@ static float bw_sum(const float *p, size_t n) {
 */
 import "C"
 
-import (
-	"sync"
-	"time"
-	"unsafe"
-)
-
-var sink float32
+import "unsafe"
 
 // ReadBandwidth measures the memory read bandwidth in bytes/s with the
 // given number of threads each streaming its share of a buffer of the
@@ -71,25 +65,7 @@ func ReadBandwidth(threads int, bytes int64) float64 {
 	for i := range buf {
 		buf[i] = 1
 	}
-	best := 0.0
-	for rep := 0; rep < 5; rep++ {
-		var wg sync.WaitGroup
-		sums := make([]float32, threads)
-		t0 := time.Now()
-		for t := 0; t < threads; t++ {
-			lo, hi := (t*n/threads)&^63, ((t+1)*n/threads)&^63
-			wg.Add(1)
-			go func(t int) {
-				defer wg.Done()
-				sums[t] = float32(C.bw_sum((*C.float)(unsafe.Pointer(&buf[lo])), C.size_t(hi-lo)))
-			}(t)
-		}
-		wg.Wait()
-		bw := float64(n*4) / time.Since(t0).Seconds()
-		if bw > best {
-			best = bw
-		}
-		sink += sums[0]
-	}
-	return best
+	return bestRead(threads, n, 4, func(lo, hi int) float64 {
+		return float64(C.bw_sum((*C.float)(unsafe.Pointer(&buf[lo])), C.size_t(hi-lo)))
+	})
 }
