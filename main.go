@@ -7,6 +7,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,7 +19,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,11 +63,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		if err != errSilent && err.Error() != "" {
 			fmt.Fprintf(stderr, "star: %v\n", err)
 		}
-		var x *exitError
-		if errors.As(err, &x) {
-			return x.code
-		}
-		return 1
+		return exitCode(err)
 	}
 	return 0
 }
@@ -113,6 +109,8 @@ func batchFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "stop", Usage: "default stop string (repeatable)"},
 		&cli.BoolFlag{Name: "logprobs", Usage: "include each generated token's logprob in the results"},
 		&cli.StringFlag{Name: "kv-dir", Usage: "keep each document's phase-1 K/V in `DIR` and reuse it in later jobs"},
+		&cli.BoolFlag{Name: "redo-changed", Usage: "answer again the queries whose record, document or settings changed since their results were written (default: refuse to resume)"},
+		&cli.StringFlag{Name: "context-root", Usage: "`DIR` every context_file must lie in (default: the input file's folder)"},
 		&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "time between progress lines when stderr is not a terminal"},
 		&cli.BoolFlag{Name: "verbose", Usage: "print warnings and per-rank stats"},
 	}
@@ -412,27 +410,73 @@ func (w *world) close() {
 	}
 }
 
-// fail reports err the SPMD way and returns it for the exit code: rank 0
-// prints errors every rank agreed on and exits with the job's status, the
-// other ranks end quietly; an error only this rank knows of (mid-run) is
+// finish ends a command the same way on every rank of a distributed run.
+// An error only this rank knows of (one that failed alone mid-run) is
 // printed with its rank and ends the whole job, since the other ranks
-// would otherwise wait for this one forever.
-func (w *world) fail(err error, stderr io.Writer) error {
-	if err == nil || w.comm == nil || w.comm.Size() == 1 {
+// would otherwise wait for this one forever. Otherwise every rank is
+// here: rank 0 prints the error the ranks agreed on, then all ranks agree
+// on its exit status (rank 0's), pass a barrier and return it, so that
+// mpirun or srun, whichever rank exits first, reports that status and
+// never kills a rank that is still ending.
+func (w *world) finish(err error, stderr io.Writer) error {
+	if w.comm == nil || w.comm.Size() == 1 {
 		return err
 	}
-	if !jobs.Agreed(err) {
+	var x *exitError // a job's outcome, decided after every rank ended it
+	if err != nil && err != errSilent && !jobs.Agreed(err) && !errors.As(err, &x) {
 		fmt.Fprintf(stderr, "star: rank %d: %v (aborting all ranks)\n", w.rank, err)
 		w.comm.Abort(1)
 		return errSilent
 	}
-	if w.rank == 0 {
-		return err
+	code := exitCode(err)
+	if w.rank == 0 && err != nil && err.Error() != "" {
+		fmt.Fprintf(stderr, "star: %v\n", err)
 	}
-	// Every rank knows of err and rank 0 reports it with the job's exit
-	// status. The others end normally: a rank exiting non-zero first would
-	// make mpirun abort rank 0 before its message is out.
-	return nil
+	var b [4]byte
+	binary.LittleEndian.PutUint32(b[:], uint32(code))
+	if serr := w.comm.Bcast(b[:], 0); serr != nil {
+		fmt.Fprintf(stderr, "star: rank %d: agreeing on the exit status: %v (aborting all ranks)\n", w.rank, serr)
+		w.comm.Abort(1)
+		return errSilent
+	}
+	if serr := w.comm.Barrier(); serr != nil {
+		fmt.Fprintf(stderr, "star: rank %d: final barrier: %v (aborting all ranks)\n", w.rank, serr)
+		w.comm.Abort(1)
+		return errSilent
+	}
+	if code = int(binary.LittleEndian.Uint32(b[:])); code == 0 {
+		return nil
+	}
+	return &exitError{code: code} // already printed by rank 0
+}
+
+// Exit codes.
+const (
+	exitError1        = 1 // an error: bad input, a failed run
+	exitFailedRecords = 2 // jobs run finished, some records or queries failed
+	exitInterrupted   = 3 // jobs run stopped by SIGTERM/SIGINT; rerun to resume
+	exitOutputBusy    = 4 // jobs run: another job is writing the output
+	exitInputChanged  = 5 // jobs run: the input changed under results already written
+)
+
+// exitCode is the process status for err.
+func exitCode(err error) int {
+	var x *exitError
+	var busy *jobs.BusyError
+	var changed *jobs.ChangedError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &x):
+		return x.code
+	case errors.Is(err, jobs.ErrInterrupted):
+		return exitInterrupted
+	case errors.As(err, &busy):
+		return exitOutputBusy
+	case errors.As(err, &changed):
+		return exitInputChanged
+	}
+	return exitError1
 }
 
 // errSilent exits non-zero without printing (another rank reported it).
@@ -493,7 +537,7 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	return e, t, s, nil
 }
 
-func cmdRun(c *cli.Context, stdout, stderr io.Writer) error {
+func cmdRun(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q: the prompt is given with --prompt FILE", c.Args().First())
 	}
@@ -502,9 +546,10 @@ func cmdRun(c *cli.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer w.close()
+	defer func() { err = w.finish(err, stderr) }()
 	e, t, s, err := setup(c, w, nil)
 	if err != nil {
-		return w.fail(err, stderr)
+		return err
 	}
 	defer e.W.Close()
 	if w.rank == 0 {
@@ -521,7 +566,7 @@ func cmdRun(c *cli.Context, stdout, stderr io.Writer) error {
 	}
 	res, err := e.Generate(t, s, stream)
 	if err != nil {
-		return w.fail(err, stderr)
+		return err
 	}
 	if w.rank != 0 {
 		return nil
@@ -553,7 +598,7 @@ func printRankStats(w io.Writer, st []jobs.RankStats) {
 	}
 }
 
-func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
+func cmdScore(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	if c.IsSet("continuation-file") && c.IsSet("continuation") {
 		return errors.New("give either --continuation-file or --continuation, not both")
 	}
@@ -565,6 +610,7 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer w.close()
+	defer func() { err = w.finish(err, stderr) }()
 	var ids []int
 	e, t, s, err := setup(c, w, func(tok tokenizer.Tokenizer) error {
 		cont := c.String("continuation")
@@ -581,7 +627,7 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 		return nil
 	})
 	if err != nil {
-		return w.fail(err, stderr)
+		return err
 	}
 	defer e.W.Close()
 	if w.rank == 0 {
@@ -589,7 +635,7 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 	}
 	res, err := e.Score(t, ids, s)
 	if err != nil {
-		return w.fail(err, stderr)
+		return err
 	}
 	if w.rank != 0 {
 		return nil
@@ -720,12 +766,6 @@ func cmdInspect(c *cli.Context, stdout io.Writer) error {
 	return nil
 }
 
-// Exit codes of `star jobs run`.
-const (
-	exitFailedRecords = 2 // the job finished, some records or queries failed
-	exitInterrupted   = 3 // stopped by SIGTERM/SIGINT at a record boundary; rerun to resume
-)
-
 // exitError carries an exit code out of a command.
 type exitError struct {
 	code int
@@ -734,33 +774,32 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
+func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	if c.String("input") == "" || c.String("output") == "" {
 		return errors.New("jobs run needs --input FILE (records) and --output FILE (results)")
 	}
+	// Every rank notes a signal from the start; rank 0 acts on it after
+	// the query in flight (or at once while it waits for input) and tells
+	// the others to end. The handler stays until the process exits: a
+	// late SIGTERM must not kill a rank that is ending.
+	stop := jobs.NewStop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for s := range sigs {
+			name := "SIGTERM"
+			if s == syscall.SIGINT {
+				name = "SIGINT"
+			}
+			stop.Request(name)
+		}
+	}()
 	w, err := joinWorld()
 	if err != nil {
 		return err
 	}
 	defer w.close()
-	// Every rank notes the signal; rank 0 acts on it at the next query
-	// boundary and tells the others to end.
-	var stop atomic.Bool
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	sigName := make(chan string, 1)
-	go func() {
-		for s := range sigs {
-			if !stop.Swap(true) {
-				name := "SIGTERM"
-				if s == syscall.SIGINT {
-					name = "SIGINT"
-				}
-				sigName <- name
-			}
-		}
-	}()
+	defer func() { err = w.finish(err, stderr) }()
 	e, _, s, err := setup(c, w, func(tokenizer.Tokenizer) error {
 		if c.String("input") != "-" {
 			if _, err := os.Stat(c.String("input")); err != nil {
@@ -770,7 +809,7 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 		return nil
 	})
 	if err != nil {
-		return w.fail(err, stderr)
+		return err
 	}
 	defer e.W.Close()
 	e.KVDir = c.String("kv-dir")
@@ -788,17 +827,18 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 	o := jobs.BatchOptions{
 		Input: c.String("input"), InputFormat: c.String("input-format"), Output: c.String("output"),
 		Settings: s, Chat: c.Bool("chat"), Logprobs: c.Bool("logprobs"),
-		Progress: stderr, Terminal: term, Interval: c.Duration("progress-interval"), Stop: &stop,
+		RedoChanged: c.Bool("redo-changed"), ContextRoot: c.String("context-root"),
+		Progress: stderr, Terminal: term, Interval: c.Duration("progress-interval"), Stop: stop,
 	}
 	sum, err := e.RunBatch(o)
 	if w.rank != 0 {
-		if err != nil {
-			return w.fail(err, stderr)
-		}
-		return nil
+		return err
 	}
 	if sum != nil && sum.Repaired {
 		fmt.Fprintf(stderr, "star jobs: cut a truncated last line from %s (a crash interrupted it); its query runs again\n", o.Output)
+	}
+	if sum != nil && sum.Orphans > 0 {
+		fmt.Fprintf(stderr, "star jobs: %d result(s) in %s answer no query of %s (records removed or renamed since?); they are kept as they are\n", sum.Orphans, o.Output, o.Input)
 	}
 	if sum != nil {
 		fmt.Fprintf(stderr, "star jobs: %d records, %d results written (%d failed), %d already done (%d failed), %d tokens in %s; encoding each document once saved %s of phase 1\n",
@@ -806,14 +846,13 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 	}
 	switch {
 	case errors.Is(err, jobs.ErrInterrupted):
-		name := "a signal"
-		select {
-		case name = <-sigName:
-		default:
+		name := stop.Reason()
+		if name == "" {
+			name = "a signal"
 		}
 		return &exitError{exitInterrupted, fmt.Sprintf("stopped by %s after finishing the query in flight; %s", name, jobs.ResumeHint(o.Output))}
 	case err != nil:
-		return w.fail(err, stderr)
+		return err
 	case sum.Failed+sum.FailedEarly > 0:
 		return &exitError{exitFailedRecords, fmt.Sprintf("%d of %d results are errors (see the \"error\" field in %s)",
 			sum.Failed+sum.FailedEarly, sum.Queries+sum.Skipped, o.Output)}
@@ -844,7 +883,7 @@ func parseInts(s, what string) ([]int, error) {
 	return out, nil
 }
 
-func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
+func cmdBench(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	ctxs, err := parseInts(c.String("context"), "--context")
 	if err != nil {
 		return err
@@ -883,9 +922,10 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer w.close()
+	defer func() { err = w.finish(err, stderr) }()
 	e, _, s, err := setup(c, w, nil)
 	if err != nil {
-		return w.fail(err, stderr)
+		return err
 	}
 	defer e.W.Close()
 	if w.rank == 0 {
@@ -907,7 +947,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		}
 	})
 	if err != nil {
-		return w.fail(err, stderr)
+		return err
 	}
 	if w.rank == 0 && !c.Bool("json") {
 		jobs.PrintBenchTable(stdout, rows)

@@ -1,13 +1,14 @@
 package jobs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
+	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -19,21 +20,32 @@ type BatchOptions struct {
 	Settings    Settings // defaults for every query
 	Chat        bool     // wrap documents and queries in the chat format
 	Logprobs    bool     // include logprobs in results unless a query says otherwise
+	// RedoChanged answers again the queries whose record changed since
+	// their results were written (by default the job refuses to resume).
+	RedoChanged bool
+	// ContextRoot is the folder every context_file must lie in, symbolic
+	// links resolved ("": the input file's folder; the working folder for
+	// stdin). Relative context_file paths resolve against the input
+	// file's folder.
+	ContextRoot string
 	Progress    io.Writer
 	Interval    time.Duration // between plain progress lines (not a terminal)
 	Terminal    bool          // Progress is a terminal: draw a bar
-	// Stop is set (by a signal handler) to ask the job to end at the next
-	// query boundary; rank 0 reads it.
-	Stop *atomic.Bool
+	// Stop asks the job to end (a signal): rank 0 acts on it after the
+	// query in flight, or at once while it waits for input. nil: never.
+	Stop *Stop
 }
 
-// BatchSummary counts what a batch did.
+// BatchSummary counts what a batch did. Every count of results is of
+// lines on disk.
 type BatchSummary struct {
 	Records     int           // records read
 	Queries     int           // results written in this run
 	Failed      int           // of which errors
 	Skipped     int           // results already in the output (resumed)
 	FailedEarly int           // of which errors
+	Redone      int           // results dropped because their record changed (--redo-changed)
+	Orphans     int           // results in the output that no record of the input asks for
 	Tokens      int           // generated tokens
 	Repaired    bool          // a truncated last line was cut from the output
 	Interrupted bool          // stopped by a signal before the end
@@ -45,11 +57,48 @@ type BatchSummary struct {
 // ErrInterrupted ends a batch stopped by a signal at a record boundary.
 var ErrInterrupted = errors.New("interrupted")
 
+// ChangedError refuses to resume a job whose input changed under results
+// already written.
+type ChangedError struct {
+	Output string
+	N      int      // results whose record changed
+	IDs    []string // their ids (id#query), the first few
+}
+
+func (e *ChangedError) Error() string {
+	ids := strings.Join(e.IDs, ", ")
+	if e.N > len(e.IDs) {
+		ids += fmt.Sprintf(" and %d more", e.N-len(e.IDs))
+	}
+	return fmt.Sprintf("%d result(s) in %s were made from a record, document, query, model or setting that has changed since (%s): rerun with --redo-changed to answer them again, or give a new --output",
+		e.N, e.Output, ids)
+}
+
+// batch is one `jobs run` on rank 0.
+type batch struct {
+	e    *Engine
+	l    *leader
+	o    BatchOptions
+	rf   *ResultFile
+	sum  *BatchSummary
+	ids  idAssigner
+	base string // relative context_file paths resolve here
+	root string // context files must lie under it (symlinks resolved)
+	// maxDoc is the longest document in bytes that could fit the model's
+	// context at any tokenization.
+	maxDoc int64
+	asked  map[key]bool // every (id, query) the input asks for so far
+}
+
 // RunBatch is `star jobs run` on rank 0; other ranks call Follow. Every
 // record's document is encoded once; each of its queries then runs with
 // the host's query cache reset, and its result is appended to the output
 // before the next starts. A bad record gets an error result and the job
 // goes on.
+//
+// The input is read once, as a stream, except that a regular file is read
+// a first time to count its records and, when the output already holds
+// results, to check that their records have not changed.
 func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 	if e.Rank() != 0 {
 		return nil, e.Follow()
@@ -59,83 +108,279 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 	l := &leader{e: e}
 	final := func(err error) (*BatchSummary, error) {
 		sum.Elapsed = time.Since(t0)
-		if _, serr := l.end(err); serr != nil && err == nil {
-			err = serr
+		if _, serr := l.end(err); serr != nil {
+			if err == nil {
+				err = serr
+			}
+			return sum, err // the end message did not go out: not agreed
 		}
-		return sum, err
+		return sum, sharedErr(err)
 	}
+	if err := checkFormat(o.InputFormat); err != nil {
+		return final(err)
+	}
+	in, err := openSource(o.Input)
+	if err != nil {
+		return final(err)
+	}
+	defer in.Close()
+	if err := in.notSame(o.Output); err != nil {
+		return final(err)
+	}
+	b := &batch{e: e, l: l, o: o, sum: sum, asked: map[key]bool{}}
+	if err := b.contextFolders(in); err != nil {
+		return final(err)
+	}
+	b.maxDoc = maxContextBytes(e.Tok, e.M.Cfg.SeqLen)
 	rf, repaired, err := OpenResults(o.Output)
 	if err != nil {
 		return final(err)
 	}
 	defer rf.Close()
-	sum.Repaired, sum.Skipped, sum.FailedEarly = repaired, rf.Count(), rf.Failed()
+	b.rf, sum.Repaired = rf, repaired
 	total := -1
-	if o.Input != "-" {
-		if total, err = countRecords(o.Input, o.InputFormat); err != nil {
+	if in.regular {
+		if total, err = b.survey(in); err != nil {
 			return final(err)
 		}
 	}
-	in, closeIn, err := openInput(o.Input)
-	if err != nil {
-		return final(err)
-	}
-	defer closeIn()
-	rr, err := NewRecordReader(in, o.InputFormat)
-	if err != nil {
-		return final(err)
-	}
+	recs, quit := readRecords(in.r, o.InputFormat, b.maxRecord())
+	defer close(quit)
 	prog := newProgress(o.Progress, o.Terminal, o.Interval, total)
 	defer prog.done()
-	seen := map[string]int{}
 	for {
-		if o.Stop != nil && o.Stop.Load() {
+		if o.Stop.Requested() && sum.Records != total {
 			sum.Interrupted = true
 			return final(ErrInterrupted)
+		}
+		var nx nextRecord
+		select {
+		case nx = <-recs:
+		case <-o.Stop.Done():
+			sum.Interrupted = true
+			return final(ErrInterrupted)
+		}
+		if nx.err == io.EOF {
+			break
+		}
+		if nx.err != nil {
+			return final(fmt.Errorf("read %s: %w", o.Input, nx.err))
+		}
+		sum.Records++
+		b.ids.assign(nx.rec)
+		if err := b.record(nx.rec); err != nil {
+			return final(err)
+		}
+		prog.update(sum)
+	}
+	for k := range rf.done {
+		if !b.asked[k] {
+			sum.Orphans++
+		}
+	}
+	return final(nil)
+}
+
+// nextRecord is what the input reader hands the job: a record or the
+// error (io.EOF at the end) that ended the input.
+type nextRecord struct {
+	rec *Record
+	err error
+}
+
+// readRecords reads rr on its own goroutine, so that a job waiting for
+// input (a pipe, a FIFO) still ends on a signal. Closing quit lets the
+// goroutine go once its read returns.
+func readRecords(r io.Reader, format string, maxRec int64) (<-chan nextRecord, chan struct{}) {
+	recs, quit := make(chan nextRecord), make(chan struct{})
+	go func() {
+		rr, err := NewRecordReader(r, format) // sniffing reads: here too
+		if err != nil {
+			select {
+			case recs <- nextRecord{nil, err}:
+			case <-quit:
+			}
+			return
+		}
+		rr.MaxRecord = maxRec
+		for {
+			rec, err := rr.Next()
+			select {
+			case recs <- nextRecord{rec, err}:
+			case <-quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return recs, quit
+}
+
+// idAssigner makes record ids unique: a repeated id is an error record
+// under a new id, "<id>@record-<n>".
+type idAssigner struct{ seen map[string]int }
+
+func (a *idAssigner) assign(rec *Record) {
+	if a.seen == nil {
+		a.seen = map[string]int{}
+	}
+	if prev, dup := a.seen[rec.ID]; dup && rec.Err == nil {
+		rec.Err = fmt.Errorf("%s: id %q repeats record %d's; ids must be unique", rec.where(), rec.ID, prev+1)
+		rec.ID = fmt.Sprintf("%s@record-%d", rec.ID, rec.Index+1)
+	}
+	a.seen[rec.ID] = rec.Index
+}
+
+// maxRecord bounds one input record: the longest document inline plus
+// room for the queries.
+func (b *batch) maxRecord() int64 {
+	return min(2*b.maxDoc+64<<20, maxRecord)
+}
+
+// survey reads a regular input file once before the run: it counts the
+// records and checks every result already in the output against its
+// record as it reads now. Changed ones refuse the job, or with
+// RedoChanged are removed from the output to be answered again. The
+// input is rewound for the run.
+func (b *batch) survey(in *source) (int, error) {
+	rr, err := NewRecordReader(in.r, b.o.InputFormat)
+	if err != nil {
+		return 0, err
+	}
+	rr.MaxRecord = b.maxRecord()
+	var ids idAssigner
+	changed := map[key]bool{}
+	var names []string
+	n := 0
+	for ; ; n++ {
+		if b.o.Stop.Requested() {
+			return 0, ErrInterrupted
 		}
 		rec, err := rr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return final(fmt.Errorf("read %s: %w", o.Input, err))
+			return 0, fmt.Errorf("read %s: %w", b.o.Input, err)
 		}
-		sum.Records++
-		if prev, dup := seen[rec.ID]; dup && rec.Err == nil {
-			rec.Err = fmt.Errorf("%s: id %q repeats record %d's; ids must be unique", rec.where(), rec.ID, prev+1)
-			rec.ID = fmt.Sprintf("%s@record-%d", rec.ID, rec.Index+1)
+		ids.assign(rec)
+		if b.rf.Count() == 0 {
+			continue
 		}
-		seen[rec.ID] = rec.Index
-		if err := e.runRecord(l, rec, o, rf, sum); err != nil {
-			return final(err)
-		}
-		prog.update(sum)
-		if o.Stop != nil && o.Stop.Load() && sum.Records != total {
-			sum.Interrupted = true
-			return final(ErrInterrupted)
+		for _, k := range b.changed(rec) {
+			if !changed[k] {
+				changed[k] = true
+				names = append(names, k.String())
+			}
 		}
 	}
-	return final(nil)
+	if err := b.redo(changed, names); err != nil {
+		return 0, err
+	}
+	return n, b.rewindErr(in)
 }
 
-// runRecord answers every not-yet-answered query of one record. Only
-// errors that end the job (output, communication) are returned.
-func (e *Engine) runRecord(l *leader, rec *Record, o BatchOptions, rf *ResultFile, sum *BatchSummary) error {
+func (b *batch) rewindErr(in *source) error {
+	if err := in.rewind(); err != nil {
+		return fmt.Errorf("read %s again: %w", b.o.Input, err)
+	}
+	return nil
+}
+
+// changed lists the queries of rec whose results in the output were made
+// from something else than rec as it is now.
+func (b *batch) changed(rec *Record) []key {
+	var fps []string
+	var out []key
+	for q := 0; q < max(len(rec.Queries), 1); q++ {
+		have, ok := b.rf.Prior(rec.ID, q)
+		if !ok {
+			continue
+		}
+		if fps == nil {
+			doc, derr := b.document(rec)
+			fps = b.fingerprints(rec, doc, derr)
+		}
+		if have != fps[q] {
+			out = append(out, key{rec.ID, q})
+		}
+	}
+	return out
+}
+
+// redo refuses changed results, or removes them from the output with
+// RedoChanged.
+func (b *batch) redo(changed map[key]bool, names []string) error {
+	if len(changed) == 0 {
+		return nil
+	}
+	if !b.o.RedoChanged {
+		sort.Strings(names)
+		return &ChangedError{Output: b.o.Output, N: len(changed), IDs: names[:min(len(names), 10)]}
+	}
+	if err := b.rf.Remove(changed); err != nil {
+		return err
+	}
+	b.sum.Redone += len(changed)
+	if b.e.Log != nil {
+		sort.Strings(names)
+		fmt.Fprintf(b.e.Log, "star jobs: %d result(s) made from a record that has changed since are answered again (--redo-changed): %s\n",
+			len(changed), strings.Join(names[:min(len(names), 10)], ", "))
+	}
+	return nil
+}
+
+// record answers every query of rec not yet answered from rec as it is
+// now. Only errors that end the job (output, communication, a changed
+// record without RedoChanged) are returned.
+func (b *batch) record(rec *Record) error {
+	e, o, rf, sum := b.e, b.o, b.rf, b.sum
 	nq := max(len(rec.Queries), 1)
+	doc, derr := []byte(nil), error(nil)
+	if rec.Err == nil {
+		doc, derr = b.document(rec)
+	}
+	fps := b.fingerprints(rec, doc, derr)
+	changed := map[key]bool{}
+	var names []string
 	var pending []int
 	for q := 0; q < nq; q++ {
-		if !rf.Done(rec.ID, q) {
+		k := key{rec.ID, q}
+		b.asked[k] = true
+		have, ok := rf.done[k]
+		switch {
+		case !ok:
 			pending = append(pending, q)
+		case have.fp != fps[q]:
+			changed[k] = true
+			names = append(names, k.String())
+			pending = append(pending, q)
+		default:
+			sum.Skipped++
+			sum.FailedEarly += boolInt(have.failed)
 		}
+	}
+	if err := b.redo(changed, names); err != nil {
+		return err
 	}
 	if len(pending) == 0 {
 		return nil
 	}
+	write := func(out *Output) error {
+		out.Fingerprint = fps[out.QueryIndex]
+		if err := rf.Write(out); err != nil {
+			return err
+		}
+		sum.Queries++
+		sum.Failed += boolInt(out.Error != "")
+		sum.Tokens += len(out.Tokens)
+		return nil
+	}
 	fail := func(qs []int, err error) error {
 		for _, q := range qs {
-			sum.Queries++
-			sum.Failed++
-			if werr := rf.Write(&Output{ID: rec.ID, QueryIndex: q, Tokens: []int{}, Error: err.Error()}); werr != nil {
+			if werr := write(&Output{ID: rec.ID, QueryIndex: q, Tokens: []int{}, Error: err.Error()}); werr != nil {
 				return werr
 			}
 		}
@@ -144,18 +389,10 @@ func (e *Engine) runRecord(l *leader, rec *Record, o BatchOptions, rf *ResultFil
 	if rec.Err != nil {
 		return fail(pending, rec.Err)
 	}
-	text := rec.Context
-	if rec.ContextFile != "" {
-		path := rec.ContextFile
-		if !filepath.IsAbs(path) && o.Input != "-" {
-			path = filepath.Join(filepath.Dir(o.Input), path) // relative to the input file
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return fail(pending, fmt.Errorf("%s: cannot read context_file: %v", rec.where(), err))
-		}
-		text = string(b)
+	if derr != nil {
+		return fail(pending, derr)
 	}
+	text := string(doc)
 	s := o.Settings
 	s.Defaults()
 	s.Ranks = e.Ranks()
@@ -165,22 +402,22 @@ func (e *Engine) runRecord(l *leader, rec *Record, o BatchOptions, rf *ResultFil
 		p, err = e.planDoc(ctx, s)
 	}
 	t1 := time.Now()
-	if err := l.doc(ctx, p, err); err != nil {
+	if err := b.l.doc(ctx, p, err); err != nil {
 		if !Agreed(err) {
 			return err
 		}
 		return fail(pending, fmt.Errorf("%s: %v", rec.where(), err))
 	}
 	phase1 := time.Since(t1)
-	if l.ss != nil && l.ss.stats.KVLoaded {
+	if b.l.ss != nil && b.l.ss.stats.KVLoaded {
 		sum.KVLoaded++
 	}
 	sum.EncodeSaved += phase1 * time.Duration(len(pending)-1)
 	for i, q := range pending {
-		if i > 0 && o.Stop != nil && o.Stop.Load() {
+		if i > 0 && o.Stop.Requested() {
 			return nil // the rest of this record runs on resume
 		}
-		out, err := e.runQuery(l, rec, q, text, ctx, o, s)
+		out, err := e.runQuery(b.l, rec, q, text, ctx, o, s)
 		if err != nil {
 			if !Agreed(err) {
 				return err
@@ -191,16 +428,82 @@ func (e *Engine) runRecord(l *leader, rec *Record, o BatchOptions, rf *ResultFil
 			out.Timings.Phase1 = phase1.Seconds()
 			out.Timings.TTFT += phase1.Seconds()
 		}
-		sum.Queries++
-		if out.Error != "" {
-			sum.Failed++
-		}
-		sum.Tokens += len(out.Tokens)
-		if err := rf.Write(out); err != nil {
+		if err := write(out); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// querySettings are the settings one query of a record runs with: the
+// query's own, else the record's, else the command line's.
+type querySettings struct {
+	MaxTokens int
+	Sampling  Sampling
+	Logprobs  bool
+}
+
+func resolveQuery(qq Query, s Settings, logprobs bool) querySettings {
+	qs := querySettings{MaxTokens: s.MaxTokens, Logprobs: logprobs,
+		Sampling: Sampling{Temperature: s.Temperature, TopP: s.TopP, Seed: s.Seed, Stop: s.Stop}}
+	if qq.MaxTokens != nil {
+		qs.MaxTokens = *qq.MaxTokens
+	}
+	if qq.Temperature != nil {
+		qs.Sampling.Temperature = *qq.Temperature
+	}
+	if qq.TopP != nil {
+		qs.Sampling.TopP = *qq.TopP
+	}
+	if qq.Seed != nil {
+		qs.Sampling.Seed = *qq.Seed
+	}
+	if qq.Stop != nil {
+		qs.Sampling.Stop = qq.Stop
+	}
+	if qq.Logprobs != nil {
+		qs.Logprobs = *qq.Logprobs
+	}
+	return qs
+}
+
+// fingerprints are, for each query of rec, a hash of everything its answer
+// depends on: the model, the document (its bytes, or why it could not be
+// read), the chat format, the query and its settings, and the attention
+// layout asked for. A record that could not be parsed is hashed by its
+// bytes.
+func (b *batch) fingerprints(rec *Record, doc []byte, derr error) []string {
+	nq := max(len(rec.Queries), 1)
+	out := make([]string, nq)
+	s := b.o.Settings
+	s.Defaults()
+	var docSum [32]byte
+	if derr == nil {
+		docSum = sha256.Sum256(doc)
+	}
+	for q := range out {
+		h := sha256.New()
+		fmt.Fprintf(h, "star-result/1\x00model %s\x00", b.e.W.Fingerprint)
+		switch {
+		case rec.Err != nil:
+			fmt.Fprintf(h, "bad record %x\x00", rec.Sum)
+		case derr != nil:
+			fmt.Fprintf(h, "unreadable document %q\x00", derr.Error())
+		default:
+			fmt.Fprintf(h, "document %x\x00", docSum)
+		}
+		if rec.Err == nil {
+			qs := resolveQuery(rec.Queries[q], s, b.o.Logprobs)
+			fmt.Fprintf(h, "chat %t\x00query %q\x00max_tokens %d\x00temperature %v\x00top_p %v\x00seed %d\x00stop %q\x00logprobs %t\x00",
+				b.o.Chat, rec.Queries[q].Text, qs.MaxTokens, qs.Sampling.Temperature, qs.Sampling.TopP, qs.Sampling.Seed, qs.Sampling.Stop, qs.Logprobs)
+			fmt.Fprintf(h, "attention %s\x00block %d\x00anchor %d\x00", s.Attention, s.BlockSize, s.AnchorSize)
+			if s.Attention == "star" && s.BlockSize <= 0 { // the layout follows the rank count
+				fmt.Fprintf(h, "ranks %d\x00", b.e.Ranks())
+			}
+		}
+		out[q] = hex.EncodeToString(h.Sum(nil)[:16])
+	}
+	return out
 }
 
 // runQuery answers query q of rec on the encoded document ctx.
@@ -210,30 +513,15 @@ func (e *Engine) runQuery(l *leader, rec *Record, q int, text string, ctx []int,
 	if err != nil {
 		return nil, &agreedError{msg: fmt.Sprintf("%s query %d: %v", rec.where(), q, err)}
 	}
-	maxTok := s.MaxTokens
-	if qq.MaxTokens != nil {
-		maxTok = *qq.MaxTokens
-	}
-	maxTok, err = e.CheckLength(Tokens{Context: ctx, Query: qt}, maxTok)
+	qs := resolveQuery(qq, s, o.Logprobs)
+	maxTok, err := e.CheckLength(Tokens{Context: ctx, Query: qt}, qs.MaxTokens)
 	if err != nil {
 		return nil, &agreedError{msg: fmt.Sprintf("%s query %d: %v", rec.where(), q, err)}
 	}
-	smp := &Sampling{Temperature: s.Temperature, TopP: s.TopP, Seed: s.Seed, Stop: s.Stop}
-	if qq.Temperature != nil {
-		smp.Temperature = *qq.Temperature
-	}
-	if qq.TopP != nil {
-		smp.TopP = *qq.TopP
-	}
-	if qq.Seed != nil {
-		smp.Seed = *qq.Seed
-	}
-	if qq.Stop != nil {
-		smp.Stop = qq.Stop
-	}
+	smp := qs.Sampling
 	res := &Result{Tokens: []int{}, Logprobs: []float64{}}
 	tq := time.Now()
-	if err := l.query(&queryPlan{Steps: qt, MaxTok: maxTok}, smp, nil, nil, res); err != nil {
+	if err := l.query(&queryPlan{Steps: qt, MaxTok: maxTok}, &smp, nil, nil, res); err != nil {
 		return nil, err
 	}
 	res.Timings.Total = time.Since(tq).Seconds()
@@ -242,49 +530,10 @@ func (e *Engine) runQuery(l *leader, rec *Record, q int, text string, ctx []int,
 	if maxTok == 0 {
 		out.StopReason = "max_tokens"
 	}
-	lp := o.Logprobs
-	if qq.Logprobs != nil {
-		lp = *qq.Logprobs
-	}
-	if lp {
+	if qs.Logprobs {
 		out.Logprobs = res.Logprobs
 	}
 	return out, nil
-}
-
-func openInput(path string) (io.Reader, func(), error) {
-	if path == "-" {
-		return os.Stdin, func() {}, nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open input: %w", err)
-	}
-	return f, func() { f.Close() }, nil
-}
-
-// countRecords reads the input once to count its records (for progress).
-func countRecords(path, format string) (int, error) {
-	in, closeIn, err := openInput(path)
-	if err != nil {
-		return 0, err
-	}
-	defer closeIn()
-	rr, err := NewRecordReader(in, format)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for {
-		_, err := rr.Next()
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return 0, fmt.Errorf("read %s: %w", path, err)
-		}
-		n++
-	}
 }
 
 // progress reports a batch's advance on stderr: a redrawn bar on a

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 )
 
@@ -157,17 +156,17 @@ func TestBatchInterruptAndResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out.jsonl")
-	var stop atomic.Bool
+	stop := NewStop()
 	n := 0
 	Hook = func(rank int, stage string) {
 		if stage == "phase2" {
 			if n++; n == 5 {
-				stop.Store(true) // a signal arrives during record 3's first query
+				stop.Request("test") // a signal arrives during record 3's first query
 			}
 		}
 	}
 	defer func() { Hook = nil }()
-	sum, err := e.RunBatch(BatchOptions{Input: in, Output: out, Settings: batchSettings(), Stop: &stop})
+	sum, err := e.RunBatch(BatchOptions{Input: in, Output: out, Settings: batchSettings(), Stop: stop})
 	if !errors.Is(err, ErrInterrupted) || !sum.Interrupted {
 		t.Fatalf("err %v, want ErrInterrupted", err)
 	}

@@ -3,6 +3,7 @@ package jobs
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,24 +47,30 @@ type Record struct {
 	ContextFile string // or a path to it
 	HasContext  bool
 	Queries     []Query
-	Err         error // what is wrong with the record (then Queries may be empty)
+	Err         error    // what is wrong with the record (then Queries may be empty)
+	Sum         [32]byte // sha256 of the record's bytes as read
 }
 
 // RecordReader reads records one at a time from JSON Lines or MessagePack.
 type RecordReader struct {
 	r       *bufio.Reader
+	lim     *limitScanner // r with a per-record byte budget (MessagePack)
 	msgpack bool
 	mp      *msgpack.Decoder
 	index   int
 	line    int
 	dead    error // unrecoverable stream error (MessagePack cannot resync)
+	// MaxRecord bounds one record's bytes (a JSON line or a MessagePack
+	// value); a longer one becomes an error record and is skipped, so an
+	// endless line cannot fill the memory. Default maxRecord.
+	MaxRecord int64
 }
 
 // NewRecordReader reads format "jsonl", "msgpack" or "auto" (sniff the
 // first byte: '{' is JSON, a MessagePack map header is MessagePack).
 func NewRecordReader(r io.Reader, format string) (*RecordReader, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
-	rr := &RecordReader{r: br}
+	rr := &RecordReader{r: br, MaxRecord: maxRecord}
 	switch format {
 	case "jsonl", "json":
 	case "msgpack":
@@ -83,12 +90,22 @@ func NewRecordReader(r io.Reader, format string) (*RecordReader, error) {
 			break
 		}
 	default:
-		return nil, fmt.Errorf("input format %q: use jsonl, msgpack or auto", format)
+		return nil, checkFormat(format)
 	}
 	if rr.msgpack {
-		rr.mp = msgpack.NewDecoder(br)
+		rr.lim = &limitScanner{r: br}
+		rr.mp = msgpack.NewDecoder(rr.lim)
 	}
 	return rr, nil
+}
+
+// checkFormat refuses an unknown input format name.
+func checkFormat(format string) error {
+	switch format {
+	case "jsonl", "json", "msgpack", "auto", "":
+		return nil
+	}
+	return fmt.Errorf("input format %q: use jsonl, msgpack or auto", format)
 }
 
 func boolInt(b bool) int {
@@ -98,56 +115,39 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// maxLine bounds one JSON line (a whole document inline).
-const maxLine = 1 << 30
+// maxRecord is the default bound on one record's bytes.
+const maxRecord = 1 << 30
 
 // Next returns the next record, or io.EOF. A malformed record comes back
-// with Err set; reading goes on with the next line. A corrupt MessagePack
-// stream cannot be resynchronised: that record carries the error and the
-// next call returns io.EOF.
+// with Err set; reading goes on with the next line. A corrupt or truncated
+// MessagePack stream cannot be resynchronised: that record carries the
+// error and the next call returns io.EOF.
 func (rr *RecordReader) Next() (*Record, error) {
 	if rr.dead != nil {
 		return nil, io.EOF
 	}
 	if rr.msgpack {
-		// Read the value's bytes first: a corrupt length header then fails
-		// on the missing bytes instead of asking for a huge allocation.
-		raw, err := rr.mp.DecodeRaw()
-		if err == io.EOF {
-			return nil, io.EOF
-		}
-		var v any
-		if err == nil {
-			err = msgpack.Unmarshal(raw, &v)
-		}
-		rec := &Record{Index: rr.index}
-		rr.index++
-		if err != nil {
-			rr.dead = err
-			rec.ID = fmt.Sprintf("record-%d", rec.Index+1)
-			rec.Err = fmt.Errorf("record %d: corrupt MessagePack (%v); records after it cannot be read", rec.Index+1, err)
-			return rec, nil
-		}
-		fillRecord(rec, v)
-		return rec, nil
+		return rr.nextMsgpack()
 	}
 	for {
-		line, err := rr.r.ReadBytes('\n')
-		if len(line) == 0 && err != nil {
-			if err == io.EOF {
-				return nil, io.EOF
-			}
+		line, long, err := rr.readLine()
+		if len(line) == 0 && !long && err != nil {
 			return nil, err
 		}
 		rr.line++
-		if len(line) > maxLine {
-			return nil, fmt.Errorf("line %d is longer than %d bytes", rr.line, maxLine)
-		}
-		if len(bytes.TrimSpace(line)) == 0 {
+		if !long && len(bytes.TrimSpace(line)) == 0 {
+			if err != nil {
+				return nil, err
+			}
 			continue
 		}
-		rec := &Record{Index: rr.index, Line: rr.line}
+		rec := &Record{Index: rr.index, Line: rr.line, Sum: sha256.Sum256(line)}
 		rr.index++
+		if long {
+			rec.ID = fmt.Sprintf("record-%d", rec.Index+1)
+			rec.Err = fmt.Errorf("line %d is longer than %d bytes: give long documents as context_file", rr.line, rr.MaxRecord)
+			return rec, nil
+		}
 		d := json.NewDecoder(bytes.NewReader(line))
 		d.UseNumber()
 		var v any
@@ -164,6 +164,105 @@ func (rr *RecordReader) Next() (*Record, error) {
 		fillRecord(rec, v)
 		return rec, nil
 	}
+}
+
+// readLine reads one line (newline included) of at most MaxRecord bytes.
+// A longer line is skipped to its end and reported with long set (its
+// bytes are not kept). err is io.EOF after the last line.
+func (rr *RecordReader) readLine() (line []byte, long bool, err error) {
+	for {
+		chunk, err := rr.r.ReadSlice('\n')
+		if !long {
+			if int64(len(line)+len(chunk)) > rr.MaxRecord {
+				long, line = true, nil
+			} else {
+				line = append(line, chunk...)
+			}
+		}
+		switch err {
+		case bufio.ErrBufferFull:
+			continue
+		case nil:
+			return line, long, nil
+		default:
+			return line, long, err
+		}
+	}
+}
+
+// nextMsgpack reads one MessagePack value. End of input exactly between
+// two records is the end; anything else that stops a value (a truncated
+// last record, corrupt bytes, a value over MaxRecord) is an error record,
+// and the stream ends there.
+func (rr *RecordReader) nextMsgpack() (*Record, error) {
+	if _, err := rr.r.Peek(1); err == io.EOF {
+		return nil, io.EOF
+	}
+	rr.lim.left = rr.MaxRecord
+	raw, err := rr.mp.DecodeRaw()
+	rec := &Record{Index: rr.index, Sum: sha256.Sum256(raw)}
+	rr.index++
+	var v any
+	if err == nil {
+		err = msgpack.Unmarshal(raw, &v)
+	}
+	if err != nil {
+		rr.dead = err
+		rec.ID = fmt.Sprintf("record-%d", rec.Index+1)
+		switch {
+		case rr.lim.left < 0:
+			rec.Err = fmt.Errorf("record %d is longer than %d bytes; records after it cannot be read", rec.Index+1, rr.MaxRecord)
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			rec.Err = fmt.Errorf("record %d: the input ends in the middle of this MessagePack record (truncated file?)", rec.Index+1)
+		default:
+			rec.Err = fmt.Errorf("record %d: corrupt MessagePack (%v); records after it cannot be read", rec.Index+1, err)
+		}
+		return rec, nil
+	}
+	fillRecord(rec, v)
+	return rec, nil
+}
+
+// limitScanner is a bufio.Reader that fails once more than left bytes are
+// read (left < 0 then tells so).
+type limitScanner struct {
+	r    *bufio.Reader
+	left int64
+}
+
+var errRecordTooLong = errors.New("record too long")
+
+func (l *limitScanner) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		l.left = -1
+		return 0, errRecordTooLong
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+func (l *limitScanner) ReadByte() (byte, error) {
+	if l.left <= 0 {
+		l.left = -1
+		return 0, errRecordTooLong
+	}
+	b, err := l.r.ReadByte()
+	if err == nil {
+		l.left--
+	}
+	return b, err
+}
+
+func (l *limitScanner) UnreadByte() error {
+	err := l.r.UnreadByte()
+	if err == nil {
+		l.left++
+	}
+	return err
 }
 
 // where names the record in errors.

@@ -38,6 +38,7 @@ func (e *RankError) Error() string { return strings.Join(e.Msgs, "; ") }
 type agreedError struct {
 	msg    string
 	remote bool
+	cause  error // rank 0's own error, when it shared one (errors.Is/As see it)
 }
 
 func (e *agreedError) Error() string {
@@ -45,6 +46,17 @@ func (e *agreedError) Error() string {
 		return "rank 0 reported: " + e.msg
 	}
 	return e.msg
+}
+
+func (e *agreedError) Unwrap() error { return e.cause }
+
+// sharedErr marks rank 0's err as known to every rank once the run's end
+// message carried it.
+func sharedErr(err error) error {
+	if err == nil || Agreed(err) {
+		return err
+	}
+	return &agreedError{msg: err.Error(), cause: err}
 }
 
 // Agreed tells whether every rank of the run knows of err, so that all
