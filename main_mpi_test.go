@@ -295,10 +295,11 @@ func writeJobInput(t *testing.T, n int, bad bool) string {
 }
 
 type jobLine struct {
-	ID     string `json:"id"`
-	Q      int    `json:"query_index"`
-	Tokens []int  `json:"tokens"`
-	Error  string `json:"error"`
+	ID          string `json:"id"`
+	Q           int    `json:"query_index"`
+	Tokens      []int  `json:"tokens"`
+	Error       string `json:"error"`
+	Fingerprint string `json:"fingerprint"`
 }
 
 func readJobOutput(t *testing.T, path string) map[string]jobLine {

@@ -236,7 +236,7 @@ func (a *idAssigner) assign(rec *Record) {
 // maxRecord bounds one input record: the longest document inline plus
 // room for the queries.
 func (b *batch) maxRecord() int64 {
-	return min(2*b.maxDoc+64<<20, maxRecord)
+	return min(2*b.maxDoc+1<<20, maxRecord)
 }
 
 // survey reads a regular input file once before the run: it counts the

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"github.com/star-attn/star/weights/tokenizer"
 )
@@ -46,10 +47,7 @@ func openSource(path string) (*source, error) {
 	switch m := st.Mode(); {
 	case m.IsRegular():
 	case m&os.ModeNamedPipe != 0:
-		// A FIFO opened without a writer reads EOF at once; reopen it
-		// blocking (on the reader goroutine's first read, not here).
-		f.Close()
-		return &source{name: path, r: &lazyOpen{path: path}, st: st}, nil
+		return &source{name: path, r: &fifoReader{f: f}, f: f, st: st}, nil
 	default:
 		f.Close()
 		return nil, fmt.Errorf("input %s is %s: give a records file, a FIFO, or - for stdin", path, fileKind(m))
@@ -72,9 +70,6 @@ func (s *source) Close() {
 	if s.f != nil {
 		s.f.Close()
 	}
-	if l, ok := s.r.(*lazyOpen); ok && l.f != nil {
-		l.f.Close()
-	}
 }
 
 // notSame refuses an output that is the input itself (through any link).
@@ -88,22 +83,51 @@ func (s *source) notSame(output string) error {
 	return nil
 }
 
-// lazyOpen opens a FIFO on its first read, so that waiting for a writer
-// happens on the reader goroutine, where a signal can leave it behind.
-type lazyOpen struct {
-	path string
-	f    *os.File
-	err  error
+// fifoReader reads a FIFO opened without waiting for a writer. Before any
+// writer has come, a read would return end of file at once; so the first
+// read first waits (poll) until a writer has sent data or come and gone.
+// The wait happens on the reader goroutine, where a signal can leave it
+// behind.
+type fifoReader struct {
+	f      *os.File
+	waited bool
 }
 
-func (l *lazyOpen) Read(p []byte) (int, error) {
-	if l.f == nil && l.err == nil {
-		l.f, l.err = os.Open(l.path)
+func (r *fifoReader) Read(p []byte) (int, error) {
+	if !r.waited {
+		// Poll a duplicate: a Close of f while the poll waits must not
+		// wait for it.
+		rc, err := r.f.SyscallConn()
+		if err != nil {
+			return 0, err
+		}
+		dup := -1
+		var perr error
+		if err := rc.Control(func(fd uintptr) { dup, perr = syscall.Dup(int(fd)) }); err != nil {
+			return 0, err
+		}
+		if perr == nil {
+			pfd := struct {
+				fd             int32
+				events, revent int16
+			}{fd: int32(dup), events: 0x1} // POLLIN
+			for {
+				_, _, errno := syscall.Syscall(syscall.SYS_POLL, uintptr(unsafe.Pointer(&pfd)), 1, ^uintptr(0)) // no timeout
+				if errno != syscall.EINTR {
+					if errno != 0 {
+						perr = errno
+					}
+					break
+				}
+			}
+			syscall.Close(dup)
+		}
+		if perr != nil {
+			return 0, fmt.Errorf("wait for a writer: %w", perr)
+		}
+		r.waited = true
 	}
-	if l.err != nil {
-		return 0, l.err
-	}
-	return l.f.Read(p)
+	return r.f.Read(p)
 }
 
 // setBlocking clears O_NONBLOCK on f.
