@@ -323,7 +323,9 @@ func TestFaultsBatch(t *testing.T) {
 				in := d.write(t, "jobs/in.jsonl", `{"id":"up","context_file":"../doc.txt","query":"Tom"}`+"\n")
 				return jobArgs(model, in, d.path("jobs/out.jsonl"), "--context-root", d.dir)
 			},
-			check: func(t *testing.T, d *faultDir, _, _ string) { wantResults(t, d.path("jobs/out.jsonl"), []string{"up#0"}) }},
+			check: func(t *testing.T, d *faultDir, _, _ string) {
+				wantResults(t, d.path("jobs/out.jsonl"), []string{"up#0"})
+			}},
 
 		// 8. inputs that are not files
 		{name: "input is a directory", code: 1, want: "a directory",
