@@ -252,6 +252,34 @@ func TestFaultsBatch(t *testing.T) {
 				}
 			}},
 
+		// 4. damaged --kv-dir data are detected and recomputed, never used
+		{name: "altered K/V data are recomputed", code: 0, want: "checksum",
+			prep: func(t *testing.T, d *faultDir) []string {
+				in := d.write(t, "in.jsonl", batchRecords(2))
+				kv := d.path("kv")
+				if code, _, e := star(t, jobArgs(model, in, d.path("ref.jsonl"), "--kv-dir", kv, "--logprobs")...); code != 0 {
+					t.Fatal(e)
+				}
+				files, _ := filepath.Glob(filepath.Join(kv, "*.kv"))
+				if len(files) != 1 { // both records hold the same document
+					t.Fatalf("%d K/V files, want 1", len(files))
+				}
+				for _, f := range files { // one float of each: a large finite value
+					b, _ := os.ReadFile(f)
+					copy(b[len(b)-4*37:], []byte{0x99, 0x76, 0x96, 0x7e})
+					os.WriteFile(f, b, 0o644)
+				}
+				return jobArgs(model, in, d.path("out.jsonl"), "--kv-dir", kv, "--logprobs")
+			},
+			check: func(t *testing.T, d *faultDir, _, _ string) {
+				ref, got := results(t, d.path("ref.jsonl")), results(t, d.path("out.jsonl"))
+				for k, r := range ref {
+					if fmt.Sprint(got[k].Tokens) != fmt.Sprint(r.Tokens) {
+						t.Fatalf("%s: %v after the K/V files were altered, %v before", k, got[k].Tokens, r.Tokens)
+					}
+				}
+			}},
+
 		// 7. context files that never end, or are not the user's to read
 		{name: "context_file is /dev/zero", code: exitFailedRecords, want: "1 of 3 results are errors",
 			prep: func(t *testing.T, d *faultDir) []string {

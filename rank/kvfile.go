@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"os"
@@ -15,7 +16,9 @@ import (
 
 // KV files keep one rank's phase-1 K/V of a document so a later job can
 // skip phase 1: a uint32 header length, a MessagePack KVHeader, then for
-// each block, each layer: K then V as little-endian float32.
+// each block, each layer: K then V as little-endian float32. The header
+// holds the CRC-32C of those data; a file whose data do not match it is
+// not used.
 
 // KVHeader identifies what a KV file holds; a file is used only if every
 // field matches what the run expects.
@@ -31,9 +34,12 @@ type KVHeader struct {
 	DType       string  `msgpack:"dtype"` // "f32"
 	Layers      int     `msgpack:"layers"`
 	KVDim       int     `msgpack:"kv_dim"`
+	CRC32C      uint32  `msgpack:"crc32c"` // of the K/V data after the header
 }
 
-const kvMagic = "star-kv/1"
+const kvMagic = "star-kv/2"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // KVPath is the file of rank r for a document key.
 func KVPath(dir, docKey string, r, ranks int) string {
@@ -71,6 +77,13 @@ func f32bytes(f []float32) []byte {
 // under the final name.
 func (w *Worker) SaveKV(path string, h KVHeader) error {
 	h.Magic, h.DType, h.Layers, h.KVDim, h.Blocks = kvMagic, "f32", w.M.Cfg.NLayers, w.M.Cfg.KVDim(), w.Blocks
+	h.CRC32C = 0
+	for _, kv := range w.KV {
+		for l := range kv.K {
+			h.CRC32C = crc32.Update(h.CRC32C, castagnoli, f32bytes(kv.K[l]))
+			h.CRC32C = crc32.Update(h.CRC32C, castagnoli, f32bytes(kv.V[l]))
+		}
+	}
 	hb, err := msgpack.Marshal(&h)
 	if err != nil {
 		return err
@@ -150,26 +163,30 @@ func (w *Worker) LoadKV(path string, want KVHeader, blocks []Block) error {
 	if st.Size() != 4+hl+total {
 		return fmt.Errorf("%s: %d bytes, expected %d: truncated or corrupt", path, st.Size(), 4+hl+total)
 	}
-	w.Blocks, w.KV = blocks, nil
+	var crc uint32
+	kvs := make([]*KV, 0, len(blocks))
 	for _, b := range blocks {
 		kv := newKV(want.Layers, b.Len, want.KVDim)
 		for l := 0; l < want.Layers; l++ {
 			for _, dst := range []*[]float32{&kv.K[l], &kv.V[l]} {
 				*dst = (*dst)[:b.Len*want.KVDim]
 				if _, err := io.ReadFull(br, f32bytes(*dst)); err != nil {
-					w.Blocks, w.KV = nil, nil
 					return fmt.Errorf("%s: %v", path, err)
 				}
+				crc = crc32.Update(crc, castagnoli, f32bytes(*dst))
 				for _, x := range *dst {
-					if math.IsNaN(float64(x)) {
-						w.Blocks, w.KV = nil, nil
-						return fmt.Errorf("%s: NaN in cached K/V: corrupt", path)
+					if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+						return fmt.Errorf("%s: NaN or Inf in cached K/V: corrupt", path)
 					}
 				}
 			}
 		}
 		kv.Len = b.Len
-		w.KV = append(w.KV, kv)
+		kvs = append(kvs, kv)
 	}
+	if crc != h.CRC32C {
+		return fmt.Errorf("%s: K/V data checksum %08x, the header says %08x: the file was altered or damaged", path, crc, h.CRC32C)
+	}
+	w.Blocks, w.KV = blocks, kvs
 	return nil
 }
