@@ -96,6 +96,14 @@ func promptFlags() []cli.Flag {
 	}
 }
 
+// mpiFlags are the flags of commands that run as MPI ranks.
+func mpiFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "rank-timeout", Value: 10 * time.Minute, EnvVars: []string{"STAR_RANK_TIMEOUT"},
+			Usage: "under mpirun/srun: end the job when a rank stops answering for this long (a stopped or hung rank), saying where each rank waited; 0: never"},
+	}
+}
+
 func batchFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "records `FILE`: JSON Lines or a MessagePack stream (- for stdin)"},
@@ -117,7 +125,7 @@ func batchFlags() []cli.Flag {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	runFlags := append(append(modelFlags(), promptFlags()...),
+	runFlags := append(append(append(modelFlags(), mpiFlags()...), promptFlags()...),
 		&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 256, Usage: "generate at most N tokens"},
 		&cli.Float64Flag{Name: "temperature", Aliases: []string{"t"}, Value: 0, Usage: "sampling temperature (0: greedy)"},
 		&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "nucleus sampling mass"},
@@ -135,7 +143,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "score",
 				Usage: "teacher-force a continuation after the query; print its log-probabilities and mean NLL",
-				Flags: append(append(modelFlags(), promptFlags()...),
+				Flags: append(append(append(modelFlags(), mpiFlags()...), promptFlags()...),
 					&cli.StringFlag{Name: "continuation-file", Usage: "`FILE` holding the continuation to score"},
 					&cli.StringFlag{Name: "continuation", Usage: "continuation `TEXT` to score"}),
 				Action: func(c *cli.Context) error { return cmdScore(c, stdout, stderr) },
@@ -146,7 +154,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Subcommands: []*cli.Command{{
 					Name:  "run",
 					Usage: "answer every query of every record in --input, appending results to --output (rerun to resume)",
-					Flags: append(append(modelFlags(), batchFlags()...),
+					Flags: append(append(append(modelFlags(), mpiFlags()...), batchFlags()...),
 						&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 256, Usage: "default generated tokens per query"},
 						&cli.Float64Flag{Name: "temperature", Aliases: []string{"t"}, Value: 0, Usage: "default sampling temperature (0: greedy)"},
 						&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "default nucleus sampling mass"},
@@ -185,7 +193,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "bench",
 				Usage: "measure phase 1, time to first token and decode speed per context length and attention mode (run under mpirun for several ranks)",
-				Flags: append(modelFlags(),
+				Flags: append(append(modelFlags(), mpiFlags()...),
 					&cli.StringFlag{Name: "context", Value: "4096", Usage: "context lengths, comma-separated (e.g. 4096,32768)"},
 					&cli.StringFlag{Name: "attention", Value: "star", Usage: "attention modes, comma-separated: star, ring, global"},
 					&cli.IntFlag{Name: "block-size", Usage: "Star block size (default: context / ranks)"},
@@ -386,25 +394,63 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 type world struct {
 	comm  collective.Comm // nil in one process
 	mpi   *collective.MPI
+	wd    *collective.Watchdog // nil: no watch (one process, --rank-timeout 0)
 	rank  int
 	local int // ranks on this node
 }
 
-// joinWorld initialises MPI when an MPI launcher started this process.
-func joinWorld() (*world, error) {
+// joinWorld initialises MPI when an MPI launcher started this process, and
+// starts the watchdog that ends the job when a rank stops answering for
+// --rank-timeout.
+func joinWorld(c *cli.Context, stderr io.Writer) (*world, error) {
 	w := &world{local: 1}
 	if !collective.Launched() {
 		return w, nil
+	}
+	timeout := c.Duration("rank-timeout")
+	if timeout < 0 {
+		return nil, fmt.Errorf("--rank-timeout %v must not be negative (0 turns the watchdog off)", timeout)
 	}
 	m, err := collective.InitMPI()
 	if err != nil {
 		return nil, fmt.Errorf("MPI initialisation: %w", err)
 	}
 	w.mpi, w.comm, w.rank, w.local = m, m, m.Rank(), max(m.LocalSize(), 1)
+	if timeout > 0 && m.Size() > 1 {
+		host := hostLabel()
+		wd, err := collective.NewWatchdog(m, timeout, func(h collective.Hang) {
+			fmt.Fprintf(stderr, "star: rank %d on %s: %v; aborting the job (--rank-timeout %v)\n", h.Rank, host, h, timeout)
+			m.Abort(1)
+		})
+		switch {
+		case errors.Is(err, collective.ErrNoHeartbeat):
+			if w.rank == 0 {
+				fmt.Fprintf(stderr, "star: MPI gives %s, not MPI_THREAD_MULTIPLE: the rank watchdog (--rank-timeout) is off\n", m.ThreadLevel())
+			}
+		case err != nil:
+			m.Finalize()
+			return nil, fmt.Errorf("rank watchdog: %w", err)
+		default:
+			w.wd, w.comm = wd, collective.Watch(m, wd)
+			wd.SetPhase("start-up (loading the model)")
+		}
+	}
 	return w, nil
 }
 
+// hostLabel names this host in messages (and the Slurm task, under Slurm).
+func hostLabel() string {
+	host, _ := os.Hostname()
+	if env, ok, serr := slurm.Detect(); ok && serr == nil {
+		host += " (" + env.Label() + ")"
+	}
+	return host
+}
+
 func (w *world) close() {
+	if w.wd != nil {
+		w.wd.Close()
+	}
 	if w.mpi != nil {
 		w.mpi.Finalize()
 	}
@@ -514,11 +560,7 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	if m != nil {
 		fp = m.Fingerprint
 	}
-	host, _ := os.Hostname()
-	if env, ok, serr := slurm.Detect(); ok && serr == nil {
-		host += " (" + env.Label() + ")" // errors then name the Slurm task too
-	}
-	if err := jobs.Handshake(w.comm, err, fp, version, host); err != nil {
+	if err := jobs.Handshake(w.comm, err, fp, version, hostLabel()); err != nil {
 		if m != nil {
 			m.Close()
 		}
@@ -534,6 +576,9 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	}
 	e = jobs.NewEngine(m, comp)
 	e.Comm, e.Merge, e.LocalRanks = w.comm, s.Merge, w.local
+	if w.wd != nil {
+		e.Phase = w.wd.SetPhase
+	}
 	return e, t, s, nil
 }
 
@@ -541,7 +586,7 @@ func cmdRun(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q: the prompt is given with --prompt FILE", c.Args().First())
 	}
-	w, err := joinWorld()
+	w, err := joinWorld(c, stderr)
 	if err != nil {
 		return err
 	}
@@ -605,7 +650,7 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	if !c.IsSet("continuation-file") && !c.IsSet("continuation") {
 		return errors.New("nothing to score: pass --continuation-file FILE")
 	}
-	w, err := joinWorld()
+	w, err := joinWorld(c, stderr)
 	if err != nil {
 		return err
 	}
@@ -794,7 +839,7 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) (err error) {
 			stop.Request(name)
 		}
 	}()
-	w, err := joinWorld()
+	w, err := joinWorld(c, stderr)
 	if err != nil {
 		return err
 	}
@@ -917,7 +962,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	if c.String("load-format") != "dummy" && c.String("model") == "" && defaultModel() == "" {
 		return errors.New("bench needs --model PATH, or --load-format dummy --model-config FILE")
 	}
-	w, err := joinWorld()
+	w, err := joinWorld(c, stderr)
 	if err != nil {
 		return err
 	}

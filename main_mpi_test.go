@@ -42,6 +42,17 @@ func TestMain(m *testing.M) {
 				}
 			}
 		}
+		if spec := os.Getenv("STAR_TEST_STOP"); spec != "" {
+			// "RANK:STAGE": stop (SIGSTOP, as kill -STOP does) the first
+			// time this rank reaches STAGE: a hung rank.
+			f := strings.Split(spec, ":")
+			r, _ := strconv.Atoi(f[0])
+			jobs.Hook = func(rank int, s string) {
+				if rank == r && s == f[1] {
+					syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+				}
+			}
+		}
 		os.Exit(run(append([]string{"star"}, os.Args[1:]...), os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -66,8 +77,10 @@ func mpirun(t *testing.T, limit time.Duration, spec ...string) (int, string, str
 		t.Fatal(err)
 	}
 	args := []string{fmt.Sprintf("%d", int(limit.Seconds())), "mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1"}
-	if v := os.Getenv("STAR_TEST_DIE"); v != "" {
-		args = append(args, "-x", "STAR_TEST_DIE="+v)
+	for _, k := range []string{"STAR_TEST_DIE", "STAR_TEST_STOP"} {
+		if v := os.Getenv(k); v != "" {
+			args = append(args, "-x", k+"="+v)
+		}
 	}
 	for i := 0; i < len(spec); i++ { // insert the binary after each "-np N"
 		args = append(args, spec[i])

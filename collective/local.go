@@ -25,6 +25,7 @@ func NewLocal(n int) []Comm {
 		n:      n,
 		rounds: map[uint64]*round{},
 		boxes:  map[boxKey]*mailbox{},
+		beats:  map[uint64]*beatRound{},
 	}
 	g.cond = sync.NewCond(&g.mu)
 	comms := make([]Comm, n)
@@ -47,7 +48,11 @@ type localGroup struct {
 
 	rounds map[uint64]*round // collectives in progress, by sequence number
 	boxes  map[boxKey]*mailbox
+	beats  map[uint64]*beatRound // heartbeat rounds (watchdog), by number
 }
+
+// beatRound is one heartbeat round of a Local group.
+type beatRound struct{ posted, closing, seen int }
 
 // round is one collective call: every rank adds its part; the last to
 // arrive runs finish over all parts while the others wait, so finish may
@@ -504,4 +509,56 @@ func (c *local) IrecvF32(buf []float32, from, tag int) (Request, error) {
 		return nil, err
 	}
 	return &localRecv{c: c, b: b, t: t, buf: buf, from: from, tag: tag}, nil
+}
+
+// localBeat runs one rank's heartbeat rounds in a Local group.
+type localBeat struct {
+	c   *local
+	seq uint64
+}
+
+func (c *local) heartbeat() (heartbeat, error) { return &localBeat{c: c}, nil }
+
+func (b *localBeat) post(closing bool) error {
+	g := b.c.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ErrClosed
+	}
+	r := g.beats[b.seq]
+	if r == nil {
+		r = &beatRound{}
+		g.beats[b.seq] = r
+	}
+	r.posted++
+	r.closing += boolInt(closing)
+	return nil
+}
+
+func (b *localBeat) test() (done, allClosing bool, err error) {
+	g := b.c.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false, false, ErrClosed
+	}
+	r := g.beats[b.seq]
+	if r.posted < g.n {
+		return false, false, nil
+	}
+	if r.seen++; r.seen == g.n {
+		delete(g.beats, b.seq)
+	}
+	b.seq++
+	return true, r.closing == g.n, nil
+}
+
+func (b *localBeat) free() error { return nil }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

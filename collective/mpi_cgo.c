@@ -39,3 +39,13 @@ int star_local_split(int *rank, int *size) {
 	int rc2 = MPI_Comm_free(&node);
 	return rc != MPI_SUCCESS ? rc : rc2;
 }
+
+int star_comm_dup(MPI_Comm *out) { return MPI_Comm_dup(MPI_COMM_WORLD, out); }
+
+int star_iallreduce_min_int(const int *send, int *recv, MPI_Comm comm, MPI_Request *req) {
+	return MPI_Iallreduce(send, recv, 1, MPI_INT, MPI_MIN, comm, req);
+}
+
+int star_test(MPI_Request *req, int *flag) { return MPI_Test(req, flag, MPI_STATUS_IGNORE); }
+
+int star_comm_free(MPI_Comm *comm) { return MPI_Comm_free(comm); }

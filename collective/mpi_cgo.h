@@ -27,4 +27,12 @@ int star_op_create(MPI_Op *op);
 // node (MPI_Comm_split_type with MPI_COMM_TYPE_SHARED).
 int star_local_split(int *rank, int *size);
 
+// Heartbeat rounds (collective/watchdog.go) on a communicator of their
+// own: a duplicate of MPI_COMM_WORLD, a non-blocking MIN-allreduce of one
+// int, and its test.
+int star_comm_dup(MPI_Comm *out);
+int star_iallreduce_min_int(const int *send, int *recv, MPI_Comm comm, MPI_Request *req);
+int star_test(MPI_Request *req, int *flag);
+int star_comm_free(MPI_Comm *comm);
+
 #endif

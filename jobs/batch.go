@@ -153,6 +153,7 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 			sum.Interrupted = true
 			return final(ErrInterrupted)
 		}
+		e.phase("reading record %d of the input", sum.Records+1)
 		var nx nextRecord
 		select {
 		case nx = <-recs:

@@ -87,6 +87,16 @@ type Engine struct {
 	ProgressEvery time.Duration
 	// LocalRanks is the number of ranks sharing this node's memory.
 	LocalRanks int
+	// Phase, when set, is told what this rank is doing (a rank watchdog
+	// names it when a rank stops answering).
+	Phase func(string)
+}
+
+// phase tells e.Phase what this rank is doing.
+func (e *Engine) phase(format string, a ...any) {
+	if e.Phase != nil {
+		e.Phase(fmt.Sprintf(format, a...))
+	}
 }
 
 // NewEngine wraps a loaded model with a compute backend.

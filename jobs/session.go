@@ -132,8 +132,10 @@ func (ss *session) shared() bool { return ss.e.distributed() && ss.p.Attention !
 func (e *Engine) openDoc(p *docPlan, ctx []int) (*session, error) {
 	ss := &session{e: e, p: p, stats: RankStats{Rank: e.Rank()}}
 	t0 := time.Now()
+	e.phase("phase 1 (%s attention, %d context tokens)", p.Attention, p.N)
 	err := ss.phase1(ctx)
 	ss.stats.Phase1 = time.Since(t0).Seconds()
+	e.phase("the agreement after phase 1")
 	if err := agree(e.Comm, err, status{}); err != nil {
 		return nil, err
 	}
@@ -290,6 +292,7 @@ func (ss *session) query(q *queryPlan, smp *Sampling, rows []int, logits []float
 		ss.w.TruncateQuery(ss.base())
 	}
 	hook(e.Rank(), "phase2")
+	e.phase("phase 2 (the query's %d tokens)", len(q.Steps))
 	tq := time.Now()
 	pos := ss.p.N
 	if q.MaxTok <= 0 { // scoring: logits of the given rows
@@ -355,6 +358,7 @@ func (ss *session) query(q *queryPlan, smp *Sampling, rows []int, logits []float
 		if !more {
 			break
 		}
+		e.phase("phase 2 (generated token %d)", i+1)
 		if err := ss.step([]int{id}, pos, last, []int{0}); err != nil {
 			return fmt.Errorf("phase 2 (token %d): %w", i, err)
 		}
@@ -433,6 +437,7 @@ func (e *Engine) Follow() error {
 	var ss *session
 	var t2 time.Duration
 	for {
+		e.phase("waiting for rank 0's next message")
 		m, err := e.share(nil)
 		if err != nil {
 			return err
@@ -458,6 +463,7 @@ func (e *Engine) Follow() error {
 			}
 			t2 += time.Since(t0)
 		case "end":
+			e.phase("the end of the run (gathering stats)")
 			st := RankStats{Rank: e.Rank()}
 			if ss != nil {
 				if _, err := ss.finish(t2); err != nil {
@@ -519,6 +525,7 @@ func (l *leader) query(q *queryPlan, smp *Sampling, rows []int, logits []float32
 // end finishes the run on every rank; final is rank 0's error (if any) for
 // the other ranks to exit with.
 func (l *leader) end(final error) ([]RankStats, error) {
+	l.e.phase("the end of the run (gathering stats)")
 	m := &msg{Op: "end"}
 	if final != nil {
 		m.Err = final.Error()
