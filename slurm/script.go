@@ -293,9 +293,11 @@ func Script(o ScriptOptions) (string, error) {
 	w("# star's exit status after stopping early on SIGTERM (resumable).")
 	w("STOPPED=%d", ExitStopped)
 	if !srun {
-		w("# When a rank exits non-zero (%d after a SIGTERM), mpirun aborts the", ExitStopped)
-		w("# others: SIGCONT, this many seconds, SIGTERM, as many again, SIGKILL.")
-		w("# OpenMPI's default, 1 s, could kill a rank still flushing its output.")
+		w("# star's ranks agree on one exit status and pass a barrier before they")
+		w("# exit, so the rank that exits first sets mpirun's status. mpirun then")
+		w("# aborts the others (SIGCONT, this many seconds, SIGTERM, as many")
+		w("# again, SIGKILL); they are past the barrier by then. OpenMPI's default,")
+		w("# 1 s, is short for a busy node.")
 		w("export OMPI_MCA_odls_base_sigkill_timeout=%d", mpirunKillTimeout(sig))
 	}
 	w("")
@@ -322,18 +324,13 @@ func Script(o ScriptOptions) (string, error) {
 	w(`echo "star: job step exited with status $rc, $(date)"`)
 	w("")
 	if srun {
-		w("# srun exits with the highest exit status of the tasks.")
+		w("# srun exits with the highest exit status of the tasks; every task of")
+		w("# star exits with the same one.")
 	} else {
-		w("# mpirun exits with the status of the first rank that exited non-zero.")
+		w("# mpirun exits with the status of the first rank that exited non-zero;")
+		w("# every rank of star exits with the same one.")
 	}
-	if srun {
-		w(`if [ -n "$warned" ] && [ "$rc" -eq "$STOPPED" ]; then`)
-	} else {
-		w("# After the warning, 143 (a rank ended by mpirun's own SIGTERM while the")
-		w("# others stopped) also means stopped early: every result written so far")
-		w("# is complete, and the rerun resumes after it.")
-		w(`if [ -n "$warned" ] && { [ "$rc" -eq "$STOPPED" ] || [ "$rc" -eq 143 ]; }; then`)
-	}
+	w(`if [ -n "$warned" ] && [ "$rc" -eq "$STOPPED" ]; then`)
 	if o.Requeue {
 		w(`	echo "star: stopped early; requeueing job $SLURM_JOB_ID to resume from the output file" >&2`)
 		w(`	scontrol requeue "$SLURM_JOB_ID" ||`)
