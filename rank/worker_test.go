@@ -11,7 +11,7 @@ import (
 	"github.com/star-attn/star/weights/weightstest"
 )
 
-func testModel(t *testing.T) *layers.Model {
+func testModel(t testing.TB) *layers.Model {
 	t.Helper()
 	w := weightstest.RandomModel(weights.Config{Dim: 32, HiddenDim: 48, NLayers: 2, NHeads: 4, NKVHeads: 2, VocabSize: 50, SeqLen: 512}, 11)
 	return layers.NewModel(w, layers.NewCPU(2))
