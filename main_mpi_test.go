@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 func needMPI(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("mpirun"); err != nil {
-		t.Skip("mpirun not found (install openmpi-bin); skipping MPI tests")
+		shared.Missing(t, "mpirun not found (install openmpi-bin; scripts/setup.sh does)")
 	}
 	if testing.Short() {
 		t.Skip("MPI tests skipped in -short mode")

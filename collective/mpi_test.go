@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 // These tests start this test binary under mpirun. The parent side
@@ -30,10 +32,10 @@ func mpirunChild(t *testing.T, n int, mode string, limit time.Duration) (string,
 		t.Skip("inside an MPI job: only the parent starts mpirun")
 	}
 	if _, err := exec.LookPath("mpirun"); err != nil {
-		t.Skip("mpirun not on PATH: install openmpi-bin to run the MPI tests")
+		shared.Missing(t, "mpirun not on PATH: install openmpi-bin (scripts/setup.sh) to run the MPI tests")
 	}
 	if _, err := exec.LookPath("timeout"); err != nil {
-		t.Skip("timeout (coreutils) not on PATH")
+		shared.Missing(t, "timeout (coreutils) not on PATH")
 	}
 	secs := fmt.Sprint(int(limit.Seconds()))
 	ctx, cancel := context.WithTimeout(context.Background(), limit+30*time.Second)

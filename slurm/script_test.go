@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden scripts in testdata/ and examples/")
@@ -128,7 +130,7 @@ func firstDiff(want, got string) string {
 func TestScriptsParse(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		shared.Missing(t, "bash not on PATH")
 	}
 	for _, g := range goldens {
 		s, err := Script(g.opts())
@@ -182,7 +184,7 @@ var weirdArgs = []string{
 func TestShellQuoteRoundTrip(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		shared.Missing(t, "bash not on PATH")
 	}
 	var line strings.Builder
 	line.WriteString("printf '%s\\0'")

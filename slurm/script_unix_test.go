@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 // The rendered scripts' shell logic, without Slurm: fake srun, mpirun,
@@ -21,10 +23,10 @@ import (
 func TestScriptBehaviour(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		shared.Missing(t, "bash not on PATH")
 	}
 	if _, err := exec.LookPath("pgrep"); err != nil {
-		t.Skip("no pgrep")
+		shared.Missing(t, "pgrep not on PATH (procps; scripts/setup.sh installs it)")
 	}
 	for _, launcher := range []string{LauncherSrun, LauncherMpirun} {
 		for _, c := range []struct {

@@ -3,11 +3,13 @@ package benchref
 import (
 	"math"
 	"testing"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 func TestSgemmNT(t *testing.T) {
 	if !Available() {
-		t.Skip("libopenblas is not installed (apt install libopenblas0): nothing to compare")
+		shared.Missing(t, "libopenblas is not installed (libopenblas-dev; scripts/setup.sh installs it): nothing to compare")
 	}
 	const m, n, k = 3, 5, 7
 	a, b, c := make([]float32, m*k), make([]float32, n*k), make([]float32, m*n)
