@@ -758,6 +758,9 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 					name = "SIGINT"
 				}
 				sigName <- name
+				if jobs.Hook != nil { // tests: the stop flag is set
+					jobs.Hook(w.rank, "signal")
+				}
 			}
 		}
 	}()
