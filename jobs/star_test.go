@@ -250,7 +250,12 @@ func TestMemoryEstimateQueryReserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := RankMemory(e.M, 0, lay, 0, QueryReserve, 400)
-	if want := KVBytesPerToken(&e.M.Cfg) * (400 + QueryReserve); m.KVBytes != want {
-		t.Fatalf("KV bytes %d, want %d (400 context + %d reserved tokens)", m.KVBytes, want, QueryReserve)
+	// stories260K: K and V of 4 heads of 8 floats in each of 5 layers are
+	// 2 x 5 x 32 x 4 = 1280 bytes per token
+	if want := int64(1280 * (400 + QueryReserve)); m.KVBytes != want {
+		t.Fatalf("KV bytes %d, want %d (400 context + %d reserved tokens, 1280 bytes each)", m.KVBytes, want, QueryReserve)
+	}
+	if got := KVBytesPerToken(&e.M.Cfg); got != 1280 {
+		t.Fatalf("KVBytesPerToken = %d, want 1280", got)
 	}
 }
