@@ -340,3 +340,71 @@ func TestPhase1Progress(t *testing.T) {
 		}
 	}
 }
+
+// countingCompute counts the tokens that go through layer 0's wq: one per
+// token per forward pass.
+type countingCompute struct {
+	layers.Compute
+	wq     *weights.Tensor
+	tokens int
+}
+
+func (c *countingCompute) MatMul(out, x []float32, w *weights.Tensor, n int) {
+	if w == c.wq {
+		c.tokens += n
+	}
+	c.Compute.MatMul(out, x, w, n)
+}
+
+// The anchor is the first a tokens of B_0, so a rank holding B_0 takes
+// the anchor's K/V from B_0's first rows, also when the anchor is exactly
+// as long as B_0 (the paper's default): each context token goes through
+// the model once. A rank without B_0 runs the anchor once more, whatever
+// the number of its blocks. Phase 1's progress counts exactly that work.
+func TestAnchorFromB0(t *testing.T) {
+	m := testModel(t)
+	cc := &countingCompute{Compute: m.C, wq: &m.W.Layers[0].WQ}
+	m.C = cc
+	ctx := randTokens(32, m.Cfg.VocabSize, 6)
+	L := int64(m.Cfg.NLayers)
+	for _, tc := range []struct {
+		name   string
+		b, a   int
+		blocks []int // block indexes this rank holds
+		tokens int   // tokens run through the model
+	}{
+		{"holds B0, anchor = block", 8, 8, []int{0, 1, 2, 3}, 32},
+		{"holds B0, anchor < block", 8, 5, []int{0, 1, 2, 3}, 32},
+		{"holds B0 only", 8, 8, []int{0}, 8},
+		{"without B0, anchor = block", 8, 8, []int{1, 2, 3}, 24 + 8},
+		{"without B0, one block", 8, 8, []int{3}, 8 + 8},
+		{"no anchor", 8, 0, []int{1, 2}, 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lay, err := NewLayout(len(ctx), tc.b, tc.a, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var blocks []Block
+			var toks [][]int
+			for _, i := range tc.blocks {
+				b := lay.Blocks[i]
+				blocks = append(blocks, b)
+				toks = append(toks, ctx[b.Start:b.Start+b.Len])
+			}
+			w := NewWorker(m, 0, true, tc.b)
+			var last, total int64
+			w.Progress = func(done, tot int64) { last, total = done, tot }
+			cc.tokens = 0
+			if err := w.EncodeBlocks(ctx[:tc.a], blocks, toks); err != nil {
+				t.Fatal(err)
+			}
+			if cc.tokens != tc.tokens {
+				t.Fatalf("%d tokens through the model, want %d", cc.tokens, tc.tokens)
+			}
+			if want := int64(tc.tokens) * L; total != want || last != want || w.prog.done != want {
+				t.Fatalf("progress ended at %d of %d (%d counted), want %d of %d", last, total, w.prog.done, want, want)
+			}
+		})
+	}
+}
