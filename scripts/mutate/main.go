@@ -148,6 +148,20 @@ var mutants = []mutant{
 		"if b.Index > 1 {\n\t\t\ta = w.anchor",
 		[]string{"./rank"}},
 
+	// Phase 1 and phase 2 of Star Attention.
+	{"phase 1: blocks encoded at local positions", "rank/worker.go",
+		"pos[i] = start + i",
+		"pos[i] = i",
+		[]string{"./rank"}},
+	{"phase 2: B_0 left out of the merge", "rank/worker.go",
+		"layers.Merge(out, lse, outs, lses, n, sh.H, sh.D)",
+		"layers.Merge(out, lse, outs[1:], lses[1:], n, sh.H, sh.D)",
+		[]string{"./rank"}},
+	{"multi-query: the previous query's K/V kept", "rank/worker.go",
+		"if q == nil || n >= q.Len {",
+		"if q == nil || n >= 0 {",
+		[]string{"./rank", "./jobs"}},
+
 	// RoPE.
 	{"rope: Llama 3 blend swapped (smooth and 1-smooth)", "weights/weights.go",
 		"out[i] = 1 / ((1-smooth)/rs.Factor + smooth)",
@@ -202,6 +216,10 @@ func main() {
 		if strings.Contains(m.Name, *run) {
 			sel = append(sel, m)
 		}
+	}
+	if len(sel) == 0 {
+		fmt.Fprintf(os.Stderr, "mutate: no mutant's name contains %q (see -list)\n", *run)
+		os.Exit(2)
 	}
 	if *list {
 		for _, m := range sel {
