@@ -837,6 +837,9 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) (err error) {
 				name = "SIGINT"
 			}
 			stop.Request(name)
+			if jobs.Hook != nil { // tests: the stop is noted
+				jobs.Hook(-1, "signal")
+			}
 		}
 	}()
 	w, err := joinWorld(c, stderr)

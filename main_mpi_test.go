@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,13 +21,20 @@ import (
 
 // The test binary doubles as the star binary: with STAR_AS_MAIN=1 it runs
 // main's run() on its arguments instead of the tests, so mpirun can launch
-// it as N ranks without a separate build. STAR_TEST_DIE="RANK:STAGE" makes
-// that rank exit abruptly at that stage (a killed rank).
+// it as N ranks without a separate build. Two hooks (jobs.Hook) let a test
+// steer such a run:
+//
+//	STAR_TEST_DIE="RANK:STAGE[:N]"   that rank exits abruptly (like kill -9)
+//	                                 the N-th time (default 1st) it reaches STAGE
+//	STAR_TEST_HOLD="RANK:STAGE:N:FILE" that rank, the N-th time it reaches
+//	                                 STAGE, creates FILE and waits until
+//	                                 `star jobs run` has noted a stop signal
+//	                                 (stage "signal"): the run is certainly
+//	                                 still going when the test's signal comes
 func TestMain(m *testing.M) {
 	if os.Getenv("STAR_AS_MAIN") == "1" {
+		var hooks []func(rank int, stage string)
 		if spec := os.Getenv("STAR_TEST_DIE"); spec != "" {
-			// "RANK:STAGE[:N]": die at the N-th time (default 1st) this
-			// rank reaches STAGE, without any cleanup (like kill -9).
 			f := strings.Split(spec, ":")
 			r, _ := strconv.Atoi(f[0])
 			nth := 1
@@ -34,22 +42,55 @@ func TestMain(m *testing.M) {
 				nth, _ = strconv.Atoi(f[2])
 			}
 			seen := 0
-			jobs.Hook = func(rank int, s string) {
+			hooks = append(hooks, func(rank int, s string) {
 				if rank == r && s == f[1] {
 					if seen++; seen == nth {
 						syscall.Kill(os.Getpid(), syscall.SIGKILL)
 					}
 				}
+			})
+		}
+		if spec := os.Getenv("STAR_TEST_HOLD"); spec != "" {
+			f := strings.SplitN(spec, ":", 4)
+			if len(f) != 4 {
+				fmt.Fprintf(os.Stderr, "STAR_TEST_HOLD=%q: want RANK:STAGE:N:FILE\n", spec)
+				os.Exit(2)
 			}
+			r, _ := strconv.Atoi(f[0])
+			nth, _ := strconv.Atoi(f[2])
+			seen := 0
+			signalled := make(chan struct{})
+			var once sync.Once
+			hooks = append(hooks, func(rank int, s string) {
+				switch {
+				case s == "signal":
+					once.Do(func() { close(signalled) })
+				case rank == r && s == f[1]:
+					if seen++; seen == nth {
+						if err := os.WriteFile(f[3], []byte("held\n"), 0o644); err != nil {
+							fmt.Fprintf(os.Stderr, "STAR_TEST_HOLD: %v\n", err)
+							os.Exit(2)
+						}
+						<-signalled
+					}
+				}
+			})
 		}
 		if spec := os.Getenv("STAR_TEST_STOP"); spec != "" {
 			// "RANK:STAGE": stop (SIGSTOP, as kill -STOP does) the first
 			// time this rank reaches STAGE: a hung rank.
 			f := strings.Split(spec, ":")
 			r, _ := strconv.Atoi(f[0])
-			jobs.Hook = func(rank int, s string) {
+			hooks = append(hooks, func(rank int, s string) {
 				if rank == r && s == f[1] {
 					syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+				}
+			})
+		}
+		if len(hooks) > 0 {
+			jobs.Hook = func(rank int, s string) {
+				for _, h := range hooks {
+					h(rank, s)
 				}
 			}
 		}
@@ -61,25 +102,42 @@ func TestMain(m *testing.M) {
 func needMPI(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("mpirun"); err != nil {
-		t.Skip("mpirun not found (install openmpi-bin); skipping MPI tests")
+		shared.Missing(t, "mpirun not found (install openmpi-bin; scripts/setup.sh does)")
 	}
 	if testing.Short() {
 		t.Skip("MPI tests skipped in -short mode")
 	}
 }
 
-// mpirun runs the test binary as ranks; spec is either "-np N args..." or
-// an MPMD line with ':' separators. It returns exit code, stdout, stderr.
+// mpirun runs the test binary as ranks under a watchdog: spec is either
+// "-np N args..." or an MPMD line with ':' separators. limit only bounds a
+// hang (use mpiLimit): a run the watchdog has to stop fails the test. It
+// returns the exit code, stdout, stderr and the time taken (for logs:
+// tests assert behaviour, not speed).
 func mpirun(t *testing.T, limit time.Duration, spec ...string) (int, string, string, time.Duration) {
 	t.Helper()
+	code, out, errOut, el, hung := mpirunWatched(t, limit, spec...)
+	if hung {
+		t.Fatalf("mpirun %s: still running after %v, stopped by the watchdog (exit %d): a hang\nstderr: %s", strings.Join(spec, " "), limit, code, lastLines(errOut, 6))
+	}
+	return code, out, errOut, el
+}
+
+// mpirunWatched is mpirun that reports a run the watchdog stopped (hung)
+// instead of failing the test.
+func mpirunWatched(t *testing.T, limit time.Duration, spec ...string) (code int, stdout, stderr string, el time.Duration, hung bool) {
+	t.Helper()
+	if limit < time.Second {
+		t.Fatalf("mpirun limit %v: want a duration of seconds or more (e.g. mpiLimit)", limit)
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := []string{fmt.Sprintf("%d", int(limit.Seconds())), "mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1"}
-	for _, k := range []string{"STAR_TEST_DIE", "STAR_TEST_STOP"} {
-		if v := os.Getenv(k); v != "" {
-			args = append(args, "-x", k+"="+v)
+	args := []string{"--verbose", "-k", "10s", fmt.Sprintf("%ds", int(limit.Seconds())), "mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1"}
+	for _, v := range []string{"STAR_TEST_DIE", "STAR_TEST_HOLD", "STAR_TEST_STOP"} {
+		if os.Getenv(v) != "" {
+			args = append(args, "-x", v)
 		}
 	}
 	for i := 0; i < len(spec); i++ { // insert the binary after each "-np N"
@@ -90,20 +148,26 @@ func mpirun(t *testing.T, limit time.Duration, spec ...string) (int, string, str
 		}
 	}
 	cmd := exec.Command("timeout", args...)
-	cmd.Env = append(os.Environ(), "STAR_AS_MAIN=1", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-		"OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_mpi_yield_when_idle=1", "OMPI_MCA_btl_vader_single_copy_mechanism=none")
+	cmd.Env = append(append(os.Environ(), mpiEnv...), "LC_ALL=C")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	t0 := time.Now()
 	err = cmd.Run()
-	code := 0
+	el = time.Since(t0)
 	if x, ok := err.(*exec.ExitError); ok {
 		code = x.ExitCode()
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	return code, o.String(), e.String(), time.Since(t0)
+	// timeout --verbose says when it signals mpirun (exit codes cannot
+	// tell: mpirun passes on a killed rank's 137)
+	hung = strings.Contains(e.String(), "timeout: sending signal")
+	return code, o.String(), e.String(), el, hung
 }
+
+// mpiEnv is the environment of every mpirun the tests start.
+var mpiEnv = []string{"STAR_AS_MAIN=1", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+	"OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_mpi_yield_when_idle=1", "OMPI_MCA_btl_vader_single_copy_mechanism=none"}
 
 type runJSON struct {
 	ContextTokens int              `json:"context_tokens"`
@@ -158,7 +222,7 @@ func TestMPIMatchesSingleProcess(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 4, 8} {
 		t.Run(fmt.Sprintf("np%d", n), func(t *testing.T) {
 			args := append([]string{"-np", fmt.Sprint(n)}, append(base, "--block-size", "12", "--anchor-size", "6")...)
-			code, out, errOut, el := mpirun(t, 120, args...)
+			code, out, errOut, el := mpirun(t, mpiLimit, args...)
 			if code != 0 {
 				t.Fatalf("mpirun -np %d: exit %d\n%s", n, code, errOut)
 			}
@@ -180,7 +244,7 @@ func TestMPIMatchesSingleProcess(t *testing.T) {
 	// beyond the first hold nothing and change nothing.
 	glob := single("--attention", "global")
 	for _, n := range []int{2, 4} {
-		code, out, errOut, _ := mpirun(t, 120, append([]string{"-np", fmt.Sprint(n)}, append(base, "--block-size", "1000")...)...)
+		code, out, errOut, _ := mpirun(t, mpiLimit, append([]string{"-np", fmt.Sprint(n)}, append(base, "--block-size", "1000")...)...)
 		if code != 0 {
 			t.Fatalf("mpirun -np %d one block: exit %d\n%s", n, code, errOut)
 		}
@@ -188,7 +252,7 @@ func TestMPIMatchesSingleProcess(t *testing.T) {
 	}
 	// Ring attention is exact: any rank count gives global attention's answer.
 	for _, n := range []int{2, 3, 4} {
-		code, out, errOut, _ := mpirun(t, 120, append([]string{"-np", fmt.Sprint(n)}, append(base, "--attention", "ring")...)...)
+		code, out, errOut, _ := mpirun(t, mpiLimit, append([]string{"-np", fmt.Sprint(n)}, append(base, "--attention", "ring")...)...)
 		if code != 0 {
 			t.Fatalf("mpirun -np %d ring: exit %d\n%s", n, code, errOut)
 		}
@@ -202,7 +266,7 @@ func TestMPIMergeModesAgree(t *testing.T) {
 	prompt := writeFile(t, "p.txt", mpiStory)
 	var ref runJSON
 	for i, mode := range []string{"gather", "allgather", "allreduce"} {
-		code, out, errOut, _ := mpirun(t, 120, "-np", "3", "--model", model, "--prompt", prompt, "--max-tokens", "24", "--json",
+		code, out, errOut, _ := mpirun(t, mpiLimit, "-np", "3", "--model", model, "--prompt", prompt, "--max-tokens", "24", "--json",
 			"--threads", "1", "--block-size", "10", "--anchor-size", "4", "--merge", mode)
 		if code != 0 {
 			t.Fatalf("--merge %s: exit %d\n%s", mode, code, errOut)
@@ -230,6 +294,24 @@ func leftovers(marker string) []string {
 	return found
 }
 
+// noLeftovers requires that no rank with marker in its command line
+// outlives its mpirun: ranks get a moment to exit (polled; the limit only
+// bounds a hang).
+func noLeftovers(t *testing.T, marker string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		l := leftovers(marker)
+		if len(l) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left behind a minute after mpirun ended: %v", l)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func TestMPIRankFailure(t *testing.T) {
 	needMPI(t)
 	model := shared.Path(t, "models/stories260K/stories260K.bin")
@@ -239,45 +321,48 @@ func TestMPIRankFailure(t *testing.T) {
 	t.Run("missing model on one rank", func(t *testing.T) {
 		spec := append(append([]string{"-np", "2", "--model", model}, common...), ":", "-np", "1", "--model", missing)
 		spec = append(spec, common...)
-		code, out, errOut, el := mpirun(t, 60, spec...)
+		code, out, errOut, _ := mpirun(t, mpiLimit, spec...)
 		if code == 0 {
 			t.Fatalf("exit 0 with a missing model on rank 2; stdout %q", out)
 		}
 		if !strings.Contains(errOut, "rank 2") || !strings.Contains(errOut, "no-such-model.bin") {
 			t.Fatalf("error does not name rank 2 and the missing file:\n%s", errOut)
 		}
-		if el > 30*time.Second {
-			t.Fatalf("took %v to fail", el)
-		}
-		if l := leftovers(prompt); len(l) > 0 {
-			t.Fatalf("processes left behind: %v", l)
-		}
+		noLeftovers(t, prompt)
 	})
 	t.Run("rank killed mid-run", func(t *testing.T) {
 		os.Setenv("STAR_TEST_DIE", "2:phase2")
 		defer os.Unsetenv("STAR_TEST_DIE")
-		code, _, errOut, el := mpirun(t, 60, append([]string{"-np", "4", "--model", model, "--block-size", "10"}, common...)...)
+		code, _, errOut, el := mpirun(t, mpiLimit, append([]string{"-np", "4", "--model", model, "--block-size", "10"}, common...)...)
 		if code == 0 {
 			t.Fatal("exit 0 although rank 2 died")
 		}
-		if el > 30*time.Second {
-			t.Fatalf("took %v to end after a rank died", el)
-		}
 		t.Logf("exit %d after %.1fs; stderr: %s", code, el.Seconds(), lastLines(errOut, 4))
-		time.Sleep(500 * time.Millisecond)
-		if l := leftovers(prompt); len(l) > 0 {
-			t.Fatalf("processes left behind: %v", l)
-		}
+		noLeftovers(t, prompt)
 	})
 	t.Run("model fingerprint mismatch", func(t *testing.T) {
 		other := shared.Path(t, "models/gguf/stories260K.gguf")
 		spec := append(append([]string{"-np", "1", "--model", model}, common...), ":", "-np", "1", "--model", other, "--context-length", "512")
 		spec = append(spec, common...)
-		code, _, errOut, _ := mpirun(t, 60, spec...)
+		code, _, errOut, _ := mpirun(t, mpiLimit, spec...)
 		if code == 0 || !strings.Contains(errOut, "rank 1") || !strings.Contains(errOut, "same") {
 			t.Fatalf("mismatched models not reported (exit %d):\n%s", code, errOut)
 		}
 	})
+}
+
+// The watchdog of mpirun stops a run that hangs (rank 0 held forever):
+// the helper reports it, and no rank is left behind.
+func TestMPIWatchdog(t *testing.T) {
+	needMPI(t)
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	prompt := writeFile(t, "p.txt", mpiStory)
+	t.Setenv("STAR_TEST_HOLD", "0:phase1:1:"+filepath.Join(t.TempDir(), "held"))
+	code, _, errOut, _, hung := mpirunWatched(t, 3*time.Second, "-np", "2", "--model", model, "--prompt", prompt, "--max-tokens", "4", "--threads", "1")
+	if !hung || code == 0 {
+		t.Fatalf("a held run: exit %d, watchdog fired %v; want the watchdog to stop it\n%s", code, hung, errOut)
+	}
+	noLeftovers(t, prompt)
 }
 
 func lastLines(s string, n int) string {
@@ -349,7 +434,7 @@ func TestMPIJobs(t *testing.T) {
 			"--threads", "1", "--max-tokens", "10", "--block-size", "16", "--anchor-size", "8"}
 	}
 	ref := filepath.Join(dir, "ref.jsonl")
-	code, _, errOut, _ := mpirun(t, 120, args(ref)...)
+	code, _, errOut, _ := mpirun(t, mpiLimit, args(ref)...)
 	if code != 2 {
 		t.Fatalf("job with bad records: exit %d, want 2 (finished, some failed)\n%s", code, errOut)
 	}
@@ -378,16 +463,16 @@ func TestMPIJobs(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.jsonl")
 			os.Setenv("STAR_TEST_DIE", c.die)
-			code, _, _, el := mpirun(t, 60, args(out)...)
+			code, _, _, _ := mpirun(t, mpiLimit, args(out)...)
 			os.Unsetenv("STAR_TEST_DIE")
-			if code == 0 || el > 30*time.Second {
-				t.Fatalf("killed job: exit %d after %v", code, el)
+			if code == 0 {
+				t.Fatal("killed job: exit 0")
 			}
 			partial := readJobOutput(t, out)
 			if len(partial) == 0 || len(partial) >= len(want) {
 				t.Fatalf("%d results before the kill, want some but not all %d", len(partial), len(want))
 			}
-			code, _, errOut, _ := mpirun(t, 120, args(out)...)
+			code, _, errOut, _ := mpirun(t, mpiLimit, args(out)...)
 			if code != 2 {
 				t.Fatalf("resumed job: exit %d\n%s", code, errOut)
 			}
@@ -407,24 +492,32 @@ func TestMPIJobs(t *testing.T) {
 
 // SIGTERM (as Slurm sends before the time limit) stops a job after the
 // query in flight; rerunning completes it with every result exactly once.
-// A single process exits 3 with a resume hint; under mpirun, mpirun itself
-// chooses the exit code (non-zero), so only the outcome is checked there.
+// Rank 0 is held at its 6th query (STAR_TEST_HOLD) until the signal has
+// been noted, so the job is certainly mid-way when it comes: in one process
+// it stops after exactly 6 results and exits 3 with a resume hint. Under
+// mpirun, mpirun itself chooses the exit code (non-zero) and may end the
+// ranks, so there every result line must be complete and at most 6.
 func TestJobsSIGTERM(t *testing.T) {
 	needMPI(t)
 	model := shared.Path(t, "models/stories260K/stories260K.bin")
 	in := writeJobInput(t, 400, false)
-	exe, _ := os.Executable()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const held = 6 // rank 0 waits for the signal in its 6th query
 	for _, np := range []int{0, 2} {
 		t.Run(fmt.Sprintf("np%d", np), func(t *testing.T) {
-			out := filepath.Join(t.TempDir(), "out.jsonl")
+			dir := t.TempDir()
+			out, ready := filepath.Join(dir, "out.jsonl"), filepath.Join(dir, "held")
 			job := []string{"jobs", "run", "--model", model, "--input", in, "--output", out, "--threads", "1", "--max-tokens", "16"}
+			hold := fmt.Sprintf("STAR_TEST_HOLD=0:phase2:%d:%s", held, ready)
 			args := append([]string{exe}, job...)
 			if np > 0 {
-				args = append([]string{"mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1", "-np", fmt.Sprint(np)}, args...)
+				args = append([]string{"mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1", "-x", "STAR_TEST_HOLD", "-np", fmt.Sprint(np)}, args...)
 			}
 			cmd := exec.Command(args[0], args[1:]...)
-			cmd.Env = append(os.Environ(), "STAR_AS_MAIN=1", "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-				"OMPI_MCA_rmaps_base_oversubscribe=1", "OMPI_MCA_mpi_yield_when_idle=1")
+			cmd.Env = append(append(os.Environ(), mpiEnv...), hold)
 			var errOut bytes.Buffer
 			cmd.Stderr = &errOut
 			if err := cmd.Start(); err != nil {
@@ -432,25 +525,31 @@ func TestJobsSIGTERM(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
-			deadline := time.Now().Add(60 * time.Second)
+			// wait until rank 0 is held (the limit only bounds a hang)
+			hang := time.After(mpiLimit)
+		wait:
 			for {
-				b, _ := os.ReadFile(out)
-				if bytes.Count(b, []byte("\n")) >= 6 {
+				if _, err := os.Stat(ready); err == nil {
 					break
 				}
-				if time.Now().After(deadline) {
+				select {
+				case err := <-done:
+					t.Fatalf("job ended (%v) before rank 0 reached query %d: %s", err, held, errOut.String())
+				case <-hang:
 					cmd.Process.Kill()
-					t.Fatalf("no results within 60s: %s", errOut.String())
+					t.Fatalf("rank 0 did not reach query %d within %v: %s", held, mpiLimit, errOut.String())
+				case <-time.After(20 * time.Millisecond):
+					continue wait
 				}
-				time.Sleep(20 * time.Millisecond)
 			}
-			cmd.Process.Signal(syscall.SIGTERM)
-			var err error
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
 			select {
 			case err = <-done:
-			case <-time.After(30 * time.Second):
+			case <-time.After(mpiLimit):
 				cmd.Process.Kill()
-				t.Fatal("job did not stop within 30s of SIGTERM")
+				t.Fatalf("job did not stop within %v of SIGTERM (a hang)", mpiLimit)
 			}
 			code := 0
 			if x, ok := err.(*exec.ExitError); ok {
@@ -460,12 +559,12 @@ func TestJobsSIGTERM(t *testing.T) {
 				t.Fatalf("after SIGTERM: exit %d (want 3 with a resume hint in one process, non-zero under mpirun):\n%s", code, errOut.String())
 			}
 			partial := len(readJobOutput(t, out)) // every line complete
-			if partial >= 800 {
-				t.Fatalf("all %d results written: the signal came too late to test anything", partial)
+			if (np == 0 && partial != held) || partial > held {
+				t.Fatalf("%d results after SIGTERM during query %d, want %d (the query in flight finishes, no other starts)", partial, held, held)
 			}
 			var e2 string
 			if np > 0 {
-				code, _, e2, _ = mpirun(t, 300, append([]string{"-np", fmt.Sprint(np)}, job...)...)
+				code, _, e2, _ = mpirun(t, mpiLimit, append([]string{"-np", fmt.Sprint(np)}, job...)...)
 			} else {
 				code, _, e2 = star(t, job...)
 			}
@@ -475,7 +574,7 @@ func TestJobsSIGTERM(t *testing.T) {
 			if got := len(readJobOutput(t, out)); got != 800 {
 				t.Fatalf("%d results after resume, want 800", got)
 			}
-			t.Logf("stopped after %d results (exit %d), resumed to 800", partial, code)
+			t.Logf("stopped after %d results, resumed to 800", partial)
 		})
 	}
 }
@@ -487,7 +586,7 @@ func TestMPIBench(t *testing.T) {
 	args := []string{"bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--dtype", "f32",
 		"--context", "192", "--attention", "star,ring,global", "--block-size", "32", "--anchor-size", "16",
 		"--decode-tokens", "4", "--json"}
-	code, out, errOut, _ := mpirun(t, 120, append([]string{"-np", "2"}, args...)...)
+	code, out, errOut, _ := mpirun(t, mpiLimit, append([]string{"-np", "2"}, args...)...)
 	if code != 0 {
 		t.Fatalf("mpirun bench: exit %d: %s", code, errOut)
 	}

@@ -186,6 +186,7 @@ func TestBenchJSON(t *testing.T) {
 	if strings.Count(out, `"anchor":16,`) != 2 || strings.Count(out, `"attention":"star"`) != 4 {
 		t.Fatalf("want a star row per context and anchor size (16, 0):\n%s", out)
 	}
+	globalNLL := map[float64]float64{} // context -> global attention's NLL (rows come in order)
 	for _, l := range lines {
 		var r map[string]any
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
@@ -197,11 +198,27 @@ func TestBenchJSON(t *testing.T) {
 				t.Fatalf("bench JSON lacks %q: %s", f, l)
 			}
 		}
-		if r["phase1_s"].(float64) <= 0 || r["ttft_s"].(float64) < r["phase1_s"].(float64) || r["linear_gflops"].(float64) <= 0 {
-			t.Fatalf("implausible timings: %s", l)
+		// Timings are measurements: only their form is checked (numbers,
+		// not negative, and the time to first token includes phase 1).
+		for _, f := range []string{"phase1_s", "ttft_s", "decode_tok_s", "linear_gflops", "attention_gflops"} {
+			if v, ok := r[f].(float64); !ok || v < 0 || math.IsInf(v, 0) {
+				t.Fatalf("%s = %v, want a non-negative number: %s", f, r[f], l)
+			}
 		}
-		if bw, _ := r["membw_gbs"].(float64); !(bw > 0.1) || !(r["decode_bound_tok_s"].(float64) > 0) {
+		if r["ttft_s"].(float64) < r["phase1_s"].(float64) {
+			t.Fatalf("ttft_s < phase1_s: the first token comes after phase 1: %s", l)
+		}
+		// The decode bound is the measured read bandwidth over the bytes one
+		// decode step reads: configs/tiny.json in f32 (tied embedding) is
+		// 2 layers x (64x64 wq, wo + 32x64 wk, wv + 3 x 160x64 MLP + 2x64
+		// norms) + 64 final norm + 512x64 embedding = 119104 floats.
+		bw, _ := r["membw_gbs"].(float64)
+		bound, _ := r["decode_bound_tok_s"].(float64)
+		if !(bw > 0) || !(bound > 0) {
 			t.Fatalf("no read bandwidth / decode bound: %s", l)
+		}
+		if got, want := bw*1e9/bound, 119104.0*4; math.Abs(got/want-1) > 1e-9 {
+			t.Fatalf("membw / decode bound = %.0f bytes per decode step, want %.0f: %s", got, want, l)
 		}
 		// Accuracy: every row has the scored tokens' NLL; exact modes run
 		// first, and ring and star carry their ratio to global.
@@ -219,9 +236,25 @@ func TestBenchJSON(t *testing.T) {
 				t.Fatalf("ring is exact: want nll_ratio 1 and logprob_max_diff <= 1e-4: %s", l)
 			}
 		case "star":
-			if !hasRatio || ratio <= 0 {
-				t.Fatalf("star row lacks its NLL ratio: %s", l)
+			// The ratio is this row's NLL over global's for the same
+			// context, and near 1: this random model's predictions barely
+			// depend on attention (measured 0.98 to 1.01), so 5% checks the
+			// report, not Star's accuracy (jobs.TestStarBlocksAndChunks does
+			// that on a trained model). With 3 to 6 blocks of 32 tokens Star
+			// is not global attention: its log-probabilities differ.
+			g, ok := globalNLL[r["context"].(float64)]
+			if !hasRatio || !ok || math.Abs(ratio-r["nll"].(float64)/g) > 1e-9 {
+				t.Fatalf("star row's nll_ratio %v is not its NLL over global's (%v): %s", r["nll_ratio"], g, l)
 			}
+			if math.Abs(ratio-1) > 0.05 {
+				t.Fatalf("star NLL ratio %.4f not within 5%% of 1: %s", ratio, l)
+			}
+			if d, _ := r["logprob_max_diff"].(float64); !(d > 1e-4) {
+				t.Fatalf("star with several blocks gives global's log-probabilities (max diff %v): %s", r["logprob_max_diff"], l)
+			}
+		}
+		if r["attention"] == "global" {
+			globalNLL[r["context"].(float64)] = r["nll"].(float64)
 		}
 	}
 	if order := []string{`"global"`, `"ring"`, `"star"`}; !(strings.Index(out, order[0]) < strings.Index(out, order[1]) && strings.Index(out, order[1]) < strings.Index(out, order[2])) {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func readOutputs(t *testing.T, path string) []Output {
@@ -110,6 +111,22 @@ func TestBatchMixedRecords(t *testing.T) {
 	if sum.Failed != 5 || sum.Queries != 9 {
 		t.Fatalf("summary %+v, want 9 results, 5 failed", sum)
 	}
+	// Run again: everything is done; the summary counts the 5 earlier
+	// failures (the exit code depends on them) and the file is unchanged.
+	before, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err = e.RunBatch(BatchOptions{Input: in, Output: out, Settings: batchSettings()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Queries != 0 || sum.Failed != 0 || sum.Skipped != 9 || sum.FailedEarly != 5 {
+		t.Fatalf("rerun summary %+v, want 0 written, 9 skipped of which 5 failed earlier", sum)
+	}
+	if after, _ := os.ReadFile(out); string(after) != string(before) {
+		t.Fatalf("a rerun of a finished job changed the output:\n%s\n---\n%s", before, after)
+	}
 }
 
 // A multi-query document's answers equal separate single-query runs, in
@@ -190,8 +207,8 @@ func TestBatchInterruptAndResume(t *testing.T) {
 		t.Fatalf("%d results after resume, want 12", len(got))
 	}
 	for k, w := range want {
-		if fmt.Sprint(got[k].Tokens) != fmt.Sprint(w.Tokens) {
-			t.Fatalf("%s: resumed answer %v differs from uninterrupted %v", k, got[k].Tokens, w.Tokens)
+		if fmt.Sprint(got[k].Tokens) != fmt.Sprint(w.Tokens) || got[k].Error != w.Error || got[k].Text != w.Text {
+			t.Fatalf("%s: resumed answer %+v differs from uninterrupted %+v", k, got[k], w)
 		}
 	}
 }
@@ -227,10 +244,15 @@ func TestBatchKVPersistence(t *testing.T) {
 	if s3.KVLoaded != 0 {
 		t.Fatalf("stale or corrupt K/V files used (%d loads)", s3.KVLoaded)
 	}
+	if len(ref) != 2 {
+		t.Fatalf("%d reference results, want 2", len(ref))
+	}
 	for k, w := range ref {
 		for i, r := range []map[string]Output{r1, r2, r3} {
+			if w.Error != "" || r[k].Error != "" {
+				t.Fatalf("%s: errors in run %d: reference %q, this run %q", k, i+1, w.Error, r[k].Error)
+			}
 			compareRuns(t, &Result{Tokens: w.Tokens, Logprobs: w.Logprobs}, &Result{Tokens: r[k].Tokens, Logprobs: r[k].Logprobs}, 1e-6)
-			_ = i
 		}
 	}
 }
@@ -240,5 +262,31 @@ func TestOpenResultsRejectsForeignFile(t *testing.T) {
 	os.WriteFile(p, []byte("{\"id\":\"a\",\"query_index\":0}\nnot a result\n{\"id\":\"b\",\"query_index\":0}\n"), 0o644)
 	if _, _, err := OpenResults(p); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("err %v, want one naming line 2", err)
+	}
+}
+
+// Progress that reaches its total: a full bar, every record counted, no
+// time left; a plain line names the same counts.
+func TestBatchProgressReachesTotal(t *testing.T) {
+	for _, c := range []struct {
+		term  bool
+		total int
+		want  []string
+	}{
+		{true, 3, []string{"[########################] ", "3/3 records", "6 results (1 failed, 2 resumed)", "ETA 0s"}},
+		{false, 3, []string{"star jobs: 3/3 records", "6 results (1 failed, 2 resumed)", "ETA 0s"}},
+		{false, -1, []string{"star jobs: 3/? records", "ETA ?"}}, // stdin: total unknown
+	} {
+		var buf strings.Builder
+		p := newProgress(&buf, c.term, time.Nanosecond, c.total)
+		p.start = p.start.Add(-time.Minute) // a minute of work done
+		p.last = p.start
+		p.update(&BatchSummary{Records: 3, Queries: 6, Failed: 1, Skipped: 2, Tokens: 60})
+		p.done()
+		for _, w := range c.want {
+			if !strings.Contains(buf.String(), w) {
+				t.Errorf("terminal %v, total %d: progress %q lacks %q", c.term, c.total, buf.String(), w)
+			}
+		}
 	}
 }

@@ -251,8 +251,10 @@ func gatherStats(comm collective.Comm, mine RankStats) ([]RankStats, error) {
 }
 
 // Hook, when set, is called by every rank at each stage of a run
-// ("phase1", "phase2") with its rank: tests use it to simulate a rank that
-// dies. It is nil in normal runs.
+// ("phase1", "phase2") with its rank, and by `star jobs run` once it has
+// noted a stop signal ("signal"): tests use it to simulate a rank that
+// dies, or to hold a rank until a signal has arrived. It is nil in normal
+// runs.
 var Hook func(rank int, stage string)
 
 func hook(rank int, stage string) {

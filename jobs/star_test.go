@@ -56,7 +56,13 @@ func TestStarOneBlockEqualsGlobal(t *testing.T) {
 }
 
 // Small blocks change the answer a little, never break it; phase 2 chunk
-// size does not matter.
+// size does not matter. A little: the mean NLL of the story's real
+// continuation under Star is within 20% of global attention's. On this
+// model Star's ratio is 0.96 to 1.01 over blocks of 16 and 32 tokens and
+// anchors of 0 to 16 (1.05 to 1.11 on global's own greedy answer), while a
+// merge that weights the blocks wrongly gives 4 to 9 times global's NLL.
+// Different: with 8 blocks Star is not global attention (the blocks do not
+// see each other), or this test would prove nothing.
 func TestStarBlocksAndChunks(t *testing.T) {
 	e := loadEngine(t, storiesModels[0].path, 0)
 	toks, err := Tokenize(e.Tok, Input{Prompt: story, Query: " Lily said to the cat, \"Do not be sad. I will help you find your home.\" The cat", HasQuery: true})
@@ -74,16 +80,33 @@ func TestStarBlocksAndChunks(t *testing.T) {
 		}
 		t.Run(fmt.Sprintf("chunk%d", chunk), func(t *testing.T) { compareRuns(t, ref, r, 1e-4) })
 	}
-	g, err := e.Generate(toks, Settings{Attention: "global", MaxTokens: 30}, nil)
+	cont, err := e.Tok.Encode(" was happy and said, \"Thank you, Lily!\" Lily and the cat went to look for its home. They looked under the bushes and behind the trees.", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var d float64
-	for i := 0; i < min(len(g.Logprobs), len(ref.Logprobs)); i++ {
-		d = math.Max(d, math.Abs(g.Logprobs[i]-ref.Logprobs[i]))
+	g, err := e.Score(toks, cont, Settings{Attention: "global"})
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("star b=16 a=8 vs global: %d/%d tokens, first-token logprob %.4f vs %.4f, max logprob diff %.3g",
-		len(ref.Tokens), len(g.Tokens), ref.Logprobs[0], g.Logprobs[0], d)
+	const bound = 0.2
+	for _, s := range []Settings{{BlockSize: 16, AnchorSize: 8}, {BlockSize: 16, AnchorSize: 0}, {BlockSize: 32, AnchorSize: 16}} {
+		s.Attention = "star"
+		sc, err := e.Score(toks, cont, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d float64
+		for i := range sc.Logprobs {
+			d = math.Max(d, math.Abs(sc.Logprobs[i]-g.Logprobs[i]))
+		}
+		ratio := sc.NLL / g.NLL
+		if math.Abs(ratio-1) > bound {
+			t.Errorf("b=%d a=%d: star NLL %.4f, global %.4f: ratio %.3f is not within %g of 1 (max logprob diff %.3g)", s.BlockSize, s.AnchorSize, sc.NLL, g.NLL, ratio, bound, d)
+		}
+		if d < 1e-3 {
+			t.Errorf("b=%d a=%d: star equals global (max logprob diff %.3g) although the context spans %d blocks", s.BlockSize, s.AnchorSize, d, (len(toks.Context)+s.BlockSize-1)/s.BlockSize)
+		}
+	}
 }
 
 func TestScoreMatchesGenerate(t *testing.T) {
@@ -227,7 +250,12 @@ func TestMemoryEstimateQueryReserve(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := RankMemory(e.M, 0, lay, 0, QueryReserve, 400)
-	if want := KVBytesPerToken(&e.M.Cfg) * (400 + QueryReserve); m.KVBytes != want {
-		t.Fatalf("KV bytes %d, want %d (400 context + %d reserved tokens)", m.KVBytes, want, QueryReserve)
+	// stories260K: K and V of 4 heads of 8 floats in each of 5 layers are
+	// 2 x 5 x 32 x 4 = 1280 bytes per token
+	if want := int64(1280 * (400 + QueryReserve)); m.KVBytes != want {
+		t.Fatalf("KV bytes %d, want %d (400 context + %d reserved tokens, 1280 bytes each)", m.KVBytes, want, QueryReserve)
+	}
+	if got := KVBytesPerToken(&e.M.Cfg); got != 1280 {
+		t.Fatalf("KVBytesPerToken = %d, want 1280", got)
 	}
 }

@@ -162,28 +162,83 @@ func TestMergeEqualsAttentionOverConcatenatedKV(t *testing.T) {
 	}
 }
 
-func TestMergeAllEmpty(t *testing.T) {
+// Every form of the merge (Merge; MergePacked for gather and allgather;
+// MergeInto for ring; MergePackedInto for allreduce, folding in the given
+// order) handles the edges: parts that saw no key (lse -Inf, output 0)
+// contribute nothing, also when every part is empty or when empty parts
+// are folded together first (as idle ranks are in a reduction); lse
+// differences beyond float64's exp range neither overflow nor lose the
+// dominant part. Tolerance 1e-6, relative for large lse.
+func TestMergeEdgeCases(t *testing.T) {
 	inf := float32(math.Inf(-1))
-	o1, o2 := []float32{1, 2}, []float32{3, 4}
-	out, lse := make([]float32, 2), make([]float32, 1)
-	Merge(out, lse, [][]float32{o1, o2}, [][]float32{{inf}, {inf}}, 1, 1, 2)
-	if out[0] != 0 || out[1] != 0 || !math.IsInf(float64(lse[0]), -1) || math.IsNaN(float64(out[0])) {
-		t.Fatalf("all -Inf partials: got out %v lse %v, want zeros and -Inf", out, lse)
+	type part struct {
+		out []float32
+		lse float32
 	}
-	Merge(out, lse, nil, nil, 1, 1, 2)
-	if !math.IsInf(float64(lse[0]), -1) {
-		t.Fatalf("no partials: lse %v, want -Inf", lse)
+	empty := part{[]float32{0, 0}, inf}
+	a, b, c := []float32{1, 2}, []float32{3, 4}, []float32{-5, 6}
+	cases := []struct {
+		name  string
+		parts []part
+		out   []float32
+		lse   float64
+	}{
+		{"all empty", []part{empty, empty}, []float32{0, 0}, math.Inf(-1)},
+		{"empty, empty, then finite", []part{empty, empty, {b, 0.5}}, b, 0.5},
+		{"finite, then empty", []part{{a, -2}, empty}, a, -2},
+		{"empty, finite, empty", []part{empty, {c, 3}, empty}, c, 3},
+		{"spread beyond exp's range, dominant last", []part{{a, -1e30}, {b, 1e30}}, b, 1e30},
+		{"spread beyond exp's range, dominant first", []part{{a, 1e30}, {b, -1e30}}, a, 1e30},
+		{"spread of 800", []part{{a, 0}, {b, 800}}, b, 800},
+		{"equal lse: the mean", []part{{a, 2}, {b, 2}, {c, 2}}, []float32{-1.0 / 3, 4}, 2 + math.Log(3)},
 	}
-	// one finite partial among -Inf ones is returned unchanged
-	Merge(out, lse, [][]float32{o1, o2}, [][]float32{{inf}, {0.5}}, 1, 1, 2)
-	if out[0] != 3 || out[1] != 4 || lse[0] != 0.5 {
-		t.Fatalf("single finite partial: got out %v lse %v", out, lse)
+	check := func(t *testing.T, form string, out, lse []float32, want []float32, wantL float64) {
+		t.Helper()
+		bad := maxDiff(out, want) > 1e-6 || math.IsNaN(float64(out[0])) || math.IsNaN(float64(out[1]))
+		if math.IsInf(wantL, -1) {
+			bad = bad || !math.IsInf(float64(lse[0]), -1)
+		} else if d := math.Abs(float64(lse[0]) - wantL); !(d <= 1e-6*math.Max(1, math.Abs(wantL))) {
+			bad = true
+		}
+		if bad {
+			t.Errorf("%s: out %v lse %v, want %v and %g (tolerance 1e-6; max out diff %g)", form, out, lse, want, wantL, maxDiff(out, want))
+		}
 	}
-	// huge lse differences do not overflow
-	Merge(out, lse, [][]float32{o1, o2}, [][]float32{{1e30}, {-1e30}}, 1, 1, 2)
-	if out[0] != 1 || out[1] != 2 || lse[0] != 1e30 {
-		t.Fatalf("dominant partial: got out %v lse %v", out, lse)
+	const D = 2
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var outs, lses [][]float32
+			packed := make([]float32, 0, len(tc.parts)*(D+1))
+			for _, p := range tc.parts {
+				outs, lses = append(outs, p.out), append(lses, []float32{p.lse})
+				packed = append(packed, p.out[0], p.out[1], p.lse)
+			}
+			out, lse := make([]float32, D), make([]float32, 1)
+			Merge(out, lse, outs, lses, 1, 1, D)
+			check(t, "Merge", out, lse, tc.out, tc.lse)
+
+			out, lse = make([]float32, D), make([]float32, 1)
+			MergePacked(out, lse, packed, len(tc.parts), D)
+			check(t, "MergePacked", out, lse, tc.out, tc.lse)
+
+			out, lse = append([]float32(nil), outs[0]...), append([]float32(nil), lses[0]...)
+			for p := 1; p < len(outs); p++ {
+				MergeInto(out, lse, outs[p], lses[p], D)
+			}
+			check(t, "MergeInto", out, lse, tc.out, tc.lse)
+
+			acc := append([]float32(nil), packed[:D+1]...)
+			for p := 1; p < len(tc.parts); p++ {
+				MergePackedInto(packed[p*(D+1):(p+1)*(D+1)], acc, D)
+			}
+			Unpack(out, lse, acc, D)
+			check(t, "MergePackedInto", out, lse, tc.out, tc.lse)
+		})
 	}
+	// No parts at all: -Inf.
+	out, lse := make([]float32, D), make([]float32, 1)
+	Merge(out, lse, nil, nil, 1, 1, D)
+	check(t, "Merge of nothing", out, lse, []float32{0, 0}, math.Inf(-1))
 }
 
 // The packed forms used for transport agree with Merge.

@@ -20,7 +20,8 @@ func RMSNorm(out, x, w []float32, eps float32) {
 }
 
 // RopeFreqs returns the inverse frequency of each rotary pair i in a head
-// of size headDim: theta^(-2i/headDim), adjusted by Llama 3 scaling.
+// of size headDim: theta^(-2i/headDim), divided by Llama 3 scaling's
+// factor (weights.Llama3RopeFactors) when s is set.
 // Result: [headDim/2].
 func RopeFreqs(headDim int, theta float64, s *weights.RopeScaling) []float64 {
 	f := make([]float64, headDim/2)
@@ -30,19 +31,8 @@ func RopeFreqs(headDim int, theta float64, s *weights.RopeScaling) []float64 {
 	if s == nil {
 		return f
 	}
-	// Llama 3: keep high frequencies, divide low ones by factor, blend between.
-	lowWave := float64(s.OriginalMaxPos) / s.LowFreqFactor
-	highWave := float64(s.OriginalMaxPos) / s.HighFreqFactor
-	for i, fr := range f {
-		wave := 2 * math.Pi / fr
-		switch {
-		case wave < highWave:
-		case wave > lowWave:
-			f[i] = fr / s.Factor
-		default:
-			smooth := (float64(s.OriginalMaxPos)/wave - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor)
-			f[i] = (1-smooth)*fr/s.Factor + smooth*fr
-		}
+	for i, d := range weights.Llama3RopeFactors(s, theta, headDim) {
+		f[i] /= d
 	}
 	return f
 }

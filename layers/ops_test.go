@@ -5,31 +5,77 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/star-attn/star/internal/shared"
 	"github.com/star-attn/star/weights"
 )
 
-func TestRopeFreqsLlama3(t *testing.T) {
-	// Llama 3.1 parameters; expectations computed from the published
-	// formula (transformers' _compute_llama3_parameters) by hand.
-	s := &weights.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 8192}
-	f := RopeFreqs(128, 500000, s)
-	plain := RopeFreqs(128, 500000, nil)
-	// highest frequency (wavelength 2π < 2048): unchanged
-	if f[0] != plain[0] {
-		t.Fatalf("freq[0] = %g, want unscaled %g", f[0], plain[0])
+// llama3RopeCase is one case of ../shared/reference/llama3_rope_inv_freq.json:
+// inverse frequencies computed by an independent port of Hugging Face's
+// _compute_llama3_parameters.
+type llama3RopeCase struct {
+	Model       string  `json:"model"`
+	HeadDim     int     `json:"head_dim"`
+	RopeTheta   float64 `json:"rope_theta"`
+	RopeScaling struct {
+		Factor   float64 `json:"factor"`
+		Low      float64 `json:"low_freq_factor"`
+		High     float64 `json:"high_freq_factor"`
+		Original int     `json:"original_max_position_embeddings"`
+	} `json:"rope_scaling"`
+	Unscaled []float64 `json:"inv_freq_unscaled"`
+	Scaled   []float64 `json:"inv_freq"`
+}
+
+// The Llama 3.1 and 3.2 frequencies equal the reference's. Both are float64
+// computations of the same formula in a different order, so they agree to
+// a few ulps: relative tolerance 1e-12. A swapped blend (smooth and
+// 1-smooth) is off by tens of percent in the middle band.
+func TestRopeFreqsLlama3Reference(t *testing.T) {
+	var ref struct{ Cases []llama3RopeCase }
+	shared.ReadJSON(t, "reference/llama3_rope_inv_freq.json", &ref)
+	if len(ref.Cases) < 2 {
+		t.Fatalf("%d reference cases, want Llama 3.1 and 3.2", len(ref.Cases))
 	}
-	// lowest frequency (wavelength > 8192): divided by 8
-	if d := math.Abs(f[63] - plain[63]/8); d > 1e-15 {
-		t.Fatalf("freq[63] = %g, want %g", f[63], plain[63]/8)
-	}
-	// in between: a blend, strictly between the two
-	for i, fr := range f {
-		wave := 2 * math.Pi / plain[i]
-		if wave >= 2048 && wave <= 8192 {
-			if !(fr < plain[i] && fr > plain[i]/8) {
-				t.Fatalf("freq[%d] = %g not between %g and %g", i, fr, plain[i]/8, plain[i])
+	const tol = 1e-12
+	for _, c := range ref.Cases {
+		t.Run(c.Model, func(t *testing.T) {
+			rs := c.RopeScaling
+			s := &weights.RopeScaling{Type: "llama3", Factor: rs.Factor, LowFreqFactor: rs.Low, HighFreqFactor: rs.High, OriginalMaxPos: rs.Original}
+			for _, v := range []struct {
+				name string
+				s    *weights.RopeScaling
+				want []float64
+			}{{"unscaled", nil, c.Unscaled}, {"scaled", s, c.Scaled}} {
+				got := RopeFreqs(c.HeadDim, c.RopeTheta, v.s)
+				if len(got) != len(v.want) || len(got) != c.HeadDim/2 {
+					t.Fatalf("%s: %d frequencies, reference %d, want head_dim/2 = %d", v.name, len(got), len(v.want), c.HeadDim/2)
+				}
+				worst, at := 0.0, 0
+				for i := range got {
+					if d := math.Abs(got[i]-v.want[i]) / v.want[i]; d > worst {
+						worst, at = d, i
+					}
+				}
+				if worst > tol {
+					t.Errorf("%s: max relative difference %.3g > %g at pair %d (got %.17g, reference %.17g)", v.name, worst, tol, at, got[at], v.want[at])
+				}
 			}
-		}
+			// the reference covers all three bands, or it proves less
+			bands := map[string]bool{}
+			for i := range c.Scaled {
+				switch r := c.Unscaled[i] / c.Scaled[i]; {
+				case math.Abs(r-1) < 1e-12:
+					bands["kept"] = true
+				case math.Abs(r-rs.Factor) < 1e-9:
+					bands["divided"] = true
+				default:
+					bands["blended"] = true
+				}
+			}
+			if len(bands) != 3 {
+				t.Fatalf("reference case has bands %v, want kept, blended and divided", bands)
+			}
+		})
 	}
 }
 

@@ -65,6 +65,8 @@ func TestEncodesAnchor(t *testing.T) {
 		{2, 4, []bool{false, true}}, // rank 1 holds blocks 2, 3
 		{4, 4, []bool{false, true, true, true}},
 		{2, 0, []bool{false, false}}, // no anchor
+		{1, 8, []bool{false}},        // anchor = block length (the default): B_0's rows are the anchor
+		{2, 8, []bool{false, true}},
 	} {
 		lay, err := NewLayout(32, 8, tc.anchor, tc.ranks)
 		if err != nil {

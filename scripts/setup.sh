@@ -9,9 +9,15 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 # System packages (only when missing; apt needs root): a C compiler for
-# cgo, OpenMPI for distributed runs.
+# cgo, OpenMPI for distributed runs, OpenBLAS (the benchmarks' reference
+# GEMM), and the tools the tests run: bash, timeout (coreutils), pgrep
+# (procps), git (scripts/mutate).
 need=()
 command -v gcc >/dev/null || need+=(gcc)
+command -v bash >/dev/null || need+=(bash)
+command -v timeout >/dev/null || need+=(coreutils)
+command -v pgrep >/dev/null || need+=(procps)
+command -v git >/dev/null || need+=(git)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v mpirun >/dev/null || need+=(openmpi-bin)
 [ -f /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] || [ -f /usr/include/x86_64-linux-gnu/mpi.h ] || pkg-config --exists ompi-c 2>/dev/null || need+=(libopenmpi-dev)

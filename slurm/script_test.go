@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden scripts in testdata/ and examples/")
@@ -128,7 +130,7 @@ func firstDiff(want, got string) string {
 func TestScriptsParse(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		shared.Missing(t, "bash not on PATH")
 	}
 	for _, g := range goldens {
 		s, err := Script(g.opts())
@@ -182,7 +184,7 @@ var weirdArgs = []string{
 func TestShellQuoteRoundTrip(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		shared.Missing(t, "bash not on PATH")
 	}
 	var line strings.Builder
 	line.WriteString("printf '%s\\0'")
@@ -390,5 +392,153 @@ func TestCheckRanks(t *testing.T) {
 		if CheckRanks(c[0], c[1], c[2]) == nil {
 			t.Errorf("CheckRanks%v accepted", c)
 		}
+	}
+}
+
+// The golden scripts are snapshots; this checks what they must mean, from
+// the options alone: the #SBATCH directives (each once, nothing else), the
+// launcher and the exact arguments star gets (as bash parses the launch
+// line), the warning signal and the trap set before the step starts, how
+// star is told to stop, and when the job requeues itself.
+func TestScriptSemantics(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		shared.Missing(t, "bash not on PATH")
+	}
+	for _, g := range goldens {
+		t.Run(g.file, func(t *testing.T) {
+			o := g.opts()
+			s, err := Script(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig := o.SignalBefore
+			if sig == 0 {
+				sig = 120
+			}
+			// directives
+			want := map[string]bool{
+				"--nodes=" + strconv.Itoa(o.Nodes):                   true,
+				"--ntasks-per-node=" + strconv.Itoa(o.NTasksPerNode): true,
+				"--signal=B:USR1@" + strconv.Itoa(sig):               true,
+			}
+			opt := func(cond bool, d string) {
+				if cond {
+					want[d] = true
+				}
+			}
+			opt(o.CPUsPerTask > 0, "--cpus-per-task="+strconv.Itoa(o.CPUsPerTask))
+			opt(o.GPUsPerNode > 0, "--gpus-per-node="+strconv.Itoa(o.GPUsPerNode))
+			opt(o.Time != "", "--time="+o.Time)
+			opt(o.Partition != "", "--partition="+o.Partition)
+			opt(o.Account != "", "--account="+o.Account)
+			opt(o.JobName != "", "--job-name="+o.JobName)
+			opt(o.Output != "", "--output="+o.Output)
+			opt(o.Requeue, "--requeue")
+			opt(o.Requeue, "--open-mode=append")
+			opt(!o.Requeue, "--no-requeue")
+			got := map[string]int{}
+			for _, line := range strings.Split(s, "\n") {
+				if d, ok := strings.CutPrefix(line, "#SBATCH "); ok {
+					got[d]++
+				}
+			}
+			for d := range want {
+				if got[d] != 1 {
+					t.Errorf("#SBATCH %s appears %d times, want once", d, got[d])
+				}
+			}
+			for d := range got {
+				if !want[d] {
+					t.Errorf("unexpected #SBATCH %s", d)
+				}
+			}
+
+			// the launch line, as bash parses it
+			lines := strings.Split(s, "\n")
+			start, end := -1, -1
+			for i, l := range lines {
+				if start < 0 && (strings.HasPrefix(l, "srun ") || strings.HasPrefix(l, "mpirun ")) {
+					start = i
+				}
+				if start >= 0 && strings.HasSuffix(l, " &") {
+					end = i
+					break
+				}
+			}
+			if start < 0 || end < 0 {
+				t.Fatalf("no launch line ending in ' &' (the step must run in the background for the trap)")
+			}
+			launch := strings.TrimSuffix(strings.Join(lines[start:end+1], "\n"), " &")
+			out, err := exec.Command(bash, "-c", "THREADS=7; printf '%s\\0' "+launch).Output()
+			if err != nil {
+				t.Fatalf("bash: %v\n%s", err, launch)
+			}
+			argv := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
+			star := o.StarPath
+			if star == "" {
+				star = "star"
+			}
+			wantArgv := []string{"srun", "--mpi=pmix", star}
+			if o.Launcher == LauncherMpirun {
+				wantArgv = []string{"mpirun", "-np", "$SLURM_NTASKS", "--map-by", "ppr:" + strconv.Itoa(o.NTasksPerNode) + ":node", "--bind-to", "none", star}
+			}
+			hasThreads, dash := false, len(o.Command)
+			for i, a := range o.Command {
+				if a == "--" {
+					dash = i
+					break
+				}
+				hasThreads = hasThreads || a == "--threads" || strings.HasPrefix(a, "--threads=")
+			}
+			if hasThreads {
+				wantArgv = append(wantArgv, o.Command...)
+			} else { // --threads from Slurm's CPUs, before a "--"
+				wantArgv = append(append(append(wantArgv, o.Command[:dash]...), "--threads", "7"), o.Command[dash:]...)
+			}
+			if o.Launcher == LauncherMpirun {
+				wantArgv[2] = "" // "$SLURM_NTASKS" is unset in bash -c
+			}
+			if strings.Join(argv, "\x00") != strings.Join(wantArgv, "\x00") {
+				t.Errorf("launch line gives\n  %q\nwant\n  %q", argv, wantArgv)
+			}
+
+			// signal and requeue logic, in the commands (comments mention
+			// what the script does not do)
+			var code strings.Builder
+			for _, l := range lines {
+				if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+					code.WriteString(l + "\n")
+				}
+			}
+			cs := code.String()
+			idx := func(sub string) int { return strings.Index(cs, sub) }
+			if i := idx("trap on_warning USR1\n"); i < 0 || i > idx(lines[start]) {
+				t.Error("the USR1 trap is not set before the step starts")
+			}
+			if o.Launcher == LauncherMpirun {
+				if idx(`kill -TERM "$p"`) < 0 || idx("pgrep -P \"$step\"") < 0 || idx("scancel") >= 0 {
+					t.Error("mpirun: star's ranks on this node must get SIGTERM from the shell (not through scancel)")
+				}
+				kill := max(1, min(10, sig/4))
+				if idx("export OMPI_MCA_odls_base_sigkill_timeout="+strconv.Itoa(kill)+"\n") < 0 {
+					t.Errorf("mpirun: want OMPI_MCA_odls_base_sigkill_timeout=%d (a quarter of %d s, 1 to 10)", kill, sig)
+				}
+				if idx(`[ "$rc" -eq "$STOPPED" ] || [ "$rc" -eq 143 ]`) < 0 {
+					t.Error("mpirun: exit 143 after the warning must count as stopped")
+				}
+			} else if idx(`scancel --signal=TERM "$SLURM_JOB_ID"`) < 0 || idx("kill -TERM") >= 0 {
+				t.Error("srun: star must be told to stop with scancel --signal=TERM, never by signalling srun")
+			}
+			if idx("STOPPED=3\n") < 0 || idx(`if [ -n "$warned" ] && `) < 0 {
+				t.Error("the requeue decision must need the warning and star's exit status 3")
+			}
+			if requeue := idx(`scontrol requeue "$SLURM_JOB_ID"`) >= 0; requeue != o.Requeue {
+				t.Errorf("scontrol requeue in the script: %v, want %v", requeue, o.Requeue)
+			}
+			if !strings.HasSuffix(strings.TrimSpace(cs), "\nexit \"$rc\"") {
+				t.Error("the script does not end with the step's exit status")
+			}
+		})
 	}
 }

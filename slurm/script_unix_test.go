@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 // The rendered scripts' shell logic, without Slurm: fake srun, mpirun,
@@ -21,10 +23,10 @@ import (
 func TestScriptBehaviour(t *testing.T) {
 	bash, err := exec.LookPath("bash")
 	if err != nil {
-		t.Skip("no bash")
+		shared.Missing(t, "bash not on PATH")
 	}
 	if _, err := exec.LookPath("pgrep"); err != nil {
-		t.Skip("no pgrep")
+		shared.Missing(t, "pgrep not on PATH (procps; scripts/setup.sh installs it)")
 	}
 	for _, launcher := range []string{LauncherSrun, LauncherMpirun} {
 		for _, c := range []struct {
@@ -69,8 +71,8 @@ func runFake(t *testing.T, bash, launcher string, warn bool, exit, wantRC int, w
 	if err := os.WriteFile(star, []byte(`#!/bin/bash
 printf '%s\0' "$@" > "$FAKE/args"
 trap 'exit 3' TERM
-for i in $(seq 200); do sleep 0.05; [ -e "$FAKE/finish" ] && exit "$(cat "$FAKE/finish")"; done
-exit 99
+for i in $(seq 2400); do sleep 0.05; [ -e "$FAKE/finish" ] && exit "$(cat "$FAKE/finish")"; done
+exit 99 # two minutes without a signal or a finish: a hang
 `), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -93,9 +95,10 @@ exit 99
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for star to start (it writes its arguments).
+	// Wait for star to start (it writes its arguments); the limit only
+	// bounds a hang.
 	started := false
-	for i := 0; i < 200 && !started; i++ {
+	for deadline := time.Now().Add(2 * time.Minute); !started && time.Now().Before(deadline); {
 		if _, err := os.Stat(filepath.Join(dir, "args")); err == nil {
 			started = true
 		} else {

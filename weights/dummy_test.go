@@ -11,15 +11,19 @@ func TestDummyFromConfigs(t *testing.T) {
 	root, _ := filepath.Abs("../configs")
 	for _, c := range []struct {
 		file   string
-		params int64
-	}{{"tiny.json", 0}} {
+		params int64 // by hand from the config
+	}{
+		// 2 layers x (64x64 wq, wo + 32x64 wk, wv + 3 x 160x64 MLP + 2x64
+		// norms) + 64 final norm + 512x64 tied embedding
+		{"tiny.json", 2*(2*64*64+2*32*64+3*160*64+2*64) + 64 + 512*64},
+	} {
 		for _, dt := range []DType{F32, BF16} {
 			m, err := LoadDummy(filepath.Join(root, c.file), dt, 1)
 			if err != nil {
 				t.Fatalf("%s %v: %v", c.file, dt, err)
 			}
-			if m.Format != "dummy" || m.DType() != dt || m.ParamCount() <= 0 {
-				t.Fatalf("%s: format %s dtype %v params %d", c.file, m.Format, m.DType(), m.ParamCount())
+			if m.Format != "dummy" || m.DType() != dt || m.ParamCount() != c.params {
+				t.Fatalf("%s: format %s dtype %v params %d; want dummy, %v, %d params", c.file, m.Format, m.DType(), m.ParamCount(), dt, c.params)
 			}
 			if !m.Config.RopeHalfSplit {
 				t.Fatal("HF-config dummy models use the half-split RoPE layout")

@@ -708,29 +708,6 @@ func (g *ggufFile) ropeScaling(data []byte, c Config) (*RopeScaling, error) {
 	return rs, nil
 }
 
-// Llama3RopeFactors returns, for each rotary frequency i < headDim/2, the
-// divisor Llama 3 scaling applies to theta^(-2i/headDim); it is what
-// llama.cpp stores in rope_freqs.weight.
-func Llama3RopeFactors(rs *RopeScaling, theta float64, headDim int) []float64 {
-	out := make([]float64, headDim/2)
-	lowWavelen := float64(rs.OriginalMaxPos) / rs.LowFreqFactor
-	highWavelen := float64(rs.OriginalMaxPos) / rs.HighFreqFactor
-	for i := range out {
-		freq := 1 / math.Pow(theta, float64(2*i)/float64(headDim))
-		wavelen := 2 * math.Pi / freq
-		switch {
-		case wavelen < highWavelen:
-			out[i] = 1
-		case wavelen > lowWavelen:
-			out[i] = rs.Factor
-		default:
-			smooth := (float64(rs.OriginalMaxPos)/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
-			out[i] = 1 / ((1-smooth)/rs.Factor + smooth)
-		}
-	}
-	return out
-}
-
 func loadGGUF(path string) (*Model, error) {
 	data, unmap, err := mapFile(path)
 	if err != nil {

@@ -10,43 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/star-attn/star/internal/shared"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/weightstest"
 )
-
-// sharedDir returns ../shared relative to the repository root (the folder
-// holding go.mod), skipping the test when it is absent.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("cannot find the repository root (go.mod); skipping test that needs ../shared")
-		}
-		dir = parent
-	}
-	shared := filepath.Join(dir, "..", "shared")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skipf("shared data folder %s is absent; skipping test that needs the shared model files", shared)
-	}
-	return shared
-}
-
-func sharedFile(t testing.TB, rel string) string {
-	t.Helper()
-	p := filepath.Join(sharedDir(t), rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared file %s is absent; skipping", p)
-	}
-	return p
-}
 
 func load(t testing.TB, path string) *weights.Model {
 	t.Helper()
@@ -71,8 +38,8 @@ func equalBits(t *testing.T, what string, got, want *weights.Tensor) {
 }
 
 func TestGGUFStories260KMatchesLlama2C(t *testing.T) {
-	g := load(t, sharedFile(t, "models/gguf/stories260K.gguf"))
-	b := load(t, sharedFile(t, "models/stories260K/stories260K.bin"))
+	g := load(t, shared.Path(t, "models/gguf/stories260K.gguf"))
+	b := load(t, shared.Path(t, "models/stories260K/stories260K.bin"))
 
 	want := weights.Config{
 		Arch: "llama", Dim: 64, HiddenDim: 172, NLayers: 5, NHeads: 8, NKVHeads: 4, HeadDim: 8,
@@ -120,7 +87,7 @@ func TestGGUFStories260KMatchesLlama2C(t *testing.T) {
 }
 
 func TestGGUFTinyRandomLlama2(t *testing.T) {
-	m := load(t, sharedFile(t, "models/gguf/tiny-random-llama2.gguf"))
+	m := load(t, shared.Path(t, "models/gguf/tiny-random-llama2.gguf"))
 	want := weights.Config{
 		Arch: "llama", Dim: 8, HiddenDim: 32, NLayers: 1, NHeads: 2, NKVHeads: 2, HeadDim: 4,
 		VocabSize: 32000, SeqLen: 4096, NormEps: 1e-5, RopeTheta: 10000,
@@ -279,39 +246,122 @@ func llama3Config() weights.Config {
 		RopeTheta: 500000, RopeScaling: &weights.RopeScaling{Type: "llama3", Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPos: 8192}}
 }
 
-func TestGGUFLlama3RopeFreqs(t *testing.T) {
-	src := weightstest.RandomModel(llama3Config(), 3)
-	f := weights.Llama3RopeFactors(src.Config.RopeScaling, src.Config.RopeTheta, src.Config.HeadDim)
-	if f[0] != 1 || f[len(f)-1] != 8 || !hasMiddle(f) {
-		t.Errorf("rope factors %v lack the three bands (1, smooth, factor)", f)
+// llama3RopeRef reads ../shared/reference/llama3_rope_inv_freq.json: the
+// Llama 3.1 and 3.2 inverse frequencies, unscaled and scaled, computed by
+// an independent port of Hugging Face's _compute_llama3_parameters.
+func llama3RopeRef(t *testing.T) []llama3RopeCase {
+	var ref struct{ Cases []llama3RopeCase }
+	shared.ReadJSON(t, "reference/llama3_rope_inv_freq.json", &ref)
+	if len(ref.Cases) < 2 {
+		t.Fatalf("%d reference cases, want Llama 3.1 and 3.2", len(ref.Cases))
 	}
+	return ref.Cases
+}
+
+type llama3RopeCase struct {
+	Model       string  `json:"model"`
+	HeadDim     int     `json:"head_dim"`
+	RopeTheta   float64 `json:"rope_theta"`
+	RopeScaling struct {
+		Factor   float64 `json:"factor"`
+		Low      float64 `json:"low_freq_factor"`
+		High     float64 `json:"high_freq_factor"`
+		Original int     `json:"original_max_position_embeddings"`
+	} `json:"rope_scaling"`
+	Unscaled []float64 `json:"inv_freq_unscaled"`
+	Scaled   []float64 `json:"inv_freq"`
+}
+
+func (c llama3RopeCase) scaling() *weights.RopeScaling {
+	r := c.RopeScaling
+	return &weights.RopeScaling{Type: "llama3", Factor: r.Factor, LowFreqFactor: r.Low, HighFreqFactor: r.High, OriginalMaxPos: r.Original}
+}
+
+// The divisors Llama3RopeFactors gives (what llama.cpp stores in
+// rope_freqs.weight) are the reference's unscaled / scaled frequencies, to
+// a few float64 ulps (relative tolerance 1e-12).
+func TestLlama3RopeFactorsReference(t *testing.T) {
+	const tol = 1e-12
+	for _, c := range llama3RopeRef(t) {
+		t.Run(c.Model, func(t *testing.T) {
+			got := weights.Llama3RopeFactors(c.scaling(), c.RopeTheta, c.HeadDim)
+			if len(got) != len(c.Scaled) {
+				t.Fatalf("%d factors, reference has %d frequencies", len(got), len(c.Scaled))
+			}
+			worst, at := 0.0, 0
+			for i := range got {
+				want := c.Unscaled[i] / c.Scaled[i]
+				if d := math.Abs(got[i]-want) / want; d > worst {
+					worst, at = d, i
+				}
+			}
+			if worst > tol {
+				t.Errorf("max relative difference %.3g > %g at pair %d (got %.17g, reference %.17g)", worst, tol, at, got[at], c.Unscaled[at]/c.Scaled[at])
+			}
+		})
+	}
+}
+
+// A GGUF whose rope_freqs.weight holds the reference's factors (as
+// llama.cpp's converter writes them, float32) loads as Llama 3 scaling with
+// the reference's parameters; a factor off the formula is refused.
+func TestGGUFLlama3RopeFreqs(t *testing.T) {
+	for _, c := range llama3RopeRef(t) {
+		t.Run(c.Model, func(t *testing.T) {
+			cfg := weights.Config{Dim: c.HeadDim, HiddenDim: 16, NLayers: 1, NHeads: 1, NKVHeads: 1, VocabSize: 20, SeqLen: 4096,
+				RopeTheta: c.RopeTheta, RopeScaling: c.scaling()}
+			src := weightstest.RandomModel(cfg, 3)
+			kv, ts, err := weightstest.GGUFContent(src, weights.F32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rf := -1
+			for i := range ts {
+				if ts[i].Name == "rope_freqs.weight" {
+					rf = i
+				}
+			}
+			if rf < 0 {
+				t.Fatal("the writer left out rope_freqs.weight")
+			}
+			ref := make([]float32, len(c.Scaled))
+			for i := range ref {
+				ref[i] = float32(c.Unscaled[i] / c.Scaled[i])
+			}
+			ts[rf].Data = weightstest.EncodeFloats(ref, weights.F32)
+			path := filepath.Join(t.TempDir(), "llama3.gguf")
+			if err := os.WriteFile(path, writeGGUFBytes(t, kv, ts), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m := load(t, path)
+			if got := m.Config.RopeScaling; got == nil || *got != *c.scaling() {
+				t.Fatalf("rope scaling %+v, want %+v", got, c.scaling())
+			}
+			compareModels(t, m, src, weights.F32, weights.F32)
+
+			// one factor in the blended band moved: not Llama 3's formula
+			bad := append([]float32(nil), ref...)
+			mid := -1
+			for i, f := range ref {
+				if f > 1.01 && f < float32(c.RopeScaling.Factor)*0.99 {
+					mid = i
+				}
+			}
+			if mid < 0 {
+				t.Fatal("reference has no blended factor")
+			}
+			bad[mid] *= 1.01
+			ts[rf].Data = weightstest.EncodeFloats(bad, weights.F32)
+			expectLoadError(t, writeGGUFBytes(t, kv, ts), "rope_freqs.weight")
+		})
+	}
+	// The writer's own rope_freqs (BF16 model) round-trips too.
+	src := weightstest.RandomModel(llama3Config(), 3)
 	path := filepath.Join(t.TempDir(), "llama3.gguf")
 	if err := weightstest.WriteGGUF(path, src, weights.BF16); err != nil {
 		t.Fatal(err)
 	}
 	compareModels(t, load(t, path), src, weights.BF16, weights.F32)
-
-	// A rope_freqs.weight that is not Llama 3's formula is refused.
-	kv, ts, err := weightstest.GGUFContent(src, weights.F32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range ts {
-		if ts[i].Name == "rope_freqs.weight" {
-			ts[i].Data = append([]byte(nil), ts[i].Data...)
-			binary.LittleEndian.PutUint32(ts[i].Data[4*10:], math.Float32bits(3))
-		}
-	}
-	expectLoadError(t, writeGGUFBytes(t, kv, ts), "rope_freqs.weight")
-}
-
-func hasMiddle(f []float64) bool {
-	for _, v := range f {
-		if v > 1 && v < 8 {
-			return true
-		}
-	}
-	return false
 }
 
 func TestGGUFTokenizerMetadata(t *testing.T) {

@@ -6,9 +6,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/star-attn/star/internal/shared"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/weightstest"
 )
@@ -116,10 +116,7 @@ func TestHFConfigDefaults(t *testing.T) {
 }
 
 func TestHFTokenizerJSON(t *testing.T) {
-	tokJSON := filepath.Join(sharedDir(t), "tokenizers", "llama3", "tokenizer.json")
-	if _, err := os.Stat(tokJSON); err != nil {
-		t.Skipf("%s is absent; skipping", tokJSON)
-	}
+	tokJSON := shared.Path(t, "tokenizers/llama3/tokenizer.json")
 	cfg := weights.Config{Dim: 8, HiddenDim: 8, NLayers: 1, NHeads: 2, VocabSize: 128256, SeqLen: 16, TiedEmbeddings: true}
 	src := weightstest.RandomModel(cfg, 10)
 	dir := t.TempDir()
@@ -135,9 +132,6 @@ func TestHFTokenizerJSON(t *testing.T) {
 	}
 	m, err := weights.Load(dir, weights.Options{})
 	if err != nil {
-		if strings.Contains(err.Error(), "stub LoadHF") {
-			t.Skip("tokenizer.LoadHF is not implemented yet")
-		}
 		t.Fatal(err)
 	}
 	defer m.Close()

@@ -200,6 +200,34 @@ type RopeScaling struct {
 	OriginalMaxPos int     // e.g. 8192
 }
 
+// Llama3RopeFactors returns, for each rotary frequency i < headDim/2, the
+// divisor Llama 3 scaling applies to theta^(-2i/headDim) (Hugging Face
+// transformers' _compute_llama3_parameters): 1 for wavelengths below
+// OriginalMaxPos/HighFreqFactor, Factor above OriginalMaxPos/LowFreqFactor,
+// and in between the inverse of the blend (1-smooth)/Factor + smooth. It is
+// what llama.cpp stores in rope_freqs.weight, and the only place the blend
+// is written: layers.RopeFreqs divides by it, the GGUF loader checks
+// rope_freqs.weight against it.
+func Llama3RopeFactors(rs *RopeScaling, theta float64, headDim int) []float64 {
+	out := make([]float64, headDim/2)
+	lowWavelen := float64(rs.OriginalMaxPos) / rs.LowFreqFactor
+	highWavelen := float64(rs.OriginalMaxPos) / rs.HighFreqFactor
+	for i := range out {
+		freq := 1 / math.Pow(theta, float64(2*i)/float64(headDim))
+		wavelen := 2 * math.Pi / freq
+		switch {
+		case wavelen < highWavelen:
+			out[i] = 1
+		case wavelen > lowWavelen:
+			out[i] = rs.Factor
+		default:
+			smooth := (float64(rs.OriginalMaxPos)/wavelen - rs.LowFreqFactor) / (rs.HighFreqFactor - rs.LowFreqFactor)
+			out[i] = 1 / ((1-smooth)/rs.Factor + smooth)
+		}
+	}
+	return out
+}
+
 // Config holds the hyperparameters of a Llama-family model.
 type Config struct {
 	Arch        string       // "llama"

@@ -2,12 +2,15 @@ package benchref
 
 import (
 	"math"
+	"sync"
 	"testing"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 func TestSgemmNT(t *testing.T) {
 	if !Available() {
-		t.Skip("libopenblas is not installed (apt install libopenblas0): nothing to compare")
+		shared.Missing(t, "libopenblas is not installed (libopenblas-dev; scripts/setup.sh installs it): nothing to compare")
 	}
 	const m, n, k = 3, 5, 7
 	a, b, c := make([]float32, m*k), make([]float32, n*k), make([]float32, m*n)
@@ -34,10 +37,40 @@ func TestSgemmNT(t *testing.T) {
 	}
 }
 
+// The bandwidth measurement reads the whole buffer, split over the
+// threads in disjoint 64-element-aligned parts, five times; its result is
+// a rate (positive, finite). How fast is not asserted: speed belongs to
+// benchmarks, and a shared machine can be arbitrarily slow.
 func TestReadBandwidth(t *testing.T) {
-	// 64 MiB: beyond the caches of today's CPUs; a read rate between
-	// 100 MB/s and 10 TB/s is a measurement, anything else a bug.
-	if bw := ReadBandwidth(1, 64<<20); !(bw > 1e8 && bw < 1e13) {
-		t.Fatalf("ReadBandwidth = %g B/s", bw)
+	for _, c := range []struct{ threads, n int }{{1, 1 << 12}, {3, 1 << 12}, {4, 64 * 4 * 5}} {
+		var mu sync.Mutex
+		covered := make([]int, c.n)
+		calls := 0
+		bw := bestRead(c.threads, c.n, 4, func(lo, hi int) float64 {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			if lo%64 != 0 {
+				t.Errorf("%d threads: part starts at %d, not 64-aligned", c.threads, lo)
+			}
+			for i := lo; i < hi; i++ {
+				covered[i]++
+			}
+			return float64(hi - lo)
+		})
+		if calls != 5*c.threads {
+			t.Errorf("%d threads: %d reads, want %d (5 rounds)", c.threads, calls, 5*c.threads)
+		}
+		for i, k := range covered {
+			if k != 5 {
+				t.Fatalf("%d threads, %d elements: element %d read %d times, want 5", c.threads, c.n, i, k)
+			}
+		}
+		if !(bw > 0) || math.IsInf(bw, 0) {
+			t.Errorf("%d threads: rate %g, want a positive finite number", c.threads, bw)
+		}
+	}
+	if bw := ReadBandwidth(2, 4<<20); !(bw > 0) || math.IsInf(bw, 0) {
+		t.Fatalf("ReadBandwidth = %g B/s, want a positive finite rate", bw)
 	}
 }

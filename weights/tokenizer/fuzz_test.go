@@ -5,6 +5,8 @@ import (
 	"sync"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 // Fuzz tests: run briefly with
@@ -21,7 +23,7 @@ var (
 
 // sharedSPM is the GGUF Llama 2 vocabulary, built once.
 func sharedSPM(t testing.TB) Tokenizer {
-	sharedFile(t, "models/gguf/tiny-random-llama2.gguf")
+	shared.Path(t, "models/gguf/tiny-random-llama2.gguf")
 	spmOnce.Do(func() { spmTok = ggufTokenizer(t, "models/gguf/tiny-random-llama2.gguf") })
 	if spmTok == nil {
 		t.Fatal("GGUF tokenizer did not load")

@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"testing"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 // A minimal GGUF (v2/v3) metadata reader, for the tests only: package
@@ -188,7 +190,7 @@ func readGGUFMetadata(path string) (map[string]any, error) {
 // ggufTokenizer builds the tokenizer a GGUF file's metadata describes.
 func ggufTokenizer(t testing.TB, rel string) Tokenizer {
 	t.Helper()
-	kv, err := readGGUFMetadata(sharedFile(t, rel))
+	kv, err := readGGUFMetadata(shared.Path(t, rel))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,60 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 // The tests read reference data from the shared/ folder that sits beside
-// the repository root (never copied into the repo). Without it they skip.
-
-var (
-	sharedOnce sync.Once
-	sharedPath string
-)
-
-// sharedDir finds <repo root>/../shared, the repo root being the first
-// folder above the working directory that holds go.mod.
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	sharedOnce.Do(func() {
-		dir, err := os.Getwd()
-		if err != nil {
-			return
-		}
-		for {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				break
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				return
-			}
-			dir = parent
-		}
-		p := filepath.Join(filepath.Dir(dir), "shared")
-		if st, err := os.Stat(p); err == nil && st.IsDir() {
-			sharedPath = p
-		}
-	})
-	if sharedPath == "" {
-		t.Skip("shared data folder (../shared beside the repository root) is absent; skipping tests that need reference tokenizers")
-	}
-	return sharedPath
-}
-
-// sharedFile returns the path of a file under shared/, skipping the test
-// when it is missing.
-func sharedFile(t testing.TB, rel string) string {
-	t.Helper()
-	p := filepath.Join(sharedDir(t), filepath.FromSlash(rel))
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared file %s is absent (%v); skipping", rel, err)
-	}
-	return p
-}
+// the repository root (never copied into the repo) through internal/shared:
+// without it they skip, or fail in CI.
 
 // refCase is one entry of shared/reference/tokenizer_cases.json.
 type refCase struct {
@@ -70,7 +26,7 @@ type refCase struct {
 
 func loadCases(t testing.TB) []refCase {
 	t.Helper()
-	data, err := os.ReadFile(sharedFile(t, "reference/tokenizer_cases.json"))
+	data, err := os.ReadFile(shared.Path(t, "reference/tokenizer_cases.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +54,7 @@ var tokCache sync.Map // shared-relative path -> *loaded
 
 func loadShared(t testing.TB, rel string) Tokenizer {
 	t.Helper()
-	path := sharedFile(t, rel)
+	path := shared.Path(t, rel)
 	v, _ := tokCache.LoadOrStore(rel, &loaded{})
 	l := v.(*loaded)
 	l.once.Do(func() {

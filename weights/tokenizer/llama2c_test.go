@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/star-attn/star/internal/shared"
 )
 
 func TestLlama2CBasics(t *testing.T) {
@@ -75,7 +77,7 @@ func TestLlama2CSmall(t *testing.T) {
 // TestLoadLlama2CCorrupt: truncated and corrupt files give errors naming
 // the token, never a panic.
 func TestLoadLlama2CCorrupt(t *testing.T) {
-	data, err := os.ReadFile(sharedFile(t, tok512File))
+	data, err := os.ReadFile(shared.Path(t, tok512File))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,434 @@
+// Command mutate checks that the tests catch the bugs that matter: it
+// applies each deliberate bug ("mutant") of the list below, one at a time,
+// to a copy of the repository, runs the tests of the packages that must
+// catch it, and reports it killed (the tests fail) or survived. A survivor
+// is a gap in the tests: add a test, or explain in the list why the edit
+// is harmless.
+//
+//	go run ./scripts/mutate               every mutant
+//	go run ./scripts/mutate -run merge    those whose name contains "merge"
+//	go run ./scripts/mutate -list         the list
+//
+// It exits 0 when every mutant is killed, 1 when one survives or no longer
+// applies (its original text is not in the file exactly once: update the
+// list with the code), 2 when the unmutated copy fails its tests or a
+// mutant does not build.
+//
+// The copy holds the files git knows (tracked, and untracked not ignored)
+// under a temporary folder, with ../shared beside it (STAR_SHARED is set
+// too); the working tree is never touched.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// mutant is one deliberate bug: Orig, which must occur exactly once in
+// File, becomes Repl; the tests of Pkgs must then fail.
+type mutant struct {
+	Name string
+	File string
+	Orig string
+	Repl string
+	Pkgs []string
+}
+
+var mutants = []mutant{
+	// Merging partial attentions (log-sum-exp).
+	{"merge: lse sign (Merge)", "layers/attention.go",
+		"lse[r] = float32(M + math.Log(sum))\n\t}\n}\n\n// MergeInto",
+		"lse[r] = float32(M - math.Log(sum))\n\t}\n}\n\n// MergeInto",
+		[]string{"./layers"}},
+	{"merge: lse sign (MergePacked, gather and allgather)", "layers/attention.go",
+		"lse[r] = float32(M + math.Log(sum))\n\t}\n}\n\n// MergePackedInto",
+		"lse[r] = float32(M - math.Log(sum))\n\t}\n}\n\n// MergePackedInto",
+		[]string{"./layers"}},
+	{"merge: inverted weights exp(M - lse) (Merge)", "layers/attention.go",
+		"w[p] = math.Exp(x - M)",
+		"w[p] = math.Exp(M - x)",
+		[]string{"./layers"}},
+	{"merge: no max subtraction (MergePacked)", "layers/attention.go",
+		"w := math.Exp(x - M)",
+		"w := math.Exp(x)",
+		[]string{"./layers"}},
+	{"merge: weights swapped (MergePackedInto, allreduce)", "layers/attention.go",
+		"wa, wb := math.Exp(la-M), math.Exp(lb-M)",
+		"wa, wb := math.Exp(lb-M), math.Exp(la-M)",
+		[]string{"./layers"}},
+	{"merge: running max not taken (MergeInto, ring)", "layers/attention.go",
+		"M := math.Max(a, b)",
+		"M := a",
+		[]string{"./layers"}},
+
+	// -Inf guards: a part that saw no key contributes nothing.
+	{"-Inf guard: all parts empty (MergePacked)", "layers/attention.go",
+		"M = math.Max(M, float64(parts[p*stride+r*(D+1)+D]))\n\t\t}\n\t\to := out[r*D : (r+1)*D]\n\t\tif math.IsInf(M, -1) {",
+		"M = math.Max(M, float64(parts[p*stride+r*(D+1)+D]))\n\t\t}\n\t\to := out[r*D : (r+1)*D]\n\t\tif false {",
+		[]string{"./layers"}},
+	// Each pairwise guard alone is redundant (exp(-Inf - M) = 0 weighs an
+	// empty part out, the other guard covers two empty parts), so the
+	// mutants drop both: two empty parts then merge to NaN.
+	{"-Inf guards: empty parts merged (MergePackedInto, allreduce)", "layers/attention.go",
+		"if math.IsInf(lb, -1) {\n\t\t\tcontinue\n\t\t}\n\t\tif math.IsInf(la, -1) {\n\t\t\tcopy(a, b)\n\t\t\tcontinue\n\t\t}\n",
+		"",
+		[]string{"./layers"}},
+	{"-Inf guards: empty parts merged (MergeInto, ring)", "layers/attention.go",
+		"if math.IsInf(b, -1) {\n\t\t\tcontinue\n\t\t}\n\t\toa, ob := o[r*D:(r+1)*D], o2[r*D:(r+1)*D]\n\t\tif math.IsInf(a, -1) {\n\t\t\tcopy(oa, ob)\n\t\t\tlse[r] = lse2[r]\n\t\t\tcontinue\n\t\t}\n",
+		"oa, ob := o[r*D:(r+1)*D], o2[r*D:(r+1)*D]\n",
+		[]string{"./layers"}},
+	{"-Inf guard: a query that sees no key (Attention, Go)", "layers/attention.go",
+		"if visible <= 0 {",
+		"if visible < 0 {",
+		[]string{"./layers"}},
+	{"-Inf guard: a query that sees no key (SIMD kernel)", "layers/kern_impl.h",
+		"if (!(l[r] > 0)) {",
+		"if (0) {",
+		[]string{"./layers"}},
+
+	// Flash attention's online softmax.
+	{"flash: rescale sign (Attention, Go)", "layers/attention.go",
+		"corr := float32(math.Exp(float64(m - tmax)))",
+		"corr := float32(math.Exp(float64(tmax - m)))",
+		[]string{"./layers"}},
+	{"flash: rescale sign (SIMD kernel)", "layers/kern_impl.h",
+		"float corr = expf(mo - mn);",
+		"float corr = expf(mn - mo);",
+		[]string{"./layers"}},
+	{"flash: output not rescaled (SIMD kernel)", "layers/kern_impl.h",
+		"if (corr != 1.0f) {",
+		"if (0) {",
+		[]string{"./layers"}},
+
+	// Grouped-query attention: query head h reads kv head h / (H/HKV).
+	{"GQA: interleaved head mapping (Attention, Go)", "layers/attention.go",
+		"kh := h / group",
+		"kh := h%s.HKV + 0*group",
+		[]string{"./layers"}},
+	{"GQA: interleaved head mapping (SIMD kernel)", "layers/kern_impl.h",
+		"long i = i0 + rr / G, h = kh * G + rr % G;",
+		"long i = i0 + rr / G, h = kh + rr % G * HKV;",
+		[]string{"./layers"}},
+
+	// Block layout.
+	{"layout: block count off by one", "rank/layout.go",
+		"nb := (n + blockSize - 1) / blockSize",
+		"nb := (n + blockSize - 2) / blockSize",
+		[]string{"./rank"}},
+	{"layout: one block too many for the first ranks", "rank/layout.go",
+		"if r < extra {",
+		"if r <= extra {",
+		[]string{"./rank"}},
+	{"layout: last block one token short", "rank/layout.go",
+		"Len: min(blockSize, n-s)",
+		"Len: min(blockSize, n-s-1)",
+		[]string{"./rank"}},
+
+	// The anchor.
+	{"anchor: not taken from B_0 when as long as B_0 (worker)", "rank/worker.go",
+		"len(anchor) <= kv.Len",
+		"len(anchor) < kv.Len",
+		[]string{"./rank"}},
+	{"anchor: EncodesAnchor wrong when as long as B_0", "rank/layout.go",
+		"fromB0 = fromB0 || (b.Index == 0 && a <= b.Len)",
+		"fromB0 = fromB0 || (b.Index == 0 && a < b.Len)",
+		[]string{"./rank"}},
+	{"anchor: block 1 encoded without it", "rank/worker.go",
+		"if b.Index > 0 {\n\t\t\ta = w.anchor",
+		"if b.Index > 1 {\n\t\t\ta = w.anchor",
+		[]string{"./rank"}},
+
+	// Phase 1 and phase 2 of Star Attention.
+	{"phase 1: blocks encoded at local positions", "rank/worker.go",
+		"pos[i] = start + i",
+		"pos[i] = i",
+		[]string{"./rank"}},
+	{"phase 2: B_0 left out of the merge", "rank/worker.go",
+		"layers.Merge(out, lse, outs, lses, n, sh.H, sh.D)",
+		"layers.Merge(out, lse, outs[1:], lses[1:], n, sh.H, sh.D)",
+		[]string{"./rank"}},
+	{"multi-query: the previous query's K/V kept", "rank/worker.go",
+		"if q == nil || n >= q.Len {",
+		"if q == nil || n >= 0 {",
+		[]string{"./rank", "./jobs"}},
+
+	// RoPE.
+	{"rope: Llama 3 blend swapped (smooth and 1-smooth)", "weights/weights.go",
+		"out[i] = 1 / ((1-smooth)/rs.Factor + smooth)",
+		"out[i] = 1 / (smooth/rs.Factor + (1 - smooth))",
+		[]string{"./weights", "./layers"}},
+	{"rope: half-split pairs rotated as adjacent", "layers/ops.go",
+		"p, q = i, i+half",
+		"p, q = 2*i, 2*i+1",
+		[]string{"./layers"}},
+	{"rope: Hugging Face checkpoints loaded with adjacent pairs", "weights/hf.go",
+		"RopeTheta: 10000, RopeHalfSplit: true}",
+		"RopeTheta: 10000, RopeHalfSplit: false}",
+		[]string{"./weights", "./layers"}},
+
+	// Batch jobs: resume.
+	{"resume: earlier failures miscounted", "jobs/output.go",
+		`failed += boolInt(o.Error != "")`,
+		`failed += boolInt(o.Error == "")`,
+		[]string{"./jobs"}},
+	{"resume: a truncated last line not cut", "jobs/output.go",
+		"if err := f.Truncate(good); err != nil {",
+		"if err := f.Truncate(size); err != nil {",
+		[]string{"./jobs"}},
+	// K/V file checksums: added when issue 10's checksums land (a flipped
+	// byte in a K/V file must be refused), e.g. the comparison of the
+	// stored and computed sums made always true.
+
+	// Sampling.
+	{"sampling: top-p boundary (> for >=)", "jobs/sample.go",
+		"if cum >= s.TopP {",
+		"if cum > s.TopP {",
+		[]string{"./jobs"}},
+	{"sampling: temperature ignored", "jobs/sample.go",
+		"p := math.Exp((float64(v) - m) / s.Temperature)",
+		"p := math.Exp(float64(v) - m)",
+		[]string{"./jobs"}},
+
+	// Slurm scripts.
+	{"slurm: requeue without the warning", "slurm/script.go",
+		"w(`if [ -n \"$warned\" ] && [ \"$rc\" -eq \"$STOPPED\" ]; then`)",
+		"w(`if [ \"$rc\" -eq \"$STOPPED\" ]; then`)",
+		[]string{"./slurm"}},
+}
+
+func main() {
+	run := flag.String("run", "", "only mutants whose name contains this")
+	list := flag.Bool("list", false, "list the mutants and exit")
+	timeout := flag.Duration("timeout", 10*time.Minute, "limit for one package test run (a hang counts as killed)")
+	flag.Parse()
+	var sel []mutant
+	for _, m := range mutants {
+		if strings.Contains(m.Name, *run) {
+			sel = append(sel, m)
+		}
+	}
+	if len(sel) == 0 {
+		fmt.Fprintf(os.Stderr, "mutate: no mutant's name contains %q (see -list)\n", *run)
+		os.Exit(2)
+	}
+	if *list {
+		for _, m := range sel {
+			fmt.Printf("%-60s %s %v\n", m.Name, m.File, m.Pkgs)
+		}
+		return
+	}
+	os.Exit(check(sel, *timeout))
+}
+
+func check(sel []mutant, timeout time.Duration) int {
+	root, err := gitOut("rev-parse", "--show-toplevel")
+	if err != nil {
+		return fatal(err)
+	}
+	root = strings.TrimSpace(root)
+	shared := os.Getenv("STAR_SHARED")
+	if shared == "" {
+		shared = filepath.Join(filepath.Dir(root), "shared")
+	}
+	if shared, err = filepath.Abs(shared); err != nil {
+		return fatal(err)
+	}
+	tmp, err := os.MkdirTemp("", "star-mutate-")
+	if err != nil {
+		return fatal(err)
+	}
+	defer os.RemoveAll(tmp)
+	dir := filepath.Join(tmp, "star")
+	if err := copyTree(root, dir); err != nil {
+		return fatal(err)
+	}
+	if _, err := os.Stat(shared); err == nil {
+		if err := os.Symlink(shared, filepath.Join(tmp, "shared")); err != nil {
+			return fatal(err)
+		}
+	}
+	env := append(os.Environ(), "STAR_SHARED="+shared)
+
+	pkgSet := map[string]bool{}
+	for _, m := range sel {
+		for _, p := range m.Pkgs {
+			pkgSet[p] = true
+		}
+	}
+	var pkgs []string
+	for p := range pkgSet {
+		pkgs = append(pkgs, p)
+	}
+	sort.Strings(pkgs)
+	t0 := time.Now()
+	fmt.Printf("mutate: copy in %s; unmutated tests of %s...\n", dir, strings.Join(pkgs, " "))
+	if ok, out := goTest(dir, env, pkgs, timeout); !ok {
+		fmt.Printf("mutate: the unmutated copy fails its tests: fix them first\n%s\n", out)
+		return 2
+	}
+	fmt.Printf("mutate: unmutated copy passes (%s)\n\n", time.Since(t0).Round(time.Second))
+
+	var survived, stale, broken []string
+	killed := 0
+	for i, m := range sel {
+		path := filepath.Join(dir, m.File)
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			return fatal(err)
+		}
+		if n := bytes.Count(orig, []byte(m.Orig)); n != 1 {
+			fmt.Printf("[%2d/%d] STALE     %s: its original text occurs %d times in %s (update the list)\n", i+1, len(sel), m.Name, n, m.File)
+			stale = append(stale, m.Name)
+			continue
+		}
+		if err := os.WriteFile(path, bytes.Replace(orig, []byte(m.Orig), []byte(m.Repl), 1), 0o644); err != nil {
+			return fatal(err)
+		}
+		t1 := time.Now()
+		ok, out := goTest(dir, env, m.Pkgs, timeout)
+		if err := os.WriteFile(path, orig, 0o644); err != nil {
+			return fatal(err)
+		}
+		el := time.Since(t1).Round(100 * time.Millisecond)
+		switch {
+		case strings.Contains(out, "[build failed]") || strings.Contains(out, "[setup failed]"):
+			fmt.Printf("[%2d/%d] NO BUILD  %s (%s)\n%s\n", i+1, len(sel), m.Name, el, lastLines(out, 8))
+			broken = append(broken, m.Name)
+		case ok:
+			fmt.Printf("[%2d/%d] SURVIVED  %s (%s, %s)\n", i+1, len(sel), m.Name, strings.Join(m.Pkgs, " "), el)
+			survived = append(survived, m.Name)
+		default:
+			fmt.Printf("[%2d/%d] killed    %s (%s) by %s\n", i+1, len(sel), m.Name, el, firstFailure(out))
+			killed++
+		}
+	}
+	n := len(sel) - len(stale) - len(broken)
+	fmt.Printf("\nmutate: %d of %d mutants killed", killed, n)
+	if n > 0 {
+		fmt.Printf(" (score %.0f%%)", 100*float64(killed)/float64(n))
+	}
+	fmt.Printf(" in %s\n", time.Since(t0).Round(time.Second))
+	for _, s := range survived {
+		fmt.Printf("mutate: survived: %s\n", s)
+	}
+	for _, s := range stale {
+		fmt.Printf("mutate: stale: %s\n", s)
+	}
+	for _, s := range broken {
+		fmt.Printf("mutate: does not build: %s\n", s)
+	}
+	switch {
+	case len(broken) > 0:
+		return 2
+	case len(survived) > 0 || len(stale) > 0:
+		return 1
+	}
+	return 0
+}
+
+// goTest runs the packages' tests in dir; ok is whether they passed.
+func goTest(dir string, env, pkgs []string, timeout time.Duration) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+time.Minute)
+	defer cancel()
+	args := append([]string{"test", "-count=1", "-timeout", timeout.String()}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	return err == nil, string(out)
+}
+
+// firstFailure names the first failing test in go test's output.
+func firstFailure(out string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if t, ok := strings.CutPrefix(strings.TrimSpace(l), "--- FAIL: "); ok {
+			return strings.Fields(t)[0]
+		}
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "panic:") || strings.Contains(l, "test timed out") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return "a failure (no test named)"
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// copyTree copies the files git knows in root (tracked, and untracked but
+// not ignored) to dst.
+func copyTree(root, dst string) error {
+	out, err := gitOut("-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	if err != nil {
+		return err
+	}
+	for _, rel := range strings.Split(strings.TrimSuffix(out, "\x00"), "\x00") {
+		if rel == "" {
+			continue
+		}
+		src := filepath.Join(root, rel)
+		st, err := os.Lstat(src)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // deleted in the working tree
+		}
+		if err != nil {
+			return err
+		}
+		if !st.Mode().IsRegular() {
+			continue
+		}
+		to := filepath.Join(dst, rel)
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(src, to, st.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string, perm os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func gitOut(args ...string) (string, error) {
+	out, err := exec.Command("git", args...).Output()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %w", strings.Join(args, " "), err)
+	}
+	return string(out), nil
+}
+
+func fatal(err error) int {
+	fmt.Fprintln(os.Stderr, "mutate:", err)
+	return 2
+}
