@@ -133,7 +133,7 @@ func TestFaultsBatch(t *testing.T) {
 			prep: func(t *testing.T, d *faultDir) []string {
 				in := d.keep(t, d.write(t, "in.jsonl", batchRecords(1)))
 				if err := os.Link(in, d.path("out.jsonl")); err != nil {
-					t.Skip("hard links not supported here")
+					t.Fatal(err)
 				}
 				return jobArgs(model, in, d.path("out.jsonl"))
 			}},
@@ -625,7 +625,7 @@ func TestJobsTwoWriters(t *testing.T) {
 func TestJobsFullDisk(t *testing.T) {
 	model := shared.Path(t, "models/stories260K/stories260K.bin")
 	if _, err := exec.LookPath("prlimit"); err != nil {
-		t.Skip("prlimit (util-linux) not found")
+		shared.Missing(t, "prlimit (util-linux; scripts/setup.sh installs it)")
 	}
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.jsonl")

@@ -49,11 +49,12 @@ func watchLocal(t *testing.T, n int, timeout time.Duration, skip map[int]bool, r
 // Ranks that compute for several timeouts between collectives are alive:
 // their watchdogs keep answering, and nothing is reported.
 func TestWatchdogQuietWhileRanksCompute(t *testing.T) {
-	const timeout = time.Second
+	// Generous: a heartbeat goroutine starved for 2 s would be reported.
+	const timeout = 2 * time.Second
 	hangs := watchLocal(t, 3, timeout, nil, func(r int, c Comm, w *Watchdog) {
 		w.SetPhase("phase 1")
 		if r == 2 {
-			time.Sleep(3 * timeout) // a long phase 1 while the others wait
+			time.Sleep(5 * timeout / 2) // a long phase 1 while the others wait
 		}
 		buf := make([]byte, 4)
 		if err := c.Bcast(buf, 2); err != nil {

@@ -149,7 +149,7 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 	prog := newProgress(o.Progress, o.Terminal, o.Interval, total)
 	defer prog.done()
 	for {
-		if o.Stop.Requested() && sum.Records != total {
+		if o.Stop.Requested() && !b.atEnd(recs, total) {
 			sum.Interrupted = true
 			return final(ErrInterrupted)
 		}
@@ -158,8 +158,7 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 		select {
 		case nx = <-recs:
 		case <-o.Stop.Done():
-			sum.Interrupted = true
-			return final(ErrInterrupted)
+			continue // the top of the loop decides
 		}
 		if nx.err == io.EOF {
 			break
@@ -169,10 +168,15 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 		}
 		sum.Records++
 		b.ids.assign(nx.rec)
-		if err := b.record(nx.rec); err != nil {
+		complete, err := b.record(nx.rec)
+		if err != nil {
 			return final(err)
 		}
 		prog.update(sum)
+		if !complete { // stopped between two of its queries
+			sum.Interrupted = true
+			return final(ErrInterrupted)
+		}
 	}
 	for k := range rf.done {
 		if !b.asked[k] {
@@ -180,6 +184,22 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 		}
 	}
 	return final(nil)
+}
+
+// atEnd tells, once a stop is asked for, whether the input is already
+// read to its end (then the job is complete, not interrupted): a file's
+// record count is known; a stream's end is seen if the reader has
+// already met it.
+func (b *batch) atEnd(recs <-chan nextRecord, total int) bool {
+	if total >= 0 {
+		return b.sum.Records >= total
+	}
+	select {
+	case nx := <-recs:
+		return nx.err == io.EOF
+	default:
+		return false
+	}
 }
 
 // nextRecord is what the input reader hands the job: a record or the
@@ -334,9 +354,10 @@ func (b *batch) redo(changed map[key]bool, names []string) error {
 }
 
 // record answers every query of rec not yet answered from rec as it is
-// now. Only errors that end the job (output, communication, a changed
-// record without RedoChanged) are returned.
-func (b *batch) record(rec *Record) error {
+// now. complete is false when a stop came between two of its queries (the
+// rest run on resume). Only errors that end the job (output,
+// communication, a changed record without RedoChanged) are returned.
+func (b *batch) record(rec *Record) (complete bool, err error) {
 	e, o, rf, sum := b.e, b.o, b.rf, b.sum
 	nq := max(len(rec.Queries), 1)
 	doc, derr := []byte(nil), error(nil)
@@ -364,10 +385,10 @@ func (b *batch) record(rec *Record) error {
 		}
 	}
 	if err := b.redo(changed, names); err != nil {
-		return err
+		return false, err
 	}
 	if len(pending) == 0 {
-		return nil
+		return true, nil
 	}
 	write := func(out *Output) error {
 		out.Fingerprint = fps[out.QueryIndex]
@@ -388,10 +409,10 @@ func (b *batch) record(rec *Record) error {
 		return nil
 	}
 	if rec.Err != nil {
-		return fail(pending, rec.Err)
+		return true, fail(pending, rec.Err)
 	}
 	if derr != nil {
-		return fail(pending, derr)
+		return true, fail(pending, derr)
 	}
 	text := string(doc)
 	s := o.Settings
@@ -405,9 +426,9 @@ func (b *batch) record(rec *Record) error {
 	t1 := time.Now()
 	if err := b.l.doc(ctx, p, err); err != nil {
 		if !Agreed(err) {
-			return err
+			return false, err
 		}
-		return fail(pending, fmt.Errorf("%s: %v", rec.where(), err))
+		return true, fail(pending, fmt.Errorf("%s: %v", rec.where(), err))
 	}
 	phase1 := time.Since(t1)
 	if b.l.ss != nil && b.l.ss.stats.KVLoaded {
@@ -416,12 +437,12 @@ func (b *batch) record(rec *Record) error {
 	sum.EncodeSaved += phase1 * time.Duration(len(pending)-1)
 	for i, q := range pending {
 		if i > 0 && o.Stop.Requested() {
-			return nil // the rest of this record runs on resume
+			return false, nil // the rest of this record runs on resume
 		}
 		out, err := e.runQuery(b.l, rec, q, text, ctx, o, s)
 		if err != nil {
 			if !Agreed(err) {
-				return err
+				return false, err
 			}
 			out = &Output{ID: rec.ID, QueryIndex: q, Tokens: []int{}, Error: err.Error()}
 		}
@@ -430,10 +451,10 @@ func (b *batch) record(rec *Record) error {
 			out.Timings.TTFT += phase1.Seconds()
 		}
 		if err := write(out); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // querySettings are the settings one query of a record runs with: the

@@ -290,3 +290,49 @@ func TestBatchProgressReachesTotal(t *testing.T) {
 		}
 	}
 }
+
+// A stop that comes during the last query of the last record leaves
+// nothing undone: the job is complete, not interrupted. One that comes
+// during a record's first query interrupts it after that query, even in
+// the last record, and the rest runs on resume.
+func TestBatchStopNearTheEnd(t *testing.T) {
+	e := loadEngine(t, storiesModels[0].path, 0)
+	for _, c := range []struct {
+		name        string
+		at          int // stop during the at-th query (1-based) of 4
+		interrupted bool
+		results     int
+	}{
+		{"last query of the last record", 4, false, 4},
+		{"first query of the last record", 3, true, 3},
+		{"last query of the first record", 2, true, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			in := writeInput(t, dir,
+				mustJSON(map[string]any{"id": "a", "context": docA, "queries": []any{"Lily", "The cat"}}),
+				mustJSON(map[string]any{"id": "b", "context": docB, "queries": []any{"Tom", "The dog"}}))
+			out := filepath.Join(dir, "out.jsonl")
+			stop := NewStop()
+			n := 0
+			Hook = func(rank int, stage string) {
+				if stage == "phase2" {
+					if n++; n == c.at {
+						stop.Request("test")
+					}
+				}
+			}
+			defer func() { Hook = nil }()
+			sum, err := e.RunBatch(BatchOptions{Input: in, Output: out, Settings: batchSettings(), Stop: stop})
+			if got := errors.Is(err, ErrInterrupted); got != c.interrupted || sum.Interrupted != c.interrupted {
+				t.Fatalf("err %v, interrupted %v; want interrupted %v", err, sum.Interrupted, c.interrupted)
+			}
+			if !c.interrupted && err != nil {
+				t.Fatal(err)
+			}
+			if got := len(readOutputs(t, out)); got != c.results || sum.Queries != c.results {
+				t.Fatalf("%d results on disk, %d counted; want %d", got, sum.Queries, c.results)
+			}
+		})
+	}
+}

@@ -11,12 +11,13 @@ fi
 # System packages (only when missing; apt needs root): a C compiler for
 # cgo, OpenMPI for distributed runs, OpenBLAS (the benchmarks' reference
 # GEMM), and the tools the tests run: bash, timeout (coreutils), pgrep
-# (procps), git (scripts/mutate).
+# (procps), prlimit (util-linux), git (scripts/mutate).
 need=()
 command -v gcc >/dev/null || need+=(gcc)
 command -v bash >/dev/null || need+=(bash)
 command -v timeout >/dev/null || need+=(coreutils)
 command -v pgrep >/dev/null || need+=(procps)
+command -v prlimit >/dev/null || need+=(util-linux)
 command -v git >/dev/null || need+=(git)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v mpirun >/dev/null || need+=(openmpi-bin)

@@ -176,18 +176,33 @@ var mutants = []mutant{
 		"RopeTheta: 10000, RopeHalfSplit: false}",
 		[]string{"./weights", "./layers"}},
 
-	// Batch jobs: resume.
-	{"resume: earlier failures miscounted", "jobs/output.go",
-		`failed += boolInt(o.Error != "")`,
-		`failed += boolInt(o.Error == "")`,
+	// Batch jobs: resume, the output file, changed inputs.
+	{"resume: earlier failures miscounted", "jobs/batch.go",
+		"sum.FailedEarly += boolInt(have.failed)",
+		"sum.FailedEarly += boolInt(!have.failed)",
 		[]string{"./jobs"}},
 	{"resume: a truncated last line not cut", "jobs/output.go",
-		"if err := f.Truncate(good); err != nil {",
-		"if err := f.Truncate(size); err != nil {",
+		"if good < st.Size() {",
+		"if false && good < st.Size() {",
 		[]string{"./jobs"}},
-	// K/V file checksums: added when issue 10's checksums land (a flipped
-	// byte in a K/V file must be refused), e.g. the comparison of the
-	// stored and computed sums made always true.
+	{"output: a changed record's result kept", "jobs/batch.go",
+		"case have.fp != fps[q]:",
+		"case false:",
+		[]string{"./jobs", "."}},
+	{"output: a shared lock lets a second writer in", "jobs/output.go",
+		"syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)",
+		"syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)",
+		[]string{"."}},
+	{"output: a failed write not cut back", "jobs/output.go",
+		"if terr := rf.f.Truncate(rf.size); terr != nil {",
+		"if terr := error(nil); terr != nil {",
+		[]string{"."}},
+
+	// K/V files.
+	{"kv-dir: checksum not compared", "rank/kvfile.go",
+		"if crc != h.CRC32C {",
+		"if false {",
+		[]string{"./rank", "."}},
 
 	// Sampling.
 	{"sampling: top-p boundary (> for >=)", "jobs/sample.go",
