@@ -370,14 +370,8 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 		s.Temperature = c.Float64("temperature")
 		s.TopP = c.Float64("top-p")
 		s.Seed = c.Uint64("seed")
-		if s.MaxTokens < 0 {
-			return s, fmt.Errorf("--max-tokens %d must not be negative", s.MaxTokens)
-		}
-		if s.Temperature < 0 {
-			return s, fmt.Errorf("--temperature %g must not be negative", s.Temperature)
-		}
-		if s.TopP <= 0 || s.TopP > 1 {
-			return s, fmt.Errorf("--top-p %g must be in (0, 1]", s.TopP)
+		if err := jobs.CheckGeneration(s); err != nil {
+			return s, errors.New(err.Flag())
 		}
 	}
 	return s, nil
