@@ -132,7 +132,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags:     runFlags,
-		Action:    func(c *cli.Context) error { return cmdRun(c, stdout, stderr) },
+		Action:    func(c *cli.Context) error { return checked(c, func() error { return cmdRun(c, stdout, stderr) }) },
 		Commands: []*cli.Command{
 			{
 				Name:  "score",
@@ -140,7 +140,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Flags: append(append(modelFlags(), promptFlags()...),
 					&cli.StringFlag{Name: "continuation-file", Usage: "`FILE` holding the continuation to score"},
 					&cli.StringFlag{Name: "continuation", Usage: "continuation `TEXT` to score"}),
-				Action: func(c *cli.Context) error { return cmdScore(c, stdout, stderr) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdScore(c, stdout, stderr) }) },
 			},
 			{
 				Name:  "jobs",
@@ -154,7 +154,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "default nucleus sampling mass"},
 						&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "default sampling seed"},
 					),
-					Action: func(c *cli.Context) error { return cmdJobsRun(c, stdout, stderr) },
+					Action: func(c *cli.Context) error { return checked(c, func() error { return cmdJobsRun(c, stdout, stderr) }) },
 				}},
 			},
 			{
@@ -198,7 +198,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "merge", Value: rank.MergeGather, Usage: "gather, allgather or allreduce"},
 					&cli.BoolFlag{Name: "json", Usage: "one JSON object per line per configuration"},
 				),
-				Action: func(c *cli.Context) error { return cmdBench(c, stdout, stderr) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdBench(c, stdout, stderr) }) },
 			},
 			{
 				Name:  "inspect",
@@ -209,7 +209,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "block-size", Usage: "block size (default: the context divided over the ranks)"},
 					&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size (default: the block size)"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
-				Action: func(c *cli.Context) error { return cmdInspect(c, stdout) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdInspect(c, stdout) }) },
 			},
 			{
 				Name:  "tokenize",
@@ -220,13 +220,21 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.BoolFlag{Name: "bos", Usage: "prepend BOS"},
 					&cli.BoolFlag{Name: "decode", Usage: "turn ids back into text"},
 					&cli.BoolFlag{Name: "json", Usage: "print a JSON array of ids (or a JSON string with --decode)"}),
-				Action: func(c *cli.Context) error { return cmdTokenize(c, stdout) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdTokenize(c, stdout) }) },
 			},
 		},
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return fmt.Errorf("%v (see star --help)", err)
 		},
 	}
+}
+
+// checked runs a command after checking its numeric flags.
+func checked(c *cli.Context, cmd func() error) error {
+	if err := checkFlags(c); err != nil {
+		return err
+	}
+	return cmd()
 }
 
 // defaultModel finds the shared tiny model for flag-less runs.
@@ -830,6 +838,9 @@ func parseInts(s, what string) ([]int, error) {
 		if err != nil || n <= 0 {
 			return nil, fmt.Errorf("%s: %q is not a positive number", what, f)
 		}
+		if n > weights.MaxContextLength/mult {
+			return nil, fmt.Errorf("%s: %s%s is more than the %d tokens star supports", what, f, map[int]string{1: "", 1024: "k"}[mult], weights.MaxContextLength)
+		}
 		out = append(out, n*mult)
 	}
 	if len(out) == 0 {
@@ -855,7 +866,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 	if c.IsSet("anchor-size") {
 		for _, f := range strings.Split(c.String("anchor-size"), ",") {
 			a, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || a < 0 {
+			if err != nil || a < 0 || a > weights.MaxContextLength {
 				return fmt.Errorf("--anchor-size: %q is not a size in tokens (0 or more, comma-separated)", f)
 			}
 			anchors = append(anchors, a)

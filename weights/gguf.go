@@ -65,9 +65,10 @@ func ggmlTypeName(t uint32) string {
 	return "type " + strconv.FormatUint(uint64(t), 10)
 }
 
-// maxContextLength bounds the context length a header may claim, so that
-// consumers sizing tables by it cannot be made to allocate absurd amounts.
-const maxContextLength = 1 << 24
+// MaxContextLength bounds the context length a header, config or flag may
+// claim, so that consumers sizing tables by it cannot be made to allocate
+// absurd amounts.
+const MaxContextLength = 1 << 24
 
 const (
 	ggufDefaultAlignment = 32
@@ -550,8 +551,8 @@ func (g *ggufFile) config() (Config, error) {
 			return Config{}, fmt.Errorf("GGUF metadata %s is 0; the file is damaged", f.key)
 		}
 	}
-	if c.SeqLen > maxContextLength {
-		return Config{}, fmt.Errorf("GGUF metadata llama.context_length = %d is beyond the supported %d; the file is corrupt", c.SeqLen, maxContextLength)
+	if c.SeqLen > MaxContextLength {
+		return Config{}, fmt.Errorf("GGUF metadata llama.context_length = %d is beyond the supported %d; the file is corrupt", c.SeqLen, MaxContextLength)
 	}
 	if c.NKVHeads, ok, err = g.intKey("llama.attention.head_count_kv"); err != nil {
 		return Config{}, err

@@ -102,8 +102,8 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		}
 		*f.dst = *f.src
 	}
-	if c.SeqLen > maxContextLength {
-		return Config{}, false, fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, maxContextLength)
+	if c.SeqLen > MaxContextLength {
+		return Config{}, false, fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, MaxContextLength)
 	}
 	c.NKVHeads = c.NHeads
 	if h.NumKeyValueHeads != nil {

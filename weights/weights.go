@@ -247,8 +247,8 @@ func (c *Config) Check() error {
 	if !(c.NormEps > 0) || !(c.RopeTheta > 0) {
 		return fmt.Errorf("model config: norm eps %g and rope theta %g must be positive", c.NormEps, c.RopeTheta)
 	}
-	if c.SeqLen <= 0 {
-		return fmt.Errorf("model config: context length %d must be positive", c.SeqLen)
+	if c.SeqLen <= 0 || c.SeqLen > MaxContextLength {
+		return fmt.Errorf("model config: context length %d is out of range (1 to %d)", c.SeqLen, MaxContextLength)
 	}
 	return nil
 }
