@@ -91,6 +91,7 @@ type ggufFile struct {
 	version   uint32
 	kv        map[string]any
 	tensors   map[string]*ggufTensorInfo
+	order     []string // tensor names in table order
 	alignment int64
 	dataStart int64 // absolute offset of the data section
 }
@@ -388,8 +389,12 @@ func parseGGUF(data []byte) (*ggufFile, error) {
 			return nil, fmt.Errorf("GGUF tensor %q appears twice in the tensor table; the file is corrupt", name)
 		}
 		g.tensors[name] = t
+		g.order = append(g.order, name)
 	}
 	g.dataStart = (r.off + g.alignment - 1) / g.alignment * g.alignment
+	if err := g.checkRanges(int64(len(data))); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
