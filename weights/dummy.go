@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sync"
 )
 
@@ -16,9 +17,19 @@ import (
 // With seed 0 the weights stay zero and untouched: the memory is reserved
 // but not paged in (for sizing a model with `star inspect`).
 func LoadDummy(configPath string, dtype DType, seed uint64) (*Model, error) {
-	b, err := os.ReadFile(configPath)
+	if st, err := os.Stat(configPath); err == nil && st.IsDir() {
+		configPath = filepath.Join(configPath, hfConfigFile) // a checkpoint folder: its config
+	}
+	k, err := Sniff(configPath)
 	if err != nil {
-		return nil, fmt.Errorf("model config: %w", err)
+		return nil, fmt.Errorf("--model-config: %w", err)
+	}
+	if k != KindHFConfig && k != KindJSON {
+		return nil, fmt.Errorf("--model-config %s is %s, not a model's config.json: pass a Hugging Face config.json (see configs/)", configPath, k)
+	}
+	b, err := readSmallFile(configPath, hfMaxConfigBytes)
+	if err != nil {
+		return nil, err
 	}
 	cfg, tied, err := parseHFConfig(b)
 	if err != nil {

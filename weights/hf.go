@@ -313,8 +313,10 @@ func hfFiles(path string) (dir, single, index string, err error) {
 	if exists(filepath.Join(dir, hfIndexFile)) {
 		return dir, "", filepath.Join(dir, hfIndexFile), nil
 	}
-	if !st.IsDir() && strings.HasSuffix(path, ".safetensors") {
-		return dir, path, "", nil
+	if !st.IsDir() {
+		if k, _ := Sniff(path); k == KindSafetensors || strings.HasSuffix(path, ".safetensors") {
+			return dir, path, "", nil
+		}
 	}
 	if exists(filepath.Join(dir, hfSingleFile)) {
 		return dir, filepath.Join(dir, hfSingleFile), "", nil
