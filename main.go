@@ -254,7 +254,9 @@ func defaultModel() string {
 	return ""
 }
 
-func loadModel(c *cli.Context) (*weights.Model, error) {
+// loadModel loads --model, or builds --load-format dummy weights; local
+// is the number of ranks on this node (their memory is shared).
+func loadModel(c *cli.Context, local int) (*weights.Model, error) {
 	switch c.String("load-format") {
 	case "dummy":
 		if c.String("model-config") == "" {
@@ -264,17 +266,33 @@ func loadModel(c *cli.Context) (*weights.Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--dtype: %w", err)
 		}
-		seed := uint64(1)
-		if c.Command.Name == "inspect" {
-			seed = 0 // sizing only: do not page in random weights
-		}
-		m, err := weights.LoadDummy(c.String("model-config"), dt, seed)
+		cfg, path, err := weights.ReadDummyConfig(c.String("model-config"))
 		if err != nil {
 			return nil, err
 		}
 		if n := c.Int("context-length"); n > 0 {
-			m.Config.SeqLen = n
+			cfg.SeqLen = n
 		}
+		var m *weights.Model
+		if c.Command.Name == "inspect" {
+			m, err = weights.DummyShape(cfg, dt) // sizes only: nothing allocated
+		} else {
+			var n int64
+			if n, err = weights.DummyBytes(cfg, dt); err == nil {
+				advice := "use a smaller --model-config or fewer ranks per node"
+				if dt == weights.F32 {
+					advice = "use --dtype bf16, a smaller --model-config or fewer ranks per node"
+				}
+				err = jobs.CheckWeightMemory(n, false, local, fmt.Sprintf("dummy %v weights of %s", dt, path), advice)
+			}
+			if err == nil {
+				m, err = weights.NewDummy(cfg, dt, 1)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.Path = path
 		if c.String("tokenizer") != "" {
 			if m.Tokenizer, err = weights.LoadTokenizer(c.String("tokenizer")); err != nil {
 				return nil, err
@@ -295,12 +313,15 @@ func loadModel(c *cli.Context) (*weights.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n := c.Int("context-length"); n != 0 {
-		if n < 0 {
-			m.Close()
-			return nil, fmt.Errorf("--context-length %d must be positive", n)
-		}
+	if n := c.Int("context-length"); n > 0 {
 		m.Config.SeqLen = n
+	}
+	if c.Command.Name != "inspect" && c.Command.Name != "tokenize" {
+		if err := jobs.CheckWeightMemory(m.WeightBytes(), true, local, "weights of "+filepath.Base(path),
+			"use a smaller model or a machine with more memory"); err != nil {
+			m.Close()
+			return nil, err
+		}
 	}
 	return m, nil
 }
@@ -453,7 +474,7 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	}
 	var m *weights.Model
 	if err == nil {
-		m, err = loadModel(c)
+		m, err = loadModel(c, w.local)
 	}
 	if err == nil && w.rank == 0 && c.Command.Name != "bench" {
 		if err = needTokenizer(m); err == nil {
@@ -625,7 +646,7 @@ func cmdTokenize(c *cli.Context, stdout io.Writer) error {
 		}
 		tok = t
 	default:
-		m, err := loadModel(c)
+		m, err := loadModel(c, 1)
 		if err != nil {
 			return err
 		}
@@ -697,7 +718,7 @@ func parseIDs(s string, vocab int) ([]int, error) {
 
 func cmdInspect(c *cli.Context, stdout io.Writer) error {
 	t0 := time.Now()
-	m, err := loadModel(c)
+	m, err := loadModel(c, 1)
 	if err != nil {
 		return err
 	}

@@ -282,6 +282,9 @@ type Model struct {
 	// Fingerprint identifies the weights (format, config and a hash of
 	// sampled bytes); equal fingerprints mean equal models across ranks.
 	Fingerprint string
+	// ShapeOnly: the tensors have names, dtypes and shapes but no data
+	// (DummyShape, for sizing); such a model must not be computed with.
+	ShapeOnly bool
 
 	unmap []func() error
 }
@@ -320,15 +323,19 @@ func (m *Model) ParamCount() int64 {
 	return n
 }
 
+// Bytes is the size of the tensor's data from its dtype and shape (equal
+// to len(Data) for a validated tensor; also for a ShapeOnly model's).
+func (t *Tensor) Bytes() int64 { return int64(t.Numel()) * int64(t.DType.Size()) }
+
 // WeightBytes is the memory taken by all tensors (the tied classifier once).
 func (m *Model) WeightBytes() int64 {
-	n := int64(len(m.TokEmb.Data) + len(m.FinalNorm.Data))
+	n := m.TokEmb.Bytes() + m.FinalNorm.Bytes()
 	if !m.Config.TiedEmbeddings {
-		n += int64(len(m.Output.Data))
+		n += m.Output.Bytes()
 	}
 	for i := range m.Layers {
 		for _, t := range m.Layers[i].tensors() {
-			n += int64(len(t.Data))
+			n += t.Bytes()
 		}
 	}
 	return n
@@ -340,7 +347,7 @@ func (m *Model) WeightBytes() int64 {
 func (m *Model) DecodeBytes() int64 {
 	n := m.WeightBytes()
 	if !m.Config.TiedEmbeddings && m.TokEmb.Rows() > 0 {
-		n -= int64(len(m.TokEmb.Data)) - int64(len(m.TokEmb.Data)/m.TokEmb.Rows())
+		n -= m.TokEmb.Bytes() - m.TokEmb.Bytes()/int64(m.TokEmb.Rows())
 	}
 	return n
 }
@@ -374,7 +381,7 @@ func (m *Model) Validate() error {
 		if t.DType != F32 && t.DType != F16 && t.DType != BF16 {
 			return fmt.Errorf("tensor %q has unsupported dtype %v (supported: F32, F16, BF16)", t.Name, t.DType)
 		}
-		if len(t.Data) != t.Numel()*t.DType.Size() {
+		if len(t.Data) != t.Numel()*t.DType.Size() && !(m.ShapeOnly && t.Data == nil) {
 			return fmt.Errorf("tensor %q: %d bytes of data for %v %v (need %d); the file is truncated or corrupt",
 				t.Name, len(t.Data), t.DType, t.Shape, t.Numel()*t.DType.Size())
 		}
