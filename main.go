@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -333,26 +334,60 @@ func needTokenizer(m *weights.Model) error {
 	return nil
 }
 
-func readText(path, what string) (string, error) {
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(os.Stdin)
-	} else {
-		b, err = os.ReadFile(path)
+// textLimit bounds a text read for a model: how many bytes could fit,
+// and the refusal of a longer text (n bytes, or more than n-1 when more).
+type textLimit struct {
+	bytes  int64 // 0: none
+	refuse func(what string, n int64, more bool) error
+	tok    tokenizer.Tokenizer
+	seqLen int
+}
+
+// limitFor is the limit for text that must fit in m's context beside
+// reserve other tokens.
+func limitFor(m *weights.Model, reserve int) textLimit {
+	tok, n := m.Tokenizer, m.Config.SeqLen
+	return textLimit{bytes: jobs.MaxContextBytes(tok, n-reserve), tok: tok, seqLen: n,
+		refuse: func(what string, size int64, more bool) error {
+			return jobs.TooLong(tok, what, size, more, n-reserve, n)
+		}}
+}
+
+// readText reads path ("-": stdin). A text over lim is refused before it
+// is read: a file by its size, stdin once it has passed the limit.
+func readText(path, what string, lim textLimit) (string, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", what, err)
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && lim.bytes > 0 && st.Mode().IsRegular() && st.Size() > lim.bytes {
+			return "", lim.refuse(what+" "+path, st.Size(), false)
+		}
+		r = f
 	}
+	if lim.bytes > 0 {
+		r = io.LimitReader(r, lim.bytes+1)
+	}
+	b, err := io.ReadAll(r)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	if lim.bytes > 0 && int64(len(b)) > lim.bytes {
+		return "", lim.refuse(strings.TrimSuffix(what, " file")+" on stdin", int64(len(b)), true)
 	}
 	return string(b), nil
 }
 
-// readInput reads the prompt and query flags.
-func readInput(c *cli.Context) (jobs.Input, error) {
+// readInput reads the prompt and query flags; text that cannot fit the
+// model's context is refused before it is read or tokenized.
+func readInput(c *cli.Context, lim textLimit) (jobs.Input, error) {
 	if c.String("prompt") == "" {
 		return jobs.Input{}, errors.New("no prompt: pass --prompt FILE (the document; its last paragraph is the question unless --query is given)")
 	}
-	p, err := readText(c.String("prompt"), "prompt file")
+	p, err := readText(c.String("prompt"), "the prompt file", lim)
 	if err != nil {
 		return jobs.Input{}, err
 	}
@@ -364,11 +399,16 @@ func readInput(c *cli.Context) (jobs.Input, error) {
 		in.Query, in.HasQuery = c.String("query"), true
 	}
 	if c.IsSet("query-file") {
-		q, err := readText(c.String("query-file"), "query file")
+		q, err := readText(c.String("query-file"), "the query file", lim)
 		if err != nil {
 			return in, err
 		}
 		in.Query, in.HasQuery = strings.TrimRight(q, "\r\n"), true
+	}
+	if lim.tok != nil {
+		if err := jobs.CheckInputSize(lim.tok, in, lim.seqLen); err != nil {
+			return in, err
+		}
 	}
 	return in, nil
 }
@@ -464,7 +504,7 @@ var errSilent = errors.New("")
 // setup loads the model on every rank and, on rank 0, reads and tokenizes
 // the input and runs more (if not nil); every rank then agrees that all of
 // this worked.
-func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
+func setup(c *cli.Context, w *world, more func(m *weights.Model) error) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
 	withPrompt := c.Command.Name != "run" && c.Command.Name != "bench" // jobs run reads records; bench makes its own
 	var e *jobs.Engine
 	var t jobs.Tokens
@@ -480,12 +520,12 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 		if err = needTokenizer(m); err == nil {
 			if withPrompt {
 				var in jobs.Input
-				if in, err = readInput(c); err == nil {
+				if in, err = readInput(c, limitFor(m, 1)); err == nil {
 					t, err = jobs.Tokenize(m.Tokenizer, in)
 				}
 			}
 			if err == nil && more != nil {
-				err = more(m.Tokenizer)
+				err = more(m)
 			}
 		}
 	}
@@ -589,16 +629,19 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 	}
 	defer w.close()
 	var ids []int
-	e, t, s, err := setup(c, w, func(tok tokenizer.Tokenizer) error {
+	e, t, s, err := setup(c, w, func(m *weights.Model) error {
 		cont := c.String("continuation")
+		lim := limitFor(m, 2) // BOS and a query token
 		if c.IsSet("continuation-file") {
 			var err error
-			if cont, err = readText(c.String("continuation-file"), "continuation file"); err != nil {
+			if cont, err = readText(c.String("continuation-file"), "the continuation file", lim); err != nil {
 				return err
 			}
+		} else if err := lim.refuse("the continuation", int64(len(cont)), false); err != nil {
+			return err
 		}
 		var err error
-		if ids, err = tok.Encode(cont, false); err != nil {
+		if ids, err = m.Tokenizer.Encode(cont, false); err != nil {
 			return fmt.Errorf("tokenize continuation: %w", err)
 		}
 		return nil
@@ -664,7 +707,7 @@ func cmdTokenize(c *cli.Context, stdout io.Writer) error {
 		text = c.String("text")
 	case c.IsSet("file"):
 		var err error
-		if text, err = readText(c.String("file"), "text file"); err != nil {
+		if text, err = readText(c.String("file"), "text file", textLimit{}); err != nil {
 			return err
 		}
 	default:
@@ -686,15 +729,24 @@ func cmdTokenize(c *cli.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Written as they are formatted: a long text's ids are not built into
+	// one string first (as JSON: the same bytes json.Marshal gives).
+	sep, open, end := " ", "", "\n"
 	if c.Bool("json") {
-		return json.NewEncoder(stdout).Encode(ids)
+		sep, open, end = ",", "[", "]\n"
 	}
-	strs := make([]string, len(ids))
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	bw.WriteString(open)
+	var num []byte
 	for i, id := range ids {
-		strs[i] = strconv.Itoa(id)
+		if i > 0 {
+			bw.WriteString(sep)
+		}
+		num = strconv.AppendInt(num[:0], int64(id), 10)
+		bw.Write(num)
 	}
-	_, err = fmt.Fprintln(stdout, strings.Join(strs, " "))
-	return err
+	bw.WriteString(end)
+	return bw.Flush()
 }
 
 // parseIDs reads ids separated by spaces, commas or brackets (a JSON array works).
@@ -784,7 +836,7 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 			}
 		}
 	}()
-	e, _, s, err := setup(c, w, func(tokenizer.Tokenizer) error {
+	e, _, s, err := setup(c, w, func(*weights.Model) error {
 		if c.String("input") != "-" {
 			if _, err := os.Stat(c.String("input")); err != nil {
 				return fmt.Errorf("input: %w", err)

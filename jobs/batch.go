@@ -159,7 +159,7 @@ func (e *Engine) runRecord(l *leader, rec *Record, o BatchOptions, rf *ResultFil
 	s := o.Settings
 	s.Defaults()
 	s.Ranks = e.Ranks()
-	ctx, err := EncodeContext(e.Tok, text, o.Chat)
+	ctx, err := e.encodeContext(text, o.Chat)
 	var p *docPlan
 	if err == nil {
 		p, err = e.planDoc(ctx, s)
