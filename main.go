@@ -310,19 +310,18 @@ func loadModel(c *cli.Context, local int) (*weights.Model, error) {
 			return nil, errors.New("no model given: pass --model PATH (llama2.c .bin, .gguf or Hugging Face folder) or set STAR_MODEL")
 		}
 	}
-	m, err := weights.Load(path, weights.Options{Tokenizer: c.String("tokenizer")})
+	opts := weights.Options{Tokenizer: c.String("tokenizer")}
+	if c.Command.Name != "inspect" && c.Command.Name != "tokenize" {
+		opts.CheckSize = func(n int64) error { // before the weights are paged in
+			return jobs.CheckWeightMemory(n, true, local, "weights of "+filepath.Base(path), "use a smaller model or a machine with more memory")
+		}
+	}
+	m, err := weights.Load(path, opts)
 	if err != nil {
 		return nil, err
 	}
 	if n := c.Int("context-length"); n > 0 {
 		m.Config.SeqLen = n
-	}
-	if c.Command.Name != "inspect" && c.Command.Name != "tokenize" {
-		if err := jobs.CheckWeightMemory(m.WeightBytes(), true, local, "weights of "+filepath.Base(path),
-			"use a smaller model or a machine with more memory"); err != nil {
-			m.Close()
-			return nil, err
-		}
 	}
 	return m, nil
 }

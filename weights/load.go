@@ -18,6 +18,11 @@ type Options struct {
 	// Tokenizer overrides the tokenizer found with the model: a llama2.c
 	// tokenizer.bin, a tokenizer.json, or a folder holding one.
 	Tokenizer string
+	// CheckSize, if set, sees the weights' size in bytes once the tensor
+	// table is checked and before any tensor byte is read; an error from
+	// it ends the load (a model too large for memory is refused before
+	// its pages come in).
+	CheckSize func(weightBytes int64) error
 }
 
 // Format names the checkpoint format at path: "gguf", "hf" or "llama2c".
@@ -99,6 +104,12 @@ func Load(path string, opts Options) (*Model, error) {
 	if err := m.Validate(); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if opts.CheckSize != nil {
+		if err := opts.CheckSize(m.WeightBytes()); err != nil {
+			m.Close()
+			return nil, err
+		}
 	}
 	if err := attachTokenizer(m, opts.Tokenizer); err != nil {
 		m.Close()
