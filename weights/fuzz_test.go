@@ -180,3 +180,39 @@ func FuzzHFConfig(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSniff: telling what a file is never panics, and agrees with the
+// readers: a file taken for a llama2.c checkpoint parses as one, and
+// only files that start with the magic are GGUF.
+func FuzzSniff(f *testing.F) {
+	ckpt, err := weightstest.EncodeLlama2C(weightstest.RandomModel(weights.Config{Dim: 8, HiddenDim: 8, NLayers: 1, NHeads: 2, VocabSize: 5, SeqLen: 8, NormEps: 1e-5, RopeTheta: 1e4}, 1))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ckpt)
+	f.Add(ckpt[:len(ckpt)-4])
+	tokBin := binary.LittleEndian.AppendUint32(nil, 6)
+	for _, tok := range []string{"<unk>", "\n<s>\n", "\n</s>\n", " a"} {
+		tokBin = binary.LittleEndian.AppendUint32(tokBin, 0)
+		tokBin = binary.LittleEndian.AppendUint32(tokBin, uint32(len(tok)))
+		tokBin = append(tokBin, tok...)
+	}
+	f.Add(tokBin)
+	for _, s := range []string{"", "GGUF\x03\x00\x00\x00", "\x0a\x0e\x0a\x05<unk>\x15\x00\x00\x00\x00\x18\x02", "IQ== 0\nIg== 1\nIw== 2\n",
+		`{"added_tokens": []}`, `{"weight_map": {}}`, `{"model_type": "llama"}`, "PK\x03\x04", "\x80\x02}q", "<!DOCTYPE html>",
+		"version https://git-lfs.github.com/spec/v1\n", "Once upon a time", "\x02\x00\x00\x00\x00\x00\x00\x00{}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k := weights.SniffBytes(data, int64(len(data)))
+		if (k == weights.KindGGUF) != (len(data) >= 4 && string(data[:4]) == "GGUF") {
+			t.Fatalf("GGUF verdict %v for %q", k, data[:min(len(data), 8)])
+		}
+		if k == weights.KindLlama2C {
+			if _, err := weights.ParseLlama2CBytes(data); err != nil {
+				t.Fatalf("taken for a llama2.c checkpoint, but: %v", err)
+			}
+		}
+		_ = k.String()
+	})
+}
