@@ -37,6 +37,9 @@ var intRules = []intRule{
 	{"context-tokens", 1, weights.MaxContextLength, "context tokens"},
 }
 
+// positiveDurations are the duration flags for which 0 is no value.
+var positiveDurations = map[string]bool{"progress-interval": true}
+
 // checkFlags refuses numeric flags given out of range, naming the flag,
 // the value and the range: every command runs it first.
 func checkFlags(c *cli.Context) error {
@@ -58,7 +61,9 @@ func checkFlags(c *cli.Context) error {
 				}
 			}
 		case *cli.DurationFlag:
-			if d := c.Duration(name); d <= 0 {
+			// negative durations mean nothing; zero is "off" for some
+			// (a timeout), not for an interval
+			if d := c.Duration(name); d < 0 || (d == 0 && positiveDurations[name]) {
 				return fmt.Errorf("--%s %v must be a positive duration (e.g. 30s)", name, d)
 			}
 		}
