@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -138,7 +139,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags:     runFlags,
-		Action:    func(c *cli.Context) error { return cmdRun(c, stdout, stderr) },
+		Action:    func(c *cli.Context) error { return checked(c, func() error { return cmdRun(c, stdout, stderr) }) },
 		Commands: []*cli.Command{
 			{
 				Name:  "score",
@@ -146,7 +147,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Flags: append(append(append(modelFlags(), mpiFlags()...), promptFlags()...),
 					&cli.StringFlag{Name: "continuation-file", Usage: "`FILE` holding the continuation to score"},
 					&cli.StringFlag{Name: "continuation", Usage: "continuation `TEXT` to score"}),
-				Action: func(c *cli.Context) error { return cmdScore(c, stdout, stderr) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdScore(c, stdout, stderr) }) },
 			},
 			{
 				Name:  "jobs",
@@ -160,7 +161,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 						&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "default nucleus sampling mass"},
 						&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "default sampling seed"},
 					),
-					Action: func(c *cli.Context) error { return cmdJobsRun(c, stdout, stderr) },
+					Action: func(c *cli.Context) error { return checked(c, func() error { return cmdJobsRun(c, stdout, stderr) }) },
 				}},
 			},
 			{
@@ -204,7 +205,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.StringFlag{Name: "merge", Value: rank.MergeGather, Usage: "gather, allgather or allreduce"},
 					&cli.BoolFlag{Name: "json", Usage: "one JSON object per line per configuration"},
 				),
-				Action: func(c *cli.Context) error { return cmdBench(c, stdout, stderr) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdBench(c, stdout, stderr) }) },
 			},
 			{
 				Name:  "inspect",
@@ -215,7 +216,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "block-size", Usage: "block size (default: the context divided over the ranks)"},
 					&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size (default: the block size)"},
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
-				Action: func(c *cli.Context) error { return cmdInspect(c, stdout) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdInspect(c, stdout) }) },
 			},
 			{
 				Name:  "tokenize",
@@ -226,13 +227,21 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.BoolFlag{Name: "bos", Usage: "prepend BOS"},
 					&cli.BoolFlag{Name: "decode", Usage: "turn ids back into text"},
 					&cli.BoolFlag{Name: "json", Usage: "print a JSON array of ids (or a JSON string with --decode)"}),
-				Action: func(c *cli.Context) error { return cmdTokenize(c, stdout) },
+				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdTokenize(c, stdout) }) },
 			},
 		},
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return fmt.Errorf("%v (see star --help)", err)
 		},
 	}
+}
+
+// checked runs a command after checking its numeric flags.
+func checked(c *cli.Context, cmd func() error) error {
+	if err := checkFlags(c); err != nil {
+		return err
+	}
+	return cmd()
 }
 
 // defaultModel finds the shared tiny model for flag-less runs.
@@ -252,7 +261,9 @@ func defaultModel() string {
 	return ""
 }
 
-func loadModel(c *cli.Context) (*weights.Model, error) {
+// loadModel loads --model, or builds --load-format dummy weights; local
+// is the number of ranks on this node (their memory is shared).
+func loadModel(c *cli.Context, local int) (*weights.Model, error) {
 	switch c.String("load-format") {
 	case "dummy":
 		if c.String("model-config") == "" {
@@ -262,17 +273,33 @@ func loadModel(c *cli.Context) (*weights.Model, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--dtype: %w", err)
 		}
-		seed := uint64(1)
-		if c.Command.Name == "inspect" {
-			seed = 0 // sizing only: do not page in random weights
-		}
-		m, err := weights.LoadDummy(c.String("model-config"), dt, seed)
+		cfg, path, err := weights.ReadDummyConfig(c.String("model-config"))
 		if err != nil {
 			return nil, err
 		}
 		if n := c.Int("context-length"); n > 0 {
-			m.Config.SeqLen = n
+			cfg.SeqLen = n
 		}
+		var m *weights.Model
+		if c.Command.Name == "inspect" {
+			m, err = weights.DummyShape(cfg, dt) // sizes only: nothing allocated
+		} else {
+			var n int64
+			if n, err = weights.DummyBytes(cfg, dt); err == nil {
+				advice := "use a smaller --model-config or fewer ranks per node"
+				if dt == weights.F32 {
+					advice = "use --dtype bf16, a smaller --model-config or fewer ranks per node"
+				}
+				err = jobs.CheckWeightMemory(n, false, local, fmt.Sprintf("dummy %v weights of %s", dt, path), advice)
+			}
+			if err == nil {
+				m, err = weights.NewDummy(cfg, dt, 1)
+			}
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.Path = path
 		if c.String("tokenizer") != "" {
 			if m.Tokenizer, err = weights.LoadTokenizer(c.String("tokenizer")); err != nil {
 				return nil, err
@@ -289,15 +316,17 @@ func loadModel(c *cli.Context) (*weights.Model, error) {
 			return nil, errors.New("no model given: pass --model PATH (llama2.c .bin, .gguf or Hugging Face folder) or set STAR_MODEL")
 		}
 	}
-	m, err := weights.Load(path, weights.Options{Tokenizer: c.String("tokenizer")})
+	opts := weights.Options{Tokenizer: c.String("tokenizer")}
+	if c.Command.Name != "inspect" && c.Command.Name != "tokenize" {
+		opts.CheckSize = func(n int64) error { // before the weights are paged in
+			return jobs.CheckWeightMemory(n, true, local, "weights of "+filepath.Base(path), "use a smaller model or a machine with more memory")
+		}
+	}
+	m, err := weights.Load(path, opts)
 	if err != nil {
 		return nil, err
 	}
-	if n := c.Int("context-length"); n != 0 {
-		if n < 0 {
-			m.Close()
-			return nil, fmt.Errorf("--context-length %d must be positive", n)
-		}
+	if n := c.Int("context-length"); n > 0 {
 		m.Config.SeqLen = n
 	}
 	return m, nil
@@ -310,26 +339,60 @@ func needTokenizer(m *weights.Model) error {
 	return nil
 }
 
-func readText(path, what string) (string, error) {
-	var b []byte
-	var err error
-	if path == "-" {
-		b, err = io.ReadAll(os.Stdin)
-	} else {
-		b, err = os.ReadFile(path)
+// textLimit bounds a text read for a model: how many bytes could fit,
+// and the refusal of a longer text (n bytes, or more than n-1 when more).
+type textLimit struct {
+	bytes  int64 // 0: none
+	refuse func(what string, n int64, more bool) error
+	tok    tokenizer.Tokenizer
+	seqLen int
+}
+
+// limitFor is the limit for text that must fit in m's context beside
+// reserve other tokens.
+func limitFor(m *weights.Model, reserve int) textLimit {
+	tok, n := m.Tokenizer, m.Config.SeqLen
+	return textLimit{bytes: jobs.MaxContextBytes(tok, n-reserve), tok: tok, seqLen: n,
+		refuse: func(what string, size int64, more bool) error {
+			return jobs.TooLong(tok, what, size, more, n-reserve, n)
+		}}
+}
+
+// readText reads path ("-": stdin). A text over lim is refused before it
+// is read: a file by its size, stdin once it has passed the limit.
+func readText(path, what string, lim textLimit) (string, error) {
+	var r io.Reader = os.Stdin
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", what, err)
+		}
+		defer f.Close()
+		if st, err := f.Stat(); err == nil && lim.bytes > 0 && st.Mode().IsRegular() && st.Size() > lim.bytes {
+			return "", lim.refuse(what+" "+path, st.Size(), false)
+		}
+		r = f
 	}
+	if lim.bytes > 0 {
+		r = io.LimitReader(r, lim.bytes+1)
+	}
+	b, err := io.ReadAll(r)
 	if err != nil {
 		return "", fmt.Errorf("read %s: %w", what, err)
+	}
+	if lim.bytes > 0 && int64(len(b)) > lim.bytes {
+		return "", lim.refuse(strings.TrimSuffix(what, " file")+" on stdin", int64(len(b)), true)
 	}
 	return string(b), nil
 }
 
-// readInput reads the prompt and query flags.
-func readInput(c *cli.Context) (jobs.Input, error) {
+// readInput reads the prompt and query flags; text that cannot fit the
+// model's context is refused before it is read or tokenized.
+func readInput(c *cli.Context, lim textLimit) (jobs.Input, error) {
 	if c.String("prompt") == "" {
 		return jobs.Input{}, errors.New("no prompt: pass --prompt FILE (the document; its last paragraph is the question unless --query is given)")
 	}
-	p, err := readText(c.String("prompt"), "prompt file")
+	p, err := readText(c.String("prompt"), "the prompt file", lim)
 	if err != nil {
 		return jobs.Input{}, err
 	}
@@ -341,11 +404,16 @@ func readInput(c *cli.Context) (jobs.Input, error) {
 		in.Query, in.HasQuery = c.String("query"), true
 	}
 	if c.IsSet("query-file") {
-		q, err := readText(c.String("query-file"), "query file")
+		q, err := readText(c.String("query-file"), "the query file", lim)
 		if err != nil {
 			return in, err
 		}
 		in.Query, in.HasQuery = strings.TrimRight(q, "\r\n"), true
+	}
+	if lim.tok != nil {
+		if err := jobs.CheckInputSize(lim.tok, in, lim.seqLen); err != nil {
+			return in, err
+		}
 	}
 	return in, nil
 }
@@ -376,14 +444,8 @@ func settings(c *cli.Context) (jobs.Settings, error) {
 		s.Temperature = c.Float64("temperature")
 		s.TopP = c.Float64("top-p")
 		s.Seed = c.Uint64("seed")
-		if s.MaxTokens < 0 {
-			return s, fmt.Errorf("--max-tokens %d must not be negative", s.MaxTokens)
-		}
-		if s.Temperature < 0 {
-			return s, fmt.Errorf("--temperature %g must not be negative", s.Temperature)
-		}
-		if s.TopP <= 0 || s.TopP > 1 {
-			return s, fmt.Errorf("--top-p %g must be in (0, 1]", s.TopP)
+		if err := jobs.CheckGeneration(s); err != nil {
+			return s, errors.New(err.Flag())
 		}
 	}
 	return s, nil
@@ -531,7 +593,7 @@ var errSilent = errors.New("")
 // setup loads the model on every rank and, on rank 0, reads and tokenizes
 // the input and runs more (if not nil); every rank then agrees that all of
 // this worked.
-func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
+func setup(c *cli.Context, w *world, more func(m *weights.Model) error) (*jobs.Engine, jobs.Tokens, jobs.Settings, error) {
 	withPrompt := c.Command.Name != "run" && c.Command.Name != "bench" // jobs run reads records; bench makes its own
 	var e *jobs.Engine
 	var t jobs.Tokens
@@ -541,18 +603,18 @@ func setup(c *cli.Context, w *world, more func(tok tokenizer.Tokenizer) error) (
 	}
 	var m *weights.Model
 	if err == nil {
-		m, err = loadModel(c)
+		m, err = loadModel(c, w.local)
 	}
 	if err == nil && w.rank == 0 && c.Command.Name != "bench" {
 		if err = needTokenizer(m); err == nil {
 			if withPrompt {
 				var in jobs.Input
-				if in, err = readInput(c); err == nil {
+				if in, err = readInput(c, limitFor(m, 1)); err == nil {
 					t, err = jobs.Tokenize(m.Tokenizer, in)
 				}
 			}
 			if err == nil && more != nil {
-				err = more(m.Tokenizer)
+				err = more(m)
 			}
 		}
 	}
@@ -657,16 +719,19 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	defer w.close()
 	defer func() { err = w.finish(err, stderr) }()
 	var ids []int
-	e, t, s, err := setup(c, w, func(tok tokenizer.Tokenizer) error {
+	e, t, s, err := setup(c, w, func(m *weights.Model) error {
 		cont := c.String("continuation")
+		lim := limitFor(m, 2) // BOS and a query token
 		if c.IsSet("continuation-file") {
 			var err error
-			if cont, err = readText(c.String("continuation-file"), "continuation file"); err != nil {
+			if cont, err = readText(c.String("continuation-file"), "the continuation file", lim); err != nil {
 				return err
 			}
+		} else if err := lim.refuse("the continuation", int64(len(cont)), false); err != nil {
+			return err
 		}
 		var err error
-		if ids, err = tok.Encode(cont, false); err != nil {
+		if ids, err = m.Tokenizer.Encode(cont, false); err != nil {
 			return fmt.Errorf("tokenize continuation: %w", err)
 		}
 		return nil
@@ -714,7 +779,7 @@ func cmdTokenize(c *cli.Context, stdout io.Writer) error {
 		}
 		tok = t
 	default:
-		m, err := loadModel(c)
+		m, err := loadModel(c, 1)
 		if err != nil {
 			return err
 		}
@@ -732,7 +797,7 @@ func cmdTokenize(c *cli.Context, stdout io.Writer) error {
 		text = c.String("text")
 	case c.IsSet("file"):
 		var err error
-		if text, err = readText(c.String("file"), "text file"); err != nil {
+		if text, err = readText(c.String("file"), "text file", textLimit{}); err != nil {
 			return err
 		}
 	default:
@@ -754,15 +819,24 @@ func cmdTokenize(c *cli.Context, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Written as they are formatted: a long text's ids are not built into
+	// one string first (as JSON: the same bytes json.Marshal gives).
+	sep, open, end := " ", "", "\n"
 	if c.Bool("json") {
-		return json.NewEncoder(stdout).Encode(ids)
+		sep, open, end = ",", "[", "]\n"
 	}
-	strs := make([]string, len(ids))
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	bw.WriteString(open)
+	var num []byte
 	for i, id := range ids {
-		strs[i] = strconv.Itoa(id)
+		if i > 0 {
+			bw.WriteString(sep)
+		}
+		num = strconv.AppendInt(num[:0], int64(id), 10)
+		bw.Write(num)
 	}
-	_, err = fmt.Fprintln(stdout, strings.Join(strs, " "))
-	return err
+	bw.WriteString(end)
+	return bw.Flush()
 }
 
 // parseIDs reads ids separated by spaces, commas or brackets (a JSON array works).
@@ -786,7 +860,7 @@ func parseIDs(s string, vocab int) ([]int, error) {
 
 func cmdInspect(c *cli.Context, stdout io.Writer) error {
 	t0 := time.Now()
-	m, err := loadModel(c)
+	m, err := loadModel(c, 1)
 	if err != nil {
 		return err
 	}
@@ -848,7 +922,7 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	}
 	defer w.close()
 	defer func() { err = w.finish(err, stderr) }()
-	e, _, s, err := setup(c, w, func(tokenizer.Tokenizer) error {
+	e, _, s, err := setup(c, w, func(*weights.Model) error {
 		if c.String("input") != "-" {
 			if _, err := os.Stat(c.String("input")); err != nil {
 				return fmt.Errorf("input: %w", err)
@@ -923,6 +997,9 @@ func parseInts(s, what string) ([]int, error) {
 		if err != nil || n <= 0 {
 			return nil, fmt.Errorf("%s: %q is not a positive number", what, f)
 		}
+		if n > weights.MaxContextLength/mult {
+			return nil, fmt.Errorf("%s: %s%s is more than the %d tokens star supports", what, f, map[int]string{1: "", 1024: "k"}[mult], weights.MaxContextLength)
+		}
 		out = append(out, n*mult)
 	}
 	if len(out) == 0 {
@@ -948,7 +1025,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) (err error) {
 	if c.IsSet("anchor-size") {
 		for _, f := range strings.Split(c.String("anchor-size"), ",") {
 			a, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || a < 0 {
+			if err != nil || a < 0 || a > weights.MaxContextLength {
 				return fmt.Errorf("--anchor-size: %q is not a size in tokens (0 or more, comma-separated)", f)
 			}
 			anchors = append(anchors, a)

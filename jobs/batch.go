@@ -131,7 +131,7 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 	if err := b.contextFolders(in); err != nil {
 		return final(err)
 	}
-	b.maxDoc = maxContextBytes(e.Tok, e.M.Cfg.SeqLen)
+	b.maxDoc = MaxContextBytes(e.Tok, e.M.Cfg.SeqLen-2)
 	rf, repaired, err := OpenResults(o.Output)
 	if err != nil {
 		return final(err)
@@ -418,7 +418,7 @@ func (b *batch) record(rec *Record) (complete bool, err error) {
 	s := o.Settings
 	s.Defaults()
 	s.Ranks = e.Ranks()
-	ctx, err := EncodeContext(e.Tok, text, o.Chat)
+	ctx, err := e.encodeContext(text, o.Chat)
 	var p *docPlan
 	if err == nil {
 		p, err = e.planDoc(ctx, s)

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
-
-	"github.com/star-attn/star/weights/tokenizer"
 )
 
 // source is a batch job's input: a regular file (read a first time to
@@ -173,20 +171,26 @@ func (b *batch) contextFolders(in *source) error {
 // tokenization is refused before it is tokenized.
 func (b *batch) document(rec *Record) ([]byte, error) {
 	if rec.ContextFile == "" {
-		if n := int64(len(rec.Context)); n > b.maxDoc {
-			return nil, fmt.Errorf("%s: the document is %d bytes, more than the model's context length of %d tokens can hold (%d bytes at most); shorten it or pass --context-length if the model supports more",
-				rec.where(), n, b.e.M.Cfg.SeqLen, b.maxDoc)
+		if err := b.tooLong(rec.where()+": the document", int64(len(rec.Context)), false); err != nil {
+			return nil, err
 		}
 		return []byte(rec.Context), nil
 	}
 	path, err := b.contextPath(rec.ContextFile)
 	if err == nil {
 		var doc []byte
-		if doc, err = readContextFile(path, b.maxDoc, b.e.M.Cfg.SeqLen); err == nil {
+		if doc, err = readContextFile(path, b.maxDoc, b.tooLong); err == nil {
 			return doc, nil
 		}
 	}
 	return nil, fmt.Errorf("%s: cannot read context_file: %v", rec.where(), err)
+}
+
+// tooLong refuses a document of n bytes (at least n with more) that
+// cannot fit the model's context with BOS and a query token.
+func (b *batch) tooLong(what string, n int64, more bool) error {
+	seq := b.e.M.Cfg.SeqLen
+	return TooLong(b.e.Tok, what, n, more, seq-2, seq)
 }
 
 // contextPath resolves a context_file path and checks that it lies in the
@@ -205,9 +209,10 @@ func (b *batch) contextPath(p string) (string, error) {
 	return real, nil
 }
 
-// readContextFile reads a regular file of at most limit bytes. FIFOs,
-// devices and folders are refused: reading them may never end.
-func readContextFile(path string, limit int64, seqLen int) ([]byte, error) {
+// readContextFile reads a regular file of at most limit bytes (tooLong
+// words the refusal of a longer one). FIFOs, devices and folders are
+// refused: reading them may never end.
+func readContextFile(path string, limit int64, tooLong func(what string, n int64, more bool) error) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -220,29 +225,15 @@ func readContextFile(path string, limit int64, seqLen int) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is %s, not a regular file", path, fileKind(st.Mode()))
 	}
-	tooLong := func(n int64) error {
-		return fmt.Errorf("%s is %d bytes, more than the model's context length of %d tokens can hold (%d bytes at most)", path, n, seqLen, limit)
-	}
 	if st.Size() > limit {
-		return nil, tooLong(st.Size())
+		return nil, tooLong(path, st.Size(), false)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
 	if int64(len(b)) > limit { // it grew while read
-		return nil, tooLong(int64(len(b)))
+		return nil, tooLong(path, int64(len(b)), true)
 	}
 	return b, nil
-}
-
-// maxContextBytes is the longest text, in bytes, that could still fit in
-// seqLen tokens: no token covers more bytes than the longest piece of the
-// vocabulary.
-func maxContextBytes(tok tokenizer.Tokenizer, seqLen int) int64 {
-	longest := 1
-	for id := 0; id < tok.VocabSize(); id++ {
-		longest = max(longest, len(tok.Piece(-1, id)))
-	}
-	return int64(seqLen) * int64(longest+1)
 }

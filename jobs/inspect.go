@@ -185,3 +185,34 @@ func human(n int64, unit string) string {
 	}
 	return ""
 }
+
+// MemoryRefusal is the one message for work that cannot fit in memory:
+// what needs how much (its parts), what each of the node's ranks has, and
+// what to do instead.
+func MemoryRefusal(need int64, parts string, avail int64, local int, advice string) error {
+	return fmt.Errorf("needs %.2f GiB (%s) but %.2f GiB are available to each of the node's %d ranks: %s",
+		gib(need), parts, gib(avail), local, advice)
+}
+
+// CheckWeightMemory refuses, before they are made or paged in, weights of
+// bytes bytes that cannot be held in the node's available memory:
+// memory-mapped weights (shared) are held once per node, made in memory
+// (dummy weights, not shared) once per rank. what names the weights
+// ("weights of model.gguf").
+// With available memory unknown (no /proc/meminfo) it refuses nothing.
+func CheckWeightMemory(bytes int64, shared bool, local int, what, advice string) error {
+	avail := MemAvailable()
+	if avail == 0 {
+		return nil
+	}
+	local = max(local, 1)
+	need, parts := bytes, what+", made by each rank"
+	if shared {
+		need = bytes / int64(local)
+		parts = fmt.Sprintf("%s, %.2f GiB memory-mapped once per node", what, gib(bytes))
+	}
+	if need > avail/int64(local) {
+		return MemoryRefusal(need, parts, avail/int64(local), local, advice)
+	}
+	return nil
+}

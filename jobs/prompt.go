@@ -134,3 +134,52 @@ func chatWrap(tok tokenizer.Tokenizer, ctx, q string) (string, string) {
 	// Llama 2 style: BOS is added by the tokenizer call.
 	return "[INST] " + ctx, sep + strings.TrimSpace(q) + " [/INST]"
 }
+
+// MaxContextBytes is the largest text, in bytes, that could still fit in
+// seqLen tokens: a token stands for at most tokenizer.MaxTokenBytes bytes,
+// so a longer text needs more tokens however it is tokenized. It lets
+// callers refuse an input before reading or tokenizing it.
+func MaxContextBytes(tok tokenizer.Tokenizer, seqLen int) int64 {
+	if seqLen <= 0 {
+		return 0
+	}
+	return int64(seqLen) * int64(tokenizer.MaxTokenBytes(tok))
+}
+
+// TooLong is the refusal of a text of n bytes (what names it) that cannot
+// fit room tokens whatever its tokenization, or nil; seqLen is the
+// model's context length, room what is left of it for the text (less
+// BOS, a query). With more, n is only what was read so far (a stream).
+func TooLong(tok tokenizer.Tokenizer, what string, n int64, more bool, room, seqLen int) error {
+	limit := MaxContextBytes(tok, room)
+	if n <= limit {
+		return nil
+	}
+	l := int64(tokenizer.MaxTokenBytes(tok))
+	size := fmt.Sprintf("is %d bytes", n)
+	if more {
+		size = fmt.Sprintf("is more than %d bytes", n-1)
+	}
+	return fmt.Errorf("%s %s: even at %d bytes per token (the tokenizer's longest token) that is at least %d tokens, more than fit in the model's context length %d; shorten it to at most %d bytes, or pass --context-length if the model supports more",
+		what, size, l, (n+l-1)/l, seqLen, limit)
+}
+
+// CheckInputSize refuses, before tokenizing, an input whose text cannot
+// fit the context: with BOS, the prompt and query need at least
+// 1 + (their bytes) / MaxTokenBytes tokens.
+func CheckInputSize(tok tokenizer.Tokenizer, in Input, seqLen int) error {
+	what := "the prompt"
+	if in.HasQuery {
+		what = "the prompt and query"
+	}
+	return TooLong(tok, what, int64(len(in.Prompt)+len(in.Query)), false, seqLen-1, seqLen)
+}
+
+// encodeContext is EncodeContext for a document of this engine's model:
+// a document that cannot fit the context is refused before tokenizing.
+func (e *Engine) encodeContext(text string, chat bool) ([]int, error) {
+	if err := TooLong(e.Tok, "the document", int64(len(text)), false, e.M.Cfg.SeqLen-2, e.M.Cfg.SeqLen); err != nil {
+		return nil, err
+	}
+	return EncodeContext(e.Tok, text, chat)
+}

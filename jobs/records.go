@@ -371,8 +371,10 @@ func fillRecord(rec *Record, v any) {
 func parseQuerySettings(q *Query, m map[string]any, fail func(string, ...any)) {
 	if x, ok := m["max_tokens"]; ok {
 		f, ok := number(x)
-		if !ok || f < 0 || f != math.Trunc(f) || f > 1<<24 {
-			fail(`"max_tokens" must be a non-negative integer`)
+		if !ok {
+			fail(`"max_tokens" must be a non-negative integer, got %s`, typeName(x))
+		} else if err := CheckMaxTokens(f); err != nil {
+			fail("%v", err)
 		} else {
 			n := int(f)
 			q.MaxTokens = &n
@@ -380,16 +382,20 @@ func parseQuerySettings(q *Query, m map[string]any, fail func(string, ...any)) {
 	}
 	if x, ok := m["temperature"]; ok {
 		f, ok := number(x)
-		if !ok || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) {
-			fail(`"temperature" must be a number >= 0`)
+		if !ok {
+			fail(`"temperature" must be a number >= 0, got %s`, typeName(x))
+		} else if err := CheckTemperature(f); err != nil {
+			fail("%v", err)
 		} else {
 			q.Temperature = &f
 		}
 	}
 	if x, ok := m["top_p"]; ok {
 		f, ok := number(x)
-		if !ok || !(f > 0 && f <= 1) {
-			fail(`"top_p" must be in (0, 1]`)
+		if !ok {
+			fail(`"top_p" must be a number in (0, 1], got %s`, typeName(x))
+		} else if err := CheckTopP(f); err != nil {
+			fail("%v", err)
 		} else {
 			q.TopP = &f
 		}
@@ -435,6 +441,9 @@ func number(x any) (float64, bool) {
 	switch t := x.(type) {
 	case json.Number:
 		f, err := t.Float64()
+		if errors.Is(err, strconv.ErrRange) {
+			return f, true // ±Inf: the range checks name it
+		}
 		return f, err == nil
 	case float64:
 		return t, true

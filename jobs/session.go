@@ -697,8 +697,9 @@ func (e *Engine) checkMemory(p *docPlan) error {
 	}
 	need := m.KVBytes + m.AnchorBytes + m.ActivationBytes
 	if need > avail/int64(local) {
-		return fmt.Errorf("needs %.2f GiB (K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB) but %.2f GiB are available to each of the node's %d ranks: use more ranks, a smaller --block-size, or a shorter context",
-			gib(need), m.Blocks, m.BlockTokens, gib(m.KVBytes), gib(m.AnchorBytes), gib(m.ActivationBytes), gib(avail/int64(local)), local)
+		return MemoryRefusal(need, fmt.Sprintf("K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB",
+			m.Blocks, m.BlockTokens, gib(m.KVBytes), gib(m.AnchorBytes), gib(m.ActivationBytes)),
+			avail/int64(local), local, "use more ranks, a smaller --block-size, or a shorter context")
 	}
 	return nil
 }

@@ -5,7 +5,10 @@
 // the other ranks' through a Combiner.
 package rank
 
-import "fmt"
+import (
+	"fmt"
+	"sort"
+)
 
 // Block is one contiguous piece of the context.
 type Block struct {
@@ -59,15 +62,19 @@ func NewLayout(n, blockSize, anchorSize, ranks int) (Layout, error) {
 	return l, nil
 }
 
-// Of returns the blocks rank r holds, in order.
+// Of returns the blocks rank r holds, in order. Blocks are grouped by rank
+// in rank order, so the group is found by binary search: sizing every rank
+// of a large layout (star inspect --ranks) stays linear.
 func (l Layout) Of(r int) []Block {
-	var out []Block
-	for _, b := range l.Blocks {
-		if b.Rank == r {
-			out = append(out, b)
-		}
+	i := sort.Search(len(l.Blocks), func(i int) bool { return l.Blocks[i].Rank >= r })
+	j := i
+	for j < len(l.Blocks) && l.Blocks[j].Rank == r {
+		j++
 	}
-	return out
+	if i == j {
+		return nil
+	}
+	return append([]Block(nil), l.Blocks[i:j]...)
 }
 
 // NeedsAnchor reports whether rank r encodes any block behind the anchor.

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sync"
 )
 
@@ -12,32 +13,97 @@ import (
 // describes, with random weights made in memory (no weight file), stored in
 // dtype: for benchmarking any Llama shape. Matrices are ~N(0, 1/sqrt(in)),
 // norms 1, so activations stay in range. The model has no tokenizer.
-//
-// With seed 0 the weights stay zero and untouched: the memory is reserved
-// but not paged in (for sizing a model with `star inspect`).
+// Callers that care about memory check DummyBytes first (star does,
+// against the memory available).
 func LoadDummy(configPath string, dtype DType, seed uint64) (*Model, error) {
-	b, err := os.ReadFile(configPath)
+	cfg, path, err := ReadDummyConfig(configPath)
 	if err != nil {
-		return nil, fmt.Errorf("model config: %w", err)
+		return nil, err
 	}
-	cfg, tied, err := parseHFConfig(b)
-	if err != nil {
-		return nil, fmt.Errorf("model config %s: %w", configPath, err)
-	}
-	cfg.TiedEmbeddings = tied
 	m, err := NewDummy(cfg, dtype, seed)
 	if err != nil {
 		return nil, err
 	}
-	m.Path = configPath
+	m.Path = path
 	return m, nil
+}
+
+// ReadDummyConfig reads the Hugging Face config.json at path (or in the
+// folder path) for dummy weights; it returns the config's path too.
+func ReadDummyConfig(path string) (Config, string, error) {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, hfConfigFile) // a checkpoint folder: its config
+	}
+	k, err := Sniff(path)
+	if err != nil {
+		return Config{}, path, fmt.Errorf("--model-config: %w", err)
+	}
+	if k != KindHFConfig && k != KindJSON {
+		return Config{}, path, fmt.Errorf("--model-config %s is %s, not a model's config.json: pass a Hugging Face config.json (see configs/)", path, k)
+	}
+	b, err := readSmallFile(path, hfMaxConfigBytes)
+	if err != nil {
+		return Config{}, path, err
+	}
+	cfg, tied, err := parseHFConfig(b)
+	if err != nil {
+		return Config{}, path, fmt.Errorf("model config %s: %w", path, err)
+	}
+	cfg.TiedEmbeddings = tied
+	if _, err := DummyBytes(cfg, F32); err != nil {
+		return Config{}, path, fmt.Errorf("model config %s: %w", path, err)
+	}
+	return cfg, path, nil
+}
+
+// MaxWeightBytes bounds the weights a config may describe (64 TiB, far
+// beyond any machine): within it, no size star derives from the config
+// (K/V per token times a context, activations) overflows.
+const MaxWeightBytes = 1 << 46
+
+// DummyBytes is the memory the weights of cfg take as dummy weights in
+// dtype (matrices in dtype, norms in F32, a tied classifier once),
+// computed without allocating anything. A config beyond MaxWeightBytes is
+// an error.
+func DummyBytes(cfg Config, dtype DType) (int64, error) {
+	if err := cfg.Check(); err != nil {
+		return 0, err
+	}
+	c := &cfg
+	D, H, V, L := float64(c.Dim), float64(c.HiddenDim), float64(c.VocabSize), float64(c.NLayers)
+	q, kv := float64(c.QDim()), float64(c.KVDim())
+	mats := V*D + L*(q*D+2*kv*D+D*q+3*H*D)
+	if !c.TiedEmbeddings {
+		mats += V * D
+	}
+	norms := (2*L + 1) * D
+	total := mats*float64(dtype.Size()) + 4*norms
+	if total > MaxWeightBytes {
+		return 0, fmt.Errorf("the config describes %.3g parameters (%.0f TiB of weights), beyond the %d TiB star supports; check its sizes",
+			mats+norms, total/(1<<40), MaxWeightBytes>>40)
+	}
+	return int64(total), nil
+}
+
+// DummyShape is a model of cfg's shape whose tensors have names, dtypes
+// and shapes but no data: for sizing (star inspect) without allocating.
+// It must not be computed with.
+func DummyShape(cfg Config, dtype DType) (*Model, error) {
+	if _, err := DummyBytes(cfg, dtype); err != nil {
+		return nil, err
+	}
+	return newDummy(cfg, dtype, 0, false)
 }
 
 // NewDummy is LoadDummy from a Config.
 func NewDummy(cfg Config, dtype DType, seed uint64) (*Model, error) {
-	if err := cfg.Check(); err != nil {
+	if _, err := DummyBytes(cfg, dtype); err != nil {
 		return nil, err
 	}
+	return newDummy(cfg, dtype, seed, true)
+}
+
+func newDummy(cfg Config, dtype DType, seed uint64, alloc bool) (*Model, error) {
 	if dtype != F32 && dtype != F16 && dtype != BF16 {
 		return nil, fmt.Errorf("dummy weights: unsupported dtype %v", dtype)
 	}
@@ -46,13 +112,21 @@ func NewDummy(cfg Config, dtype DType, seed uint64) (*Model, error) {
 	var jobs []func()
 	k := uint64(0)
 	mat := func(t *Tensor, name string, rows, cols int) {
-		*t = Tensor{Name: name, DType: dtype, Shape: []int{rows, cols}, Data: make([]byte, rows*cols*dtype.Size())}
+		*t = Tensor{Name: name, DType: dtype, Shape: []int{rows, cols}}
+		if !alloc {
+			return
+		}
+		t.Data = make([]byte, rows*cols*dtype.Size())
 		k++
 		s := seed*1000003 + k
 		jobs = append(jobs, func() { fillRandom(t, 1/math.Sqrt(float64(cols)), s) })
 	}
 	norm := func(t *Tensor, name string, n int) {
-		*t = Tensor{Name: name, DType: F32, Shape: []int{n}, Data: make([]byte, 4*n)}
+		*t = Tensor{Name: name, DType: F32, Shape: []int{n}}
+		if !alloc {
+			return
+		}
+		t.Data = make([]byte, 4*n)
 		f := t.F32()
 		for i := range f {
 			f[i] = 1
@@ -92,12 +166,11 @@ func NewDummy(cfg Config, dtype DType, seed uint64) (*Model, error) {
 		}()
 	}
 	for _, f := range jobs {
-		if seed != 0 {
-			ch <- f
-		}
+		ch <- f
 	}
 	close(ch)
 	wg.Wait()
+	m.ShapeOnly = !alloc
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}

@@ -1,7 +1,10 @@
 package weights_test
 
 import (
+	"encoding/binary"
+	"sort"
 	"testing"
+	"unsafe"
 
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/weightstest"
@@ -21,6 +24,34 @@ func touch(t *testing.T, tn *weights.Tensor) {
 		sum += v
 	}
 	_ = sum
+}
+
+// disjoint fails when two of the views share bytes (a tied classifier is
+// the embedding itself: the same view twice is fine).
+func disjoint(t *testing.T, ts []*weights.Tensor) {
+	type span struct {
+		name   string
+		lo, hi uintptr
+	}
+	var spans []span
+	seen := map[span]bool{}
+	for _, tn := range ts {
+		if len(tn.Data) == 0 {
+			continue
+		}
+		lo := uintptr(unsafe.Pointer(&tn.Data[0]))
+		s := span{tn.Name, lo, lo + uintptr(len(tn.Data))}
+		if !seen[s] {
+			seen[s] = true
+			spans = append(spans, s)
+		}
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].lo < spans[j].lo })
+	for i := 1; i < len(spans); i++ {
+		if spans[i].lo < spans[i-1].hi {
+			t.Fatalf("accepted tensors %q and %q share bytes", spans[i-1].name, spans[i].name)
+		}
+	}
 }
 
 func fuzzModel() *weights.Model {
@@ -56,6 +87,20 @@ func FuzzGGUFHeader(f *testing.F) {
 		}
 		f.Add(b)
 		f.Add(b[:len(b)/2])
+		// the same file with the second tensor moved onto the first, and
+		// with the first tensor's name given to the second
+		kv2, ts2, _ := weightstest.GGUFContent(m, dt)
+		ts2 = append(ts2, weightstest.GGUFTensor{Name: "extra", Type: weightstest.GGMLTypeF32, Shape: []int{4}, Data: make([]byte, 16)})
+		b2, err := weightstest.EncodeGGUF(kv2, ts2)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b2)
+		ts2[1].Name = ts2[0].Name
+		if b2, err = weightstest.EncodeGGUF(kv2, ts2); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b2)
 	}
 	f.Add([]byte("GGUF\x03\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -63,15 +108,15 @@ func FuzzGGUFHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		touch(t, &m.TokEmb)
-		touch(t, &m.Output)
-		touch(t, &m.FinalNorm)
+		all := []*weights.Tensor{&m.TokEmb, &m.Output, &m.FinalNorm}
 		for i := range m.Layers {
 			l := &m.Layers[i]
-			for _, tn := range []*weights.Tensor{&l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3} {
-				touch(t, tn)
-			}
+			all = append(all, &l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3)
 		}
+		for _, tn := range all {
+			touch(t, tn)
+		}
+		disjoint(t, all)
 	})
 }
 
@@ -98,14 +143,26 @@ func FuzzSafetensorsHeader(f *testing.F) {
 	}
 	f.Add(b)
 	f.Add([]byte("\x02\x00\x00\x00\x00\x00\x00\x00{}"))
+	// overlapping ranges, a name twice, and data that starts misaligned
+	for _, h := range []string{
+		`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}`,
+		`{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}`,
+		`{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}} `,
+	} {
+		f.Add(append(append(binary.LittleEndian.AppendUint64(nil, uint64(len(h))), h...), make([]byte, 16)...))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tensors, err := weights.ParseSafetensorsBytes(data)
 		if err != nil {
 			return
 		}
-		for _, tn := range tensors {
+		var all []*weights.Tensor
+		for name := range tensors {
+			tn := tensors[name]
 			touch(t, &tn)
+			all = append(all, &tn)
 		}
+		disjoint(t, all)
 	})
 }
 
@@ -121,5 +178,41 @@ func FuzzHFConfig(f *testing.F) {
 				t.Fatalf("accepted config fails Check: %v", err)
 			}
 		}
+	})
+}
+
+// FuzzSniff: telling what a file is never panics, and agrees with the
+// readers: a file taken for a llama2.c checkpoint parses as one, and
+// only files that start with the magic are GGUF.
+func FuzzSniff(f *testing.F) {
+	ckpt, err := weightstest.EncodeLlama2C(weightstest.RandomModel(weights.Config{Dim: 8, HiddenDim: 8, NLayers: 1, NHeads: 2, VocabSize: 5, SeqLen: 8, NormEps: 1e-5, RopeTheta: 1e4}, 1))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(ckpt)
+	f.Add(ckpt[:len(ckpt)-4])
+	tokBin := binary.LittleEndian.AppendUint32(nil, 6)
+	for _, tok := range []string{"<unk>", "\n<s>\n", "\n</s>\n", " a"} {
+		tokBin = binary.LittleEndian.AppendUint32(tokBin, 0)
+		tokBin = binary.LittleEndian.AppendUint32(tokBin, uint32(len(tok)))
+		tokBin = append(tokBin, tok...)
+	}
+	f.Add(tokBin)
+	for _, s := range []string{"", "GGUF\x03\x00\x00\x00", "\x0a\x0e\x0a\x05<unk>\x15\x00\x00\x00\x00\x18\x02", "IQ== 0\nIg== 1\nIw== 2\n",
+		`{"added_tokens": []}`, `{"weight_map": {}}`, `{"model_type": "llama"}`, "PK\x03\x04", "\x80\x02}q", "<!DOCTYPE html>",
+		"version https://git-lfs.github.com/spec/v1\n", "Once upon a time", "\x02\x00\x00\x00\x00\x00\x00\x00{}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		k := weights.SniffBytes(data, int64(len(data)))
+		if (k == weights.KindGGUF) != (len(data) >= 4 && string(data[:4]) == "GGUF") {
+			t.Fatalf("GGUF verdict %v for %q", k, data[:min(len(data), 8)])
+		}
+		if k == weights.KindLlama2C {
+			if _, err := weights.ParseLlama2CBytes(data); err != nil {
+				t.Fatalf("taken for a llama2.c checkpoint, but: %v", err)
+			}
+		}
+		_ = k.String()
 	})
 }

@@ -65,9 +65,10 @@ func ggmlTypeName(t uint32) string {
 	return "type " + strconv.FormatUint(uint64(t), 10)
 }
 
-// maxContextLength bounds the context length a header may claim, so that
-// consumers sizing tables by it cannot be made to allocate absurd amounts.
-const maxContextLength = 1 << 24
+// MaxContextLength bounds the context length a header, config or flag may
+// claim, so that consumers sizing tables by it cannot be made to allocate
+// absurd amounts.
+const MaxContextLength = 1 << 24
 
 const (
 	ggufDefaultAlignment = 32
@@ -90,6 +91,7 @@ type ggufFile struct {
 	version   uint32
 	kv        map[string]any
 	tensors   map[string]*ggufTensorInfo
+	order     []string // tensor names in table order
 	alignment int64
 	dataStart int64 // absolute offset of the data section
 }
@@ -387,8 +389,12 @@ func parseGGUF(data []byte) (*ggufFile, error) {
 			return nil, fmt.Errorf("GGUF tensor %q appears twice in the tensor table; the file is corrupt", name)
 		}
 		g.tensors[name] = t
+		g.order = append(g.order, name)
 	}
 	g.dataStart = (r.off + g.alignment - 1) / g.alignment * g.alignment
+	if err := g.checkRanges(int64(len(data))); err != nil {
+		return nil, err
+	}
 	return g, nil
 }
 
@@ -550,8 +556,8 @@ func (g *ggufFile) config() (Config, error) {
 			return Config{}, fmt.Errorf("GGUF metadata %s is 0; the file is damaged", f.key)
 		}
 	}
-	if c.SeqLen > maxContextLength {
-		return Config{}, fmt.Errorf("GGUF metadata llama.context_length = %d is beyond the supported %d; the file is corrupt", c.SeqLen, maxContextLength)
+	if c.SeqLen > MaxContextLength {
+		return Config{}, fmt.Errorf("GGUF metadata llama.context_length = %d is beyond the supported %d; the file is corrupt", c.SeqLen, MaxContextLength)
 	}
 	if c.NKVHeads, ok, err = g.intKey("llama.attention.head_count_kv"); err != nil {
 		return Config{}, err

@@ -43,3 +43,6 @@ func ParseSafetensorsBytes(data []byte) (map[string]Tensor, error) {
 
 // ParseHFConfigBytes parses config.json bytes.
 func ParseHFConfigBytes(b []byte) (Config, bool, error) { return parseHFConfig(b) }
+
+// ParseLlama2CBytes parses a llama2.c checkpoint held in data.
+func ParseLlama2CBytes(data []byte) (*Model, error) { return parseLlama2C(data) }

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/star-attn/star/weights/tokenizer"
 )
@@ -102,8 +103,8 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		}
 		*f.dst = *f.src
 	}
-	if c.SeqLen > maxContextLength {
-		return Config{}, false, fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, maxContextLength)
+	if c.SeqLen > MaxContextLength {
+		return Config{}, false, fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, MaxContextLength)
 	}
 	c.NKVHeads = c.NHeads
 	if h.NumKeyValueHeads != nil {
@@ -223,7 +224,11 @@ func parseSafetensors(data []byte) (map[string]*stEntry, error) {
 	if err := json.Unmarshal(header, &raw); err != nil {
 		return nil, fmt.Errorf("safetensors header is not a JSON object: %w", err)
 	}
+	if k, _ := duplicateKey(header); k != "" {
+		return nil, fmt.Errorf("safetensors header lists tensor %q twice; every tensor needs one entry: the file is corrupt or crafted", k)
+	}
 	out := make(map[string]*stEntry, len(raw))
+	ranges := make([]byteRange, 0, len(raw))
 	for name, msg := range raw {
 		if name == "__metadata__" {
 			continue
@@ -241,6 +246,10 @@ func parseSafetensors(data []byte) (map[string]*stEntry, error) {
 			return nil, err
 		}
 		out[name] = e
+		ranges = append(ranges, byteRange{name: name, start: info.DataOffsets[0], end: info.DataOffsets[1]})
+	}
+	if err := checkOverlaps(ranges, "safetensors"); err != nil {
+		return nil, fmt.Errorf("%w (offsets count from the end of the header)", err)
 	}
 	return out, nil
 }
@@ -278,7 +287,14 @@ func stTensor(name, dtype string, shape, offsets []int64, body []byte) (*stEntry
 	}
 	e := &stEntry{name: name, dtype: dtype}
 	if dt, ok := stDTypes[dtype]; ok {
-		e.tensor = Tensor{Name: name, DType: dt, Shape: ishape, Data: body[begin:end:end]}
+		data := body[begin:end:end]
+		if len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(dt.Size()) != 0 {
+			// Safetensors does not require aligned tensors (writers since
+			// 2023 align them). Compute kernels read whole elements:
+			// give a misaligned tensor an aligned copy rather than a view.
+			data = append(make([]byte, 0, len(data)), data...)
+		}
+		e.tensor = Tensor{Name: name, DType: dt, Shape: ishape, Data: data}
 	}
 	return e, nil
 }
@@ -297,8 +313,10 @@ func hfFiles(path string) (dir, single, index string, err error) {
 	if exists(filepath.Join(dir, hfIndexFile)) {
 		return dir, "", filepath.Join(dir, hfIndexFile), nil
 	}
-	if !st.IsDir() && strings.HasSuffix(path, ".safetensors") {
-		return dir, path, "", nil
+	if !st.IsDir() {
+		if k, _ := Sniff(path); k == KindSafetensors || strings.HasSuffix(path, ".safetensors") {
+			return dir, path, "", nil
+		}
 	}
 	if exists(filepath.Join(dir, hfSingleFile)) {
 		return dir, filepath.Join(dir, hfSingleFile), "", nil
@@ -322,6 +340,12 @@ func parseHFIndex(b []byte) (map[string]string, error) {
 	}
 	if len(idx.WeightMap) == 0 {
 		return nil, fmt.Errorf("%s has no weight_map entries", hfIndexFile)
+	}
+	if k, level := duplicateKey(b, "weight_map"); k != "" {
+		if level == 0 {
+			return nil, fmt.Errorf("%s has the key %q twice; the file is corrupt", hfIndexFile, k)
+		}
+		return nil, fmt.Errorf("%s lists tensor %q twice in weight_map; every tensor lives in one shard: the file is corrupt", hfIndexFile, k)
 	}
 	for name, file := range idx.WeightMap {
 		if file == "" || file != filepath.Base(file) || file == "." || file == ".." || strings.ContainsAny(file, `/\`) {
@@ -387,6 +411,11 @@ func loadHF(path string) (*Model, error) {
 			return fail(fmt.Errorf("%s: %w", f, err))
 		}
 		byFile[filepath.Base(f)] = ents
+	}
+	if index != "" {
+		if err := checkShards(files, byFile); err != nil {
+			return fail(fmt.Errorf("Hugging Face checkpoint %s: %w", dir, err))
+		}
 	}
 	lookup := func(name string) (*stEntry, string, bool) {
 		if weightMap == nil {
@@ -465,6 +494,27 @@ func loadHF(path string) (*Model, error) {
 		}
 	}
 	return m, nil
+}
+
+// checkShards refuses a tensor stored in more than one shard: which copy
+// the index means would be a guess.
+func checkShards(files []string, byFile map[string]map[string]*stEntry) error {
+	where := map[string]string{}
+	for _, f := range files { // sorted: the message names the same pair every time
+		base := filepath.Base(f)
+		names := make([]string, 0, len(byFile[base]))
+		for name := range byFile[base] {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			if other, dup := where[name]; dup {
+				return fmt.Errorf("tensor %q is stored in two shards, %s and %s; every tensor must live in one: the checkpoint is corrupt or was mixed from two downloads", name, other, base)
+			}
+			where[name] = base
+		}
+	}
+	return nil
 }
 
 // loadHFTokenizer is the only place HF loading calls into package tokenizer.

@@ -275,8 +275,8 @@ func (c *Config) Check() error {
 	if !(c.NormEps > 0) || !(c.RopeTheta > 0) {
 		return fmt.Errorf("model config: norm eps %g and rope theta %g must be positive", c.NormEps, c.RopeTheta)
 	}
-	if c.SeqLen <= 0 {
-		return fmt.Errorf("model config: context length %d must be positive", c.SeqLen)
+	if c.SeqLen <= 0 || c.SeqLen > MaxContextLength {
+		return fmt.Errorf("model config: context length %d is out of range (1 to %d)", c.SeqLen, MaxContextLength)
 	}
 	return nil
 }
@@ -310,6 +310,9 @@ type Model struct {
 	// Fingerprint identifies the weights (format, config and a hash of
 	// sampled bytes); equal fingerprints mean equal models across ranks.
 	Fingerprint string
+	// ShapeOnly: the tensors have names, dtypes and shapes but no data
+	// (DummyShape, for sizing); such a model must not be computed with.
+	ShapeOnly bool
 
 	unmap []func() error
 }
@@ -348,15 +351,19 @@ func (m *Model) ParamCount() int64 {
 	return n
 }
 
+// Bytes is the size of the tensor's data from its dtype and shape (equal
+// to len(Data) for a validated tensor; also for a ShapeOnly model's).
+func (t *Tensor) Bytes() int64 { return int64(t.Numel()) * int64(t.DType.Size()) }
+
 // WeightBytes is the memory taken by all tensors (the tied classifier once).
 func (m *Model) WeightBytes() int64 {
-	n := int64(len(m.TokEmb.Data) + len(m.FinalNorm.Data))
+	n := m.TokEmb.Bytes() + m.FinalNorm.Bytes()
 	if !m.Config.TiedEmbeddings {
-		n += int64(len(m.Output.Data))
+		n += m.Output.Bytes()
 	}
 	for i := range m.Layers {
 		for _, t := range m.Layers[i].tensors() {
-			n += int64(len(t.Data))
+			n += t.Bytes()
 		}
 	}
 	return n
@@ -368,7 +375,7 @@ func (m *Model) WeightBytes() int64 {
 func (m *Model) DecodeBytes() int64 {
 	n := m.WeightBytes()
 	if !m.Config.TiedEmbeddings && m.TokEmb.Rows() > 0 {
-		n -= int64(len(m.TokEmb.Data)) - int64(len(m.TokEmb.Data)/m.TokEmb.Rows())
+		n -= m.TokEmb.Bytes() - m.TokEmb.Bytes()/int64(m.TokEmb.Rows())
 	}
 	return n
 }
@@ -402,7 +409,7 @@ func (m *Model) Validate() error {
 		if t.DType != F32 && t.DType != F16 && t.DType != BF16 {
 			return fmt.Errorf("tensor %q has unsupported dtype %v (supported: F32, F16, BF16)", t.Name, t.DType)
 		}
-		if len(t.Data) != t.Numel()*t.DType.Size() {
+		if len(t.Data) != t.Numel()*t.DType.Size() && !(m.ShapeOnly && t.Data == nil) {
 			return fmt.Errorf("tensor %q: %d bytes of data for %v %v (need %d); the file is truncated or corrupt",
 				t.Name, len(t.Data), t.DType, t.Shape, t.Numel()*t.DType.Size())
 		}

@@ -154,6 +154,15 @@ func parseMerge(line string) ([2]string, bool) {
 	return [2]string{a, b}, true
 }
 
+// maxTokenBytes: a token covers its raw bytes (the text of a special).
+func (t *BPE) maxTokenBytes() int {
+	n := 0
+	for _, p := range t.pieces {
+		n = max(n, len(p))
+	}
+	return n
+}
+
 // Kind is "hf-bpe" or "gpt2".
 func (t *BPE) Kind() string { return t.kind }
 
@@ -186,9 +195,11 @@ func (t *BPE) EncodeOpts(text string, opts EncodeOptions) ([]int, error) {
 	if opts.BOS && t.bos >= 0 {
 		out = append(out, t.bos)
 	}
+	sc := bpeScratchPool.Get().(*bpeScratch)
+	defer bpeScratchPool.Put(sc)
 	for _, f := range t.specials.split(text, opts.ParseSpecial) {
 		if f.id >= 0 {
-			out = append(out, f.id)
+			out = append(reserve(out, 1), f.id)
 			continue
 		}
 		s := f.text
@@ -196,29 +207,31 @@ func (t *BPE) EncodeOpts(text string, opts EncodeOptions) ([]int, error) {
 			s = " " + s
 		}
 		t.split(s, func(word string) {
-			out = t.appendWord(out, word)
+			out = t.appendWord(out, word, sc)
 		})
 	}
 	return out, nil
 }
 
 // appendWord appends the ids of one pre-token, through the cache.
-func (t *BPE) appendWord(out []int, word string) []int {
+func (t *BPE) appendWord(out []int, word string, sc *bpeScratch) []int {
 	if word == "" {
 		return out
 	}
 	if t.ignoreMerges {
 		if id, ok := t.vocab[word]; ok {
-			return append(out, id)
+			return append(reserve(out, 1), id)
 		}
 	}
 	t.mu.RLock()
 	ids, ok := t.cache[word]
 	t.mu.RUnlock()
 	if ok {
-		return append(out, ids...)
+		return append(reserve(out, len(ids)), ids...)
 	}
-	ids = t.bpe(word)
+	start := len(out)
+	out = t.bpe(out, word, sc)
+	ids = append([]int(nil), out[start:]...)
 	t.mu.Lock()
 	if len(t.cache) >= maxCache {
 		clear(t.cache)
@@ -227,13 +240,13 @@ func (t *BPE) appendWord(out []int, word string) []int {
 	// keep alive.
 	t.cache[strings.Clone(word)] = ids
 	t.mu.Unlock()
-	return append(out, ids...)
+	return out
 }
 
 // bpeSymbol is one token of the word being merged, in a linked list.
 type bpeSymbol struct {
-	id         int // -1 once merged into its left neighbour
-	prev, next int
+	id         int32 // -1 once merged into its left neighbour
+	prev, next int32
 }
 
 // bpePair is a candidate merge; lower rank first, then the leftmost.
@@ -242,29 +255,38 @@ type bpePair struct {
 	lid, rid, id      int32
 }
 
-// bpe merges the bytes of word.
-func (t *BPE) bpe(word string) []int {
-	syms := make([]bpeSymbol, len(word))
+// bpeScratch is the working memory of bpe, reused from word to word (and,
+// through a pool, from call to call): nothing is allocated per word.
+type bpeScratch struct {
+	syms []bpeSymbol
+	heap []bpePair
+}
+
+var bpeScratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
+
+// bpe merges the bytes of word and appends the resulting ids to out.
+func (t *BPE) bpe(out []int, word string, sc *bpeScratch) []int {
+	syms := sc.syms[:0]
 	for i := 0; i < len(word); i++ {
-		syms[i] = bpeSymbol{id: t.byteIDs[word[i]], prev: i - 1, next: i + 1}
+		syms = append(syms, bpeSymbol{id: int32(t.byteIDs[word[i]]), prev: int32(i - 1), next: int32(i + 1)})
 	}
 	syms[len(syms)-1].next = -1
-	var h []bpePair
+	h := sc.heap[:0]
 	less := func(i, j int) bool {
 		if h[i].rank != h[j].rank {
 			return h[i].rank < h[j].rank
 		}
 		return h[i].left < h[j].left
 	}
-	push := func(l, r int) {
+	push := func(l, r int32) {
 		if l < 0 || r < 0 {
 			return
 		}
-		m, ok := t.merges[pairKey(syms[l].id, syms[r].id)]
+		m, ok := t.merges[pairKey(int(syms[l].id), int(syms[r].id))]
 		if !ok {
 			return
 		}
-		h = append(h, bpePair{rank: m.rank, left: int32(l), right: int32(r), lid: int32(syms[l].id), rid: int32(syms[r].id), id: m.id})
+		h = append(h, bpePair{rank: m.rank, left: l, right: r, lid: syms[l].id, rid: syms[r].id, id: m.id})
 		for i := len(h) - 1; i > 0; {
 			p := (i - 1) / 2
 			if !less(i, p) {
@@ -295,29 +317,34 @@ func (t *BPE) bpe(word string) []int {
 		}
 		return top
 	}
-	for i := 0; i+1 < len(syms); i++ {
+	for i := int32(0); int(i)+1 < len(syms); i++ {
 		push(i, i+1)
 	}
 	for len(h) > 0 {
 		p := pop()
 		l, r := &syms[p.left], &syms[p.right]
-		if l.id != int(p.lid) || l.next != int(p.right) || r.id != int(p.rid) {
+		if l.id != p.lid || l.next != p.right || r.id != p.rid {
 			continue // stale
 		}
-		l.id = int(p.id)
+		l.id = p.id
 		l.next = r.next
 		if r.next >= 0 {
-			syms[r.next].prev = int(p.left)
+			syms[r.next].prev = p.left
 		}
 		r.id = -1
-		push(l.prev, int(p.left))
-		push(int(p.left), l.next)
+		push(l.prev, p.left)
+		push(p.left, l.next)
 	}
-	var ids []int
-	for i := 0; i >= 0; i = syms[i].next {
-		ids = append(ids, syms[i].id)
+	n := 0
+	for i := int32(0); i >= 0; i = syms[i].next {
+		n++
 	}
-	return ids
+	out = reserve(out, n)
+	for i := int32(0); i >= 0; i = syms[i].next {
+		out = append(out, int(syms[i].id))
+	}
+	sc.syms, sc.heap = syms, h
+	return out
 }
 
 // Piece returns the bytes of id (prev does not matter for byte-level

@@ -71,7 +71,11 @@ func FuzzLlama2CEncode(f *testing.F) {
 					t.Fatalf("%s: stream %s", file, diffText(got, tok.Decode(ids)))
 				}
 			}
+			checkWhole(t, file, tok.(*SentencePiece), text)
+			checkBound(t, file, tok, text)
 		}
+		checkWhole(t, "gguf", sharedSPM(t).(*SentencePiece), text)
+		checkBound(t, "gguf", sharedSPM(t), text)
 		if strings.Contains(text, "▁") || strings.Contains(text, "<0x") {
 			return
 		}
@@ -104,6 +108,7 @@ func FuzzHFEncode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		checkBound(t, "llama3", tok, text)
 		if got, want := tok.Decode(ids), strings.ReplaceAll(text, "<|begin_of_text|>", ""); got != want {
 			t.Fatalf("Decode(Encode(%q)): %s", text, diffText(got, want))
 		}
@@ -142,6 +147,8 @@ func FuzzLoadLlama2C(f *testing.F) {
 	f.Add(makeLlama2C(6, []string{"<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "b", "ab"}, []float32{0, 0, 0, -1, -1, -1, -2}), "ab ba")
 	f.Add(makeLlama2C(1, []string{"a", "b", "c", "d"}, []float32{0, 0, 0, 0}), "abcd")
 	f.Add([]byte{}, "")
+	// tokens with spaces inside and at their end, merges across "><"
+	f.Add(makeLlama2C(6, []string{"<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "b", "a b", "b ", "<0x61>", "><", "ba b"}, []float32{0, 0, 0, -1, -1, -1, -2, -3, -4, -5, -6}), "a b ab  ba b\xff")
 	f.Add([]byte{255, 255, 255, 127, 0, 0, 0, 0, 255, 255, 255, 255}, "x")
 	f.Fuzz(func(t *testing.T, data []byte, text string) {
 		tok, err := ParseLlama2C(data)
@@ -160,6 +167,8 @@ func FuzzLoadLlama2C(f *testing.F) {
 				t.Fatalf("Encode gave id %d outside the vocabulary of %d", id, tok.VocabSize())
 			}
 		}
+		checkWhole(t, "fuzzed vocabulary", tok, text) // cutting the text where no merge reaches changes nothing
+		checkBound(t, "fuzzed vocabulary", tok, text)
 		_ = tok.Decode(ids)
 		_ = streamAll(tok, ids)
 	})

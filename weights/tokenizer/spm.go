@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
+	"unicode/utf8"
 )
 
 // SentencePiece is a score-based BPE tokenizer: the vocabulary of
@@ -47,6 +49,9 @@ type SentencePiece struct {
 	minScore       float32 // a merge needs a score above this
 	mergeBytes     bool    // may byte-fallback symbols take part in merges
 	specials       *specialMatcher
+
+	joinOnce sync.Once
+	joinTab  *spmJoins
 }
 
 // NewSentencePiece builds a tokenizer from a GGUF "llama" (SentencePiece)
@@ -175,6 +180,16 @@ func hexDigit(c byte) (byte, bool) {
 	return 0, false
 }
 
+// maxTokenBytes: a token covers its piece, or its stored text when the
+// input spells its spaces as '▁' (which encodes like a space).
+func (s *SentencePiece) maxTokenBytes() int {
+	n := 0
+	for id, p := range s.pieces {
+		n = max(n, len(p), len(s.tokens[id]))
+	}
+	return n
+}
+
 // Kind is "llama2c" or "spm".
 func (s *SentencePiece) Kind() string { return s.kind }
 
@@ -209,7 +224,7 @@ func (s *SentencePiece) EncodeOpts(text string, opts EncodeOptions) ([]int, erro
 	prevSpecial := true // the first text fragment gets the prefix space
 	for _, f := range s.specials.split(text, opts.ParseSpecial) {
 		if f.id >= 0 {
-			out = append(out, f.id)
+			out = append(reserve(out, 1), f.id)
 			prevSpecial = true
 			continue
 		}
@@ -225,33 +240,99 @@ func (s *SentencePiece) EncodeOpts(text string, opts EncodeOptions) ([]int, erro
 
 // spmSymbol is one token of the text being merged, in a linked list.
 type spmSymbol struct {
-	id         int // -1 once merged into its left neighbour
-	prev, next int // neighbour indices, -1 at the ends
+	id         int32 // -1 once merged into its left neighbour
+	prev, next int32 // neighbour indices, -1 at the ends
 	fallback   bool
 }
 
 // spmPair is a candidate merge of symbols left and right into id.
 type spmPair struct {
 	score       float32
-	left, right int
-	lid, rid    int // the symbols' ids when the pair was found
-	id          int
+	left, right int32
+	lid, rid    int32 // the symbols' ids when the pair was found
+	id          int32
+}
+
+// spmScratch is the working memory of one encoding, reused from piece to
+// piece of the text (and, through a pool, from call to call).
+type spmScratch struct {
+	syms []spmSymbol
+	heap pairHeap
+	buf  []byte
+}
+
+var spmScratchPool = sync.Pool{New: func() any { return new(spmScratch) }}
+
+// spmJoins is what decides where merges can never reach: the first and
+// last character of every token's text, and every pair of adjacent
+// characters inside a token that merges may produce.
+type spmJoins struct {
+	first, last []rune // per id; -1 when the text is not valid UTF-8 (or empty)
+	inside      map[uint64]struct{}
+}
+
+func runePair(a, b rune) uint64 { return uint64(uint32(a))<<32 | uint64(uint32(b)) }
+
+// joins builds spmJoins once per tokenizer.
+func (s *SentencePiece) joins() *spmJoins {
+	s.joinOnce.Do(func() {
+		j := &spmJoins{first: make([]rune, len(s.tokens)), last: make([]rune, len(s.tokens)), inside: map[uint64]struct{}{}}
+		for id, tok := range s.tokens {
+			j.first[id], j.last[id] = -1, -1
+			if tok != "" && utf8.ValidString(tok) {
+				j.first[id], _ = utf8.DecodeRuneInString(tok)
+				j.last[id], _ = utf8.DecodeLastRuneInString(tok)
+			}
+		}
+		for tok := range s.lookup {
+			prev := rune(-1)
+			for _, r := range tok { // invalid bytes read as RuneError: more pairs, never fewer
+				if prev >= 0 {
+					j.inside[runePair(prev, r)] = struct{}{}
+				}
+				prev = r
+			}
+		}
+		s.joinTab = j
+	})
+	return s.joinTab
 }
 
 // encodeText appends the ids of one text fragment (no special tokens).
+//
+// Merges only ever join symbols into tokens of s.lookup, and a token made
+// across the boundary between two adjacent characters contains the last
+// character of the left one's text followed by the first of the right
+// one's. Where no token has that pair of characters, no merge can cross:
+// the text is cut there and each piece merged on its own, which gives the
+// same ids (the merges of one piece never depend on another's) with
+// working memory the size of a piece, not of the text.
 func (s *SentencePiece) encodeText(out []int, text string, prefix bool) ([]int, error) {
 	if text == "" {
 		return out, nil
 	}
-	syms := make([]spmSymbol, 0, len(text)+1)
+	j := s.joins()
+	sc := spmScratchPool.Get().(*spmScratch)
+	defer spmScratchPool.Put(sc)
+	sc.syms = sc.syms[:0]
+	last := rune(-1) // last character of the previous symbol's text
 	push := func(id int, fallback bool) {
-		syms = append(syms, spmSymbol{id: id, prev: len(syms) - 1, next: len(syms) + 1, fallback: fallback})
+		if n := len(sc.syms); n > 0 && last >= 0 && j.first[id] >= 0 {
+			if _, joins := j.inside[runePair(last, j.first[id])]; !joins {
+				out = s.merge(out, sc)
+			}
+		}
+		n := int32(len(sc.syms))
+		sc.syms = append(sc.syms, spmSymbol{id: int32(id), prev: n - 1, next: n + 1, fallback: fallback})
+		last = j.last[id]
 	}
 	// addChar adds one character (ch is raw text: ' ' is looked up as
 	// s.space, byte fallback spells the raw bytes, as llama2.c does).
 	addChar := func(ch string) error {
 		key := ch
-		if s.space != " " && strings.IndexByte(ch, ' ') >= 0 {
+		if ch == " " {
+			key = s.space // the common case, without an allocation
+		} else if s.space != " " && strings.IndexByte(ch, ' ') >= 0 {
 			key = strings.ReplaceAll(ch, " ", s.space)
 		}
 		if id, ok := s.lookup[key]; ok {
@@ -278,20 +359,29 @@ func (s *SentencePiece) encodeText(out []int, text string, prefix bool) ([]int, 
 	// Characters are a byte plus the continuation bytes after it, at most
 	// four bytes (as run.c groups them; for valid UTF-8 that is one rune).
 	for i := 0; i < len(text); {
-		j := i + 1
-		for j < len(text) && text[j]&0xC0 == 0x80 && j-i < 4 {
-			j++
+		k := i + 1
+		for k < len(text) && text[k]&0xC0 == 0x80 && k-i < 4 {
+			k++
 		}
-		if err := addChar(text[i:j]); err != nil {
+		if err := addChar(text[i:k]); err != nil {
 			return nil, err
 		}
-		i = j
+		i = k
+	}
+	return s.merge(out, sc), nil
+}
+
+// merge runs the merges over the symbols in sc (a piece of the text no
+// merge reaches out of), appends the resulting ids to out and empties sc.
+func (s *SentencePiece) merge(out []int, sc *spmScratch) []int {
+	syms := sc.syms
+	if len(syms) == 0 {
+		return out
 	}
 	syms[len(syms)-1].next = -1
-
-	var h pairHeap
-	var buf []byte
-	try := func(l, r int) {
+	h := &sc.heap
+	h.a = h.a[:0]
+	try := func(l, r int32) {
 		if l < 0 || r < 0 {
 			return
 		}
@@ -299,14 +389,14 @@ func (s *SentencePiece) encodeText(out []int, text string, prefix bool) ([]int, 
 		if !s.mergeBytes && (a.fallback || b.fallback) {
 			return
 		}
-		buf = append(append(buf[:0], s.tokens[a.id]...), s.tokens[b.id]...)
-		id, ok := s.lookup[string(buf)]
+		sc.buf = append(append(sc.buf[:0], s.tokens[a.id]...), s.tokens[b.id]...)
+		id, ok := s.lookup[string(sc.buf)]
 		if !ok || !(s.scores[id] > s.minScore) {
 			return
 		}
-		h.push(spmPair{score: s.scores[id], left: l, right: r, lid: a.id, rid: b.id, id: id})
+		h.push(spmPair{score: s.scores[id], left: l, right: r, lid: a.id, rid: b.id, id: int32(id)})
 	}
-	for i := 0; i+1 < len(syms); i++ {
+	for i := int32(0); int(i)+1 < len(syms); i++ {
 		try(i, i+1)
 	}
 	for h.len() > 0 {
@@ -325,10 +415,16 @@ func (s *SentencePiece) encodeText(out []int, text string, prefix bool) ([]int, 
 		try(l.prev, p.left)
 		try(p.left, l.next)
 	}
-	for i := 0; i >= 0; i = syms[i].next {
-		out = append(out, syms[i].id)
+	n := 0
+	for i := int32(0); i >= 0; i = syms[i].next {
+		n++
 	}
-	return out, nil
+	out = reserve(out, n)
+	for i := int32(0); i >= 0; i = syms[i].next {
+		out = append(out, int(syms[i].id))
+	}
+	sc.syms = syms[:0]
+	return out
 }
 
 // pairHeap is a max-heap of merge candidates: highest score first, then

@@ -112,3 +112,38 @@ func endIDs(eos int, lookup func(string) (int, bool)) []int {
 	}
 	return out
 }
+
+// MaxTokenBytes is the most bytes of text one token of t can stand for
+// (its longest piece, special tokens included), at least 1. A text of B
+// bytes therefore needs at least ceil(B / MaxTokenBytes(t)) tokens, for
+// every tokenizer of this package: none of them normalizes text into
+// fewer bytes, and a token covers at most its piece (prefix spaces only
+// add bytes). Callers use it to refuse, before tokenizing, a text that
+// cannot fit a context.
+func MaxTokenBytes(t Tokenizer) int {
+	if m, ok := t.(interface{ maxTokenBytes() int }); ok {
+		return max(m.maxTokenBytes(), 1)
+	}
+	n := 1
+	for id := 0; id < t.VocabSize(); id++ {
+		n = max(n, len(t.Piece(-1, id)))
+	}
+	for _, s := range []string{"<|begin_of_text|>", "<s>"} { // specials written in text
+		if _, ok := t.TokenID(s); ok {
+			n = max(n, len(s))
+		}
+	}
+	return n
+}
+
+// reserve makes room for n more ids in out, doubling its capacity when it
+// must grow: append grows large slices by only a quarter, which for the
+// ids of a long text means copying them again and again.
+func reserve(out []int, n int) []int {
+	if cap(out)-len(out) >= n {
+		return out
+	}
+	grown := make([]int, len(out), max(2*cap(out), len(out)+n))
+	copy(grown, out)
+	return grown
+}
