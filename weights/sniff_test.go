@@ -6,13 +6,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/star-attn/star/internal/shared"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/weightstest"
 )
 
 // What a file is comes from its content, whatever its name.
 func TestSniff(t *testing.T) {
-	shared := sharedDir(t)
+	sharedDir := filepath.Dir(shared.Path(t, "README.md"))
 	src := weightstest.RandomModel(weights.Config{Dim: 8, HiddenDim: 8, NLayers: 1, NHeads: 2, VocabSize: 5, SeqLen: 8, NormEps: 1e-5, RopeTheta: 10000}, 1)
 	ckpt, err := weightstest.EncodeLlama2C(src)
 	if err != nil {
@@ -65,7 +66,7 @@ func TestSniff(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			p := filepath.Join(shared, c.path)
+			p := filepath.Join(sharedDir, c.path)
 			if c.path == "" {
 				p = filepath.Join(t.TempDir(), "file")
 				if err := os.WriteFile(p, c.data, 0o644); err != nil {
@@ -88,9 +89,9 @@ func TestSniff(t *testing.T) {
 // Every model and tokenizer path refuses a file of the wrong kind with
 // one line saying what the file is and what to pass instead.
 func TestWrongFileMessages(t *testing.T) {
-	shared := sharedDir(t)
+	sharedDir := filepath.Dir(shared.Path(t, "README.md"))
 	sh := func(rel string) func(t *testing.T) string {
-		return func(t *testing.T) string { return sharedFile(t, rel) }
+		return func(t *testing.T) string { return shared.Path(t, rel) }
 	}
 	file := func(name string, data []byte) func(t *testing.T) string {
 		return func(t *testing.T) string {
@@ -103,7 +104,7 @@ func TestWrongFileMessages(t *testing.T) {
 	}
 	copyOf := func(rel, name string) func(t *testing.T) string {
 		return func(t *testing.T) string {
-			b, err := os.ReadFile(filepath.Join(shared, rel))
+			b, err := os.ReadFile(filepath.Join(sharedDir, rel))
 			if err != nil {
 				t.Skip(err)
 			}
@@ -114,7 +115,7 @@ func TestWrongFileMessages(t *testing.T) {
 		return func(t *testing.T) string {
 			d := t.TempDir()
 			for name, rel := range files {
-				b, err := os.ReadFile(filepath.Join(shared, rel))
+				b, err := os.ReadFile(filepath.Join(sharedDir, rel))
 				if err != nil {
 					t.Skip(err)
 				}
@@ -125,7 +126,7 @@ func TestWrongFileMessages(t *testing.T) {
 			return d
 		}
 	}
-	ggufBytes, _ := os.ReadFile(filepath.Join(shared, "models/gguf/stories260K.gguf"))
+	ggufBytes, _ := os.ReadFile(filepath.Join(sharedDir, "models/gguf/stories260K.gguf"))
 	badMagic := append([]byte("GGUX"), ggufBytes[min(4, len(ggufBytes)):]...)
 	model := []struct {
 		name string
