@@ -1,13 +1,177 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 )
+
+// Flag groups, shared by the commands that take them.
+
+func modelFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "model", Aliases: []string{"m"}, EnvVars: []string{"STAR_MODEL"},
+			Usage: "model: llama2.c .bin, .gguf, or Hugging Face folder (default: the shared tiny stories260K model if found)"},
+		&cli.StringFlag{Name: "tokenizer", Usage: "tokenizer file overriding the model's (tokenizer.bin, tokenizer.json)"},
+		&cli.IntFlag{Name: "threads", EnvVars: []string{"STAR_THREADS"}, Usage: "compute threads per rank (default: the node's cores divided by its ranks)"},
+		&cli.IntFlag{Name: "context-length", Usage: "override the model's context length from its metadata"},
+		&cli.StringFlag{Name: "load-format", Value: "auto", Usage: "auto (from the model path) or dummy (random weights of --model-config's shape)"},
+		&cli.StringFlag{Name: "model-config", Usage: "Hugging Face config.json giving the shape for --load-format dummy (see configs/)"},
+		&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "dtype of dummy weights: f32, f16 or bf16"},
+	}
+}
+
+func promptFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `FILE` (the long context; its last paragraph is the query unless --query is given; - for stdin)"},
+		&cli.StringFlag{Name: "query", Aliases: []string{"q"}, Usage: "query `TEXT` asked about the prompt"},
+		&cli.StringFlag{Name: "query-file", Usage: "read the query from `FILE`"},
+		&cli.BoolFlag{Name: "chat", Usage: "wrap context and query in the model's chat format"},
+		&cli.StringFlag{Name: "attention", Value: "star", Usage: "star, ring (exact, distributed: the paper's baseline) or global (exact, on rank 0)"},
+		&cli.IntFlag{Name: "block-size", Usage: "context block size in tokens (default: the whole context on one rank)"},
+		&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size in tokens (default: the block size)"},
+		&cli.StringFlag{Name: "merge", Value: string(rank.MergeGather), Usage: "how ranks merge partial attention under mpirun: gather, allgather or allreduce"},
+		&cli.BoolFlag{Name: "json", Usage: "print one JSON object on stdout"},
+		&cli.BoolFlag{Name: "verbose", Usage: "print timings, layout and per-rank stats to stderr"},
+	}
+}
+
+// mpiFlags are the flags of commands that run as MPI ranks.
+func mpiFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "rank-timeout", Value: 10 * time.Minute, EnvVars: []string{"STAR_RANK_TIMEOUT"},
+			Usage: "under mpirun/srun: end the job when a rank stops answering for this long (a stopped or hung rank), saying where each rank waited; 0: never"},
+	}
+}
+
+func batchFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "input", Aliases: []string{"i"}, Usage: "records `FILE`: JSON Lines or a MessagePack stream (- for stdin)"},
+		&cli.StringFlag{Name: "input-format", Value: "auto", Usage: "jsonl, msgpack or auto (sniffed)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `FILE` (JSON Lines, appended; - for stdout)"},
+		&cli.BoolFlag{Name: "chat", Usage: "wrap documents and queries in the model's chat format"},
+		&cli.StringFlag{Name: "attention", Value: "star", Usage: "star or global"},
+		&cli.IntFlag{Name: "block-size", Usage: "context block size in tokens (default: each document split evenly over the ranks)"},
+		&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size in tokens (default: the block size)"},
+		&cli.StringFlag{Name: "merge", Value: string(rank.MergeGather), Usage: "gather, allgather or allreduce"},
+		&cli.StringSliceFlag{Name: "stop", Usage: "default stop string (repeatable)"},
+		&cli.BoolFlag{Name: "logprobs", Usage: "include each generated token's logprob in the results"},
+		&cli.StringFlag{Name: "kv-dir", Usage: "keep each document's phase-1 K/V in `DIR` and reuse it in later jobs"},
+		&cli.BoolFlag{Name: "redo-changed", Usage: "answer again the queries whose record, document or settings changed since their results were written (default: refuse to resume)"},
+		&cli.StringFlag{Name: "context-root", Usage: "`DIR` every context_file must lie in (default: the input file's folder)"},
+		&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "time between progress lines when stderr is not a terminal"},
+		&cli.BoolFlag{Name: "verbose", Usage: "print warnings and per-rank stats"},
+	}
+}
+
+// generationFlags are the sampling defaults of run and jobs run.
+func generationFlags(what string) []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 256, Usage: "generate at most N tokens" + what},
+		&cli.Float64Flag{Name: "temperature", Aliases: []string{"t"}, Value: 0, Usage: "sampling temperature (0: greedy)" + what},
+		&cli.Float64Flag{Name: "top-p", Value: 1, Usage: "nucleus sampling mass" + what},
+		&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "sampling seed" + what},
+	}
+}
+
+// Flags parsed into typed settings, once per command.
+
+// layoutSettings reads --attention, --block-size and --anchor-size.
+func layoutSettings(c *cli.Context) (rank.Settings, error) {
+	att, err := rank.ParseAttention(c.String("attention"))
+	if err != nil {
+		return rank.Settings{}, fmt.Errorf("--attention %q: use star, ring or global", c.String("attention"))
+	}
+	return rank.Settings{Attention: att, BlockSize: c.Int("block-size"), AnchorSize: c.Int("anchor-size"), Ranks: 1}, nil
+}
+
+// mergeMode reads --merge.
+func mergeMode(c *cli.Context) (rank.MergeMode, error) {
+	m, err := rank.ParseMerge(c.String("merge"))
+	if err != nil {
+		return "", fmt.Errorf("--merge %q: use gather, allgather or allreduce", c.String("merge"))
+	}
+	return m, nil
+}
+
+// generationSettings reads the layout flags and the sampling flags
+// (generationFlags) with the checks batch records get too.
+func generationSettings(c *cli.Context) (jobs.Settings, error) {
+	lay, err := layoutSettings(c)
+	if err != nil {
+		return jobs.Settings{}, err
+	}
+	s := jobs.Settings{Settings: lay, MaxTokens: c.Int("max-tokens"), Temperature: c.Float64("temperature"),
+		TopP: c.Float64("top-p"), Seed: c.Uint64("seed")}
+	if err := jobs.CheckGeneration(s); err != nil {
+		return s, errors.New(err.Flag())
+	}
+	return s, nil
+}
+
+// parseInts reads a comma-separated list of positive sizes (with a k
+// suffix for 1024).
+func parseInts(s, what string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		mult := 1
+		if strings.HasSuffix(f, "k") || strings.HasSuffix(f, "K") {
+			f, mult = f[:len(f)-1], 1024
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", what, f)
+		}
+		if n > weights.MaxContextLength/mult {
+			return nil, fmt.Errorf("%s: %s%s is more than the %d tokens star supports", what, f, map[int]string{1: "", 1024: "k"}[mult], weights.MaxContextLength)
+		}
+		out = append(out, n*mult)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: give at least one value", what)
+	}
+	return out, nil
+}
+
+// parseAttentions reads a comma-separated list of attention modes.
+func parseAttentions(s string) ([]rank.Attention, error) {
+	var out []rank.Attention
+	for _, f := range strings.Split(s, ",") {
+		a, err := rank.ParseAttention(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("--attention %q: use star, ring and/or global, comma-separated", strings.TrimSpace(f))
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// parseAnchors reads a comma-separated list of anchor sizes (0 or more).
+func parseAnchors(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		a, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || a < 0 || a > weights.MaxContextLength {
+			return nil, fmt.Errorf("--anchor-size: %q is not a size in tokens (0 or more, comma-separated)", f)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// Range checks of numeric flags.
 
 // maxThreads and maxRanks bound --threads and --ranks: far above any
 // machine, low enough that nothing sized by them can exhaust memory.
@@ -70,3 +234,6 @@ func checkFlags(c *cli.Context) error {
 	}
 	return nil
 }
+
+// jobsSettings is a run's settings with only its layout given.
+func jobsSettings(lay rank.Settings) jobs.Settings { return jobs.Settings{Settings: lay} }

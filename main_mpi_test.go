@@ -16,12 +16,12 @@ import (
 	"time"
 
 	"github.com/star-attn/star/internal/shared"
-	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/rank"
 )
 
 // The test binary doubles as the star binary: with STAR_AS_MAIN=1 it runs
 // main's run() on its arguments instead of the tests, so mpirun can launch
-// it as N ranks without a separate build. Two hooks (jobs.Hook) let a test
+// it as N ranks without a separate build. Hooks (testHook, rank.Engine.Hook) let a test
 // steer such a run:
 //
 //	STAR_TEST_DIE="RANK:STAGE[:N]"   that rank exits abruptly (like kill -9)
@@ -88,7 +88,7 @@ func TestMain(m *testing.M) {
 			})
 		}
 		if len(hooks) > 0 {
-			jobs.Hook = func(rank int, s string) {
+			testHook = func(rank int, s string) {
 				for _, h := range hooks {
 					h(rank, s)
 				}
@@ -175,7 +175,7 @@ type runJSON struct {
 	Tokens        []int            `json:"tokens"`
 	Text          string           `json:"text"`
 	Logprobs      []float64        `json:"logprobs"`
-	Ranks         []jobs.RankStats `json:"ranks"`
+	Ranks         []rank.RankStats `json:"ranks"`
 }
 
 func parseRun(t *testing.T, out string) runJSON {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/star-attn/star/rank"
 )
 
 // BatchOptions describe a batch job (`star jobs run`).
@@ -77,7 +79,7 @@ func (e *ChangedError) Error() string {
 // batch is one `jobs run` on rank 0.
 type batch struct {
 	e    *Engine
-	l    *leader
+	l    *rank.Leader
 	o    BatchOptions
 	rf   *ResultFile
 	sum  *BatchSummary
@@ -105,16 +107,16 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 	}
 	sum := &BatchSummary{}
 	t0 := time.Now()
-	l := &leader{e: e}
+	l := e.Lead()
 	final := func(err error) (*BatchSummary, error) {
 		sum.Elapsed = time.Since(t0)
-		if _, serr := l.end(err); serr != nil {
+		if _, serr := l.End(err); serr != nil {
 			if err == nil {
 				err = serr
 			}
 			return sum, err // the end message did not go out: not agreed
 		}
-		return sum, sharedErr(err)
+		return sum, rank.Shared(err)
 	}
 	if err := checkFormat(o.InputFormat); err != nil {
 		return final(err)
@@ -153,7 +155,7 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 			sum.Interrupted = true
 			return final(ErrInterrupted)
 		}
-		e.phase("reading record %d of the input", sum.Records+1)
+		e.Doing("reading record %d of the input", sum.Records+1)
 		var nx nextRecord
 		select {
 		case nx = <-recs:
@@ -419,19 +421,19 @@ func (b *batch) record(rec *Record) (complete bool, err error) {
 	s.Defaults()
 	s.Ranks = e.Ranks()
 	ctx, err := e.encodeContext(text, o.Chat)
-	var p *docPlan
+	var p *rank.Plan
 	if err == nil {
-		p, err = e.planDoc(ctx, s)
+		p, err = e.PlanDoc(ctx, s.Settings)
 	}
 	t1 := time.Now()
-	if err := b.l.doc(ctx, p, err); err != nil {
-		if !Agreed(err) {
+	if err := b.l.Doc(ctx, p, err); err != nil {
+		if !rank.Agreed(err) {
 			return false, err
 		}
 		return true, fail(pending, fmt.Errorf("%s: %v", rec.where(), err))
 	}
 	phase1 := time.Since(t1)
-	if b.l.ss != nil && b.l.ss.stats.KVLoaded {
+	if ss := b.l.Session(); ss != nil && ss.Stats.KVLoaded {
 		sum.KVLoaded++
 	}
 	sum.EncodeSaved += phase1 * time.Duration(len(pending)-1)
@@ -441,7 +443,7 @@ func (b *batch) record(rec *Record) (complete bool, err error) {
 		}
 		out, err := e.runQuery(b.l, rec, q, text, ctx, o, s)
 		if err != nil {
-			if !Agreed(err) {
+			if !rank.Agreed(err) {
 				return false, err
 			}
 			out = &Output{ID: rec.ID, QueryIndex: q, Tokens: []int{}, Error: err.Error()}
@@ -529,21 +531,21 @@ func (b *batch) fingerprints(rec *Record, doc []byte, derr error) []string {
 }
 
 // runQuery answers query q of rec on the encoded document ctx.
-func (e *Engine) runQuery(l *leader, rec *Record, q int, text string, ctx []int, o BatchOptions, s Settings) (*Output, error) {
+func (e *Engine) runQuery(l *rank.Leader, rec *Record, q int, text string, ctx []int, o BatchOptions, s Settings) (*Output, error) {
 	qq := rec.Queries[q]
 	qt, err := EncodeQuery(e.Tok, text, qq.Text, o.Chat)
 	if err != nil {
-		return nil, &agreedError{msg: fmt.Sprintf("%s query %d: %v", rec.where(), q, err)}
+		return nil, rank.Shared(fmt.Errorf("%s query %d: %v", rec.where(), q, err))
 	}
 	qs := resolveQuery(qq, s, o.Logprobs)
 	maxTok, err := e.CheckLength(Tokens{Context: ctx, Query: qt}, qs.MaxTokens)
 	if err != nil {
-		return nil, &agreedError{msg: fmt.Sprintf("%s query %d: %v", rec.where(), q, err)}
+		return nil, rank.Shared(fmt.Errorf("%s query %d: %v", rec.where(), q, err))
 	}
 	smp := qs.Sampling
 	res := &Result{Tokens: []int{}, Logprobs: []float64{}}
 	tq := time.Now()
-	if err := l.query(&queryPlan{Steps: qt, MaxTok: maxTok}, &smp, nil, nil, res); err != nil {
+	if err := e.generate(l, qt, maxTok, &smp, res); err != nil {
 		return nil, err
 	}
 	res.Timings.Total = time.Since(tq).Seconds()

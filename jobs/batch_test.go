@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/star-attn/star/rank"
 )
 
 func readOutputs(t *testing.T, path string) []Output {
@@ -63,7 +65,7 @@ func mustJSON(v any) string {
 }
 
 func batchSettings() Settings {
-	return Settings{Attention: "star", BlockSize: 12, AnchorSize: 6, MaxTokens: 12}
+	return Settings{Settings: rank.Settings{Attention: "star", BlockSize: 12, AnchorSize: 6}, MaxTokens: 12}
 }
 
 func TestBatchMixedRecords(t *testing.T) {
@@ -175,14 +177,14 @@ func TestBatchInterruptAndResume(t *testing.T) {
 	out := filepath.Join(dir, "out.jsonl")
 	stop := NewStop()
 	n := 0
-	Hook = func(rank int, stage string) {
+	e.Hook = func(rank int, stage string) {
 		if stage == "phase2" {
 			if n++; n == 5 {
 				stop.Request("test") // a signal arrives during record 3's first query
 			}
 		}
 	}
-	defer func() { Hook = nil }()
+	defer func() { e.Hook = nil }()
 	sum, err := e.RunBatch(BatchOptions{Input: in, Output: out, Settings: batchSettings(), Stop: stop})
 	if !errors.Is(err, ErrInterrupted) || !sum.Interrupted {
 		t.Fatalf("err %v, want ErrInterrupted", err)
@@ -194,7 +196,7 @@ func TestBatchInterruptAndResume(t *testing.T) {
 	f, _ := os.OpenFile(out, os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString(`{"id":"r2","query_index":1,"text":"half`)
 	f.Close()
-	Hook = nil
+	e.Hook = nil
 	sum, err = e.RunBatch(BatchOptions{Input: in, Output: out, Settings: batchSettings()})
 	if err != nil {
 		t.Fatal(err)
@@ -315,14 +317,14 @@ func TestBatchStopNearTheEnd(t *testing.T) {
 			out := filepath.Join(dir, "out.jsonl")
 			stop := NewStop()
 			n := 0
-			Hook = func(rank int, stage string) {
+			e.Hook = func(rank int, stage string) {
 				if stage == "phase2" {
 					if n++; n == c.at {
 						stop.Request("test")
 					}
 				}
 			}
-			defer func() { Hook = nil }()
+			defer func() { e.Hook = nil }()
 			sum, err := e.RunBatch(BatchOptions{Input: in, Output: out, Settings: batchSettings(), Stop: stop})
 			if got := errors.Is(err, ErrInterrupted); got != c.interrupted || sum.Interrupted != c.interrupted {
 				t.Fatalf("err %v, interrupted %v; want interrupted %v", err, sum.Interrupted, c.interrupted)

@@ -57,13 +57,13 @@ func (c *Counting) reset() {
 
 // BenchOptions describe `star bench`.
 type BenchOptions struct {
-	Contexts     []int    // context lengths in tokens
-	Attentions   []string // "star", "ring", "global"
-	BlockSize    int      // 0: context / ranks
-	AnchorSizes  []int    // one star row per anchor size; -1: the block size (nil: [-1])
-	QueryTokens  int      // query length
-	DecodeTokens int      // generated tokens timed for decode speed
-	ScoreTokens  int      // continuation tokens teacher-forced for the NLL (0: none)
+	Contexts     []int // context lengths in tokens
+	Attentions   []rank.Attention
+	BlockSize    int   // 0: context / ranks
+	AnchorSizes  []int // one star row per anchor size; -1: the block size (nil: [-1])
+	QueryTokens  int   // query length
+	DecodeTokens int   // generated tokens timed for decode speed
+	ScoreTokens  int   // continuation tokens teacher-forced for the NLL (0: none)
 	Seed         uint64
 	Progress     io.Writer // stderr: what runs now
 	// SgemmGFLOPS, when set, measures the reference sgemm throughput of
@@ -115,7 +115,7 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 		return e.Follow()
 	}
 	cnt, _ := e.M.C.(*Counting)
-	l := &leader{e: e}
+	l := e.Lead()
 	var sgemm float64
 	if o.SgemmGFLOPS != nil {
 		sgemm = layerSgemm(&e.M.Cfg, o.SgemmGFLOPS)
@@ -126,12 +126,12 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 		bound = bw / float64(e.W.DecodeBytes())
 	}
 	type config struct {
-		att    string
+		att    rank.Attention
 		anchor int
 	}
 	var configs []config
 	for _, att := range benchOrder(o.Attentions) {
-		if att != "star" {
+		if att != rank.Star {
 			configs = append(configs, config{att, -1})
 			continue
 		}
@@ -148,14 +148,14 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 		var refNLL float64
 		for _, cf := range configs {
 			att := cf.att
-			s := Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: cf.anchor, MaxTokens: o.DecodeTokens + 1}
+			s := rank.Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: cf.anchor}
 			s.Defaults()
 			s.Ranks = e.Ranks()
-			row := BenchRow{Attention: att, Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: sgemm, Kernels: e.M.C.Name(),
+			row := BenchRow{Attention: string(att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: sgemm, Kernels: e.M.C.Name(),
 				MemBWGBs: bw / 1e9, DecodeBound: bound}
-			if lay, err := s.Layout(n); err == nil && att == "star" {
+			if lay, err := s.Layout(n); err == nil && att == rank.Star {
 				row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
-			} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && att == "ring" {
+			} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && att == rank.Ring {
 				row.Block = lay.BlockSize // shard size
 			}
 			if n+o.QueryTokens+max(o.DecodeTokens+1, o.ScoreTokens) > e.M.Cfg.SeqLen {
@@ -177,9 +177,9 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 				cnt.reset()
 			}
 			t0 := time.Now()
-			p, err := e.planDoc(ctx, s)
-			if err := l.doc(ctx, p, err); err != nil {
-				if !Agreed(err) {
+			p, err := e.PlanDoc(ctx, s)
+			if err := l.Doc(ctx, p, err); err != nil {
+				if !rank.Agreed(err) {
 					return err
 				}
 				row.Skipped = err.Error()
@@ -199,20 +199,19 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 				fmt.Fprintf(o.Progress, "bench: context %d, %s: phase 1 %.2fs; query and %d decode steps...\n", n, att, row.Phase1, o.DecodeTokens)
 			}
 			res := &Result{}
-			smp := &Sampling{Temperature: 0}
-			if err := l.query(&queryPlan{Steps: q, MaxTok: o.DecodeTokens + 1}, smp, nil, nil, res); err != nil {
+			if err := e.generate(l, q, o.DecodeTokens+1, &Sampling{Temperature: 0}, res); err != nil {
 				return err
 			}
 			row.TTFT = row.Phase1 + res.Timings.TTFT
 			row.DecodeTPS = res.Timings.DecodeTPS
 			row.PeakRSS = peakRSS()
 			if len(cont) > 0 {
-				lp, err := l.scoreTokens(q, cont)
+				lp, err := e.scoreTokens(l, q, cont)
 				if err != nil {
 					return err
 				}
 				row.NLL = meanNLL(lp)
-				if ref == nil && att != "star" {
+				if ref == nil && att != rank.Star {
 					ref, refNLL = lp, row.NLL
 				} else if ref != nil {
 					var d float64
@@ -223,11 +222,11 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 					row.NLLRatio, row.LogprobMaxDif = &ratio, &d
 				}
 			}
-			l.ss = nil // drop this document's caches before the next
+			l.Drop() // this document's caches go before the next
 			emit(row)
 		}
 	}
-	_, err := l.end(nil)
+	_, err := l.End(nil)
 	return err
 }
 
@@ -257,9 +256,9 @@ func layerSgemm(c *weights.Config, gflops func(m, n, k int) float64) float64 {
 
 // benchOrder puts the exact modes first (global, then ring), keeping
 // star last, so that star's accuracy is measured against them.
-func benchOrder(atts []string) []string {
-	var out []string
-	for _, want := range []string{"global", "ring", "star"} {
+func benchOrder(atts []rank.Attention) []rank.Attention {
+	var out []rank.Attention
+	for _, want := range []rank.Attention{rank.Global, rank.Ring, rank.Star} {
 		for _, a := range atts {
 			if a == want {
 				out = append(out, a)

@@ -12,7 +12,7 @@ import (
 
 // runLocal runs Generate on n in-process ranks (goroutines over a Local
 // communicator) sharing one loaded model, and returns rank 0's result.
-func runLocal(t *testing.T, e0 *Engine, n int, merge string, toks Tokens, s Settings) *Result {
+func runLocal(t *testing.T, e0 *Engine, n int, merge rank.MergeMode, toks Tokens, s Settings) *Result {
 	t.Helper()
 	comms := collective.NewLocal(n)
 	results := make([]*Result, n)
@@ -22,13 +22,13 @@ func runLocal(t *testing.T, e0 *Engine, n int, merge string, toks Tokens, s Sett
 		wg.Add(1)
 		go func(r int) {
 			defer wg.Done()
-			e := &Engine{W: e0.W, Tok: e0.Tok, M: layers.NewModel(e0.W, layers.NewCPU(1)), Comm: comms[r], Merge: merge}
+			e := &Engine{Engine: &rank.Engine{W: e0.W, M: layers.NewModel(e0.W, layers.NewCPU(1)), Comm: comms[r], Merge: merge}, Tok: e0.Tok}
 			in := Tokens{}
 			if r == 0 {
 				in = toks
 			}
 			results[r], errs[r] = e.Generate(in, s, nil)
-			if errs[r] != nil && !Agreed(errs[r]) {
+			if errs[r] != nil && !rank.Agreed(errs[r]) {
 				comms[r].Abort(1)
 			}
 		}(r)
@@ -50,7 +50,7 @@ func TestLocalRanksMatchSingleProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := Settings{Attention: "star", BlockSize: 10, AnchorSize: 5, MaxTokens: 20}
+	s := Settings{Settings: rank.Settings{Attention: "star", BlockSize: 10, AnchorSize: 5}, MaxTokens: 20}
 	ref, err := e.Generate(toks, s, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -80,13 +80,13 @@ func TestLocalRanksShareErrors(t *testing.T) {
 		wg.Add(1)
 		go func(r int) {
 			defer wg.Done()
-			en := &Engine{W: e.W, Tok: e.Tok, M: e.M, Comm: comms[r], Merge: rank.MergeGather}
+			en := &Engine{Engine: &rank.Engine{W: e.W, M: e.M, Comm: comms[r], Merge: rank.MergeGather}, Tok: e.Tok}
 			_, errs[r] = en.Generate(toks, Settings{MaxTokens: 3}, nil)
 		}(r)
 	}
 	wg.Wait()
 	for r, err := range errs {
-		if err == nil || !Agreed(err) {
+		if err == nil || !rank.Agreed(err) {
 			t.Fatalf("rank %d: err %v, want the agreed context-length error", r, err)
 		}
 	}
@@ -99,13 +99,13 @@ func TestLocalRingEqualsGlobal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := e.Generate(toks, Settings{Attention: "global", MaxTokens: 20}, nil)
+	g, err := e.Generate(toks, Settings{Settings: rank.Settings{Attention: "global"}, MaxTokens: 20}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []int{1, 2, 3, 4} {
 		t.Run(fmt.Sprint("n", n), func(t *testing.T) {
-			got := runLocal(t, e, n, rank.MergeGather, toks, Settings{Attention: "ring", MaxTokens: 20})
+			got := runLocal(t, e, n, rank.MergeGather, toks, Settings{Settings: rank.Settings{Attention: "ring"}, MaxTokens: 20})
 			compareRuns(t, g, got, 1e-4)
 		})
 	}

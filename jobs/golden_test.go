@@ -124,7 +124,7 @@ func TestGoldenGreedy(t *testing.T) {
 				}
 				// run.c: 256 forward passes (positions 0..255); the first 4 only
 				// feed the prompt, each of the other 252 yields a generated token.
-				res, err := e.Generate(toks, Settings{Attention: att, MaxTokens: 256 - 4, AnchorSize: -1}, nil)
+				res, err := e.Generate(toks, Settings{Settings: rank.Settings{Attention: rank.Attention(att), AnchorSize: -1}, MaxTokens: 256 - 4}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}

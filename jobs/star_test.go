@@ -40,12 +40,12 @@ func TestStarOneBlockEqualsGlobal(t *testing.T) {
 			if len(toks.Query) < 3 || len(toks.Context) < 50 {
 				t.Fatalf("unexpected split: context %d, query %d tokens", len(toks.Context), len(toks.Query))
 			}
-			g, err := e.Generate(toks, Settings{Attention: "global", MaxTokens: 40, AnchorSize: -1}, nil)
+			g, err := e.Generate(toks, Settings{Settings: rank.Settings{Attention: "global", AnchorSize: -1}, MaxTokens: 40}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, bs := range []int{0, len(toks.Context), 4 * len(toks.Context)} {
-				s, err := e.Generate(toks, Settings{Attention: "star", BlockSize: bs, MaxTokens: 40, AnchorSize: -1}, nil)
+				s, err := e.Generate(toks, Settings{Settings: rank.Settings{Attention: "star", BlockSize: bs, AnchorSize: -1}, MaxTokens: 40}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -69,12 +69,12 @@ func TestStarBlocksAndChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref, err := e.Generate(toks, Settings{Attention: "star", BlockSize: 16, AnchorSize: 8, MaxTokens: 30}, nil)
+	ref, err := e.Generate(toks, Settings{Settings: rank.Settings{Attention: "star", BlockSize: 16, AnchorSize: 8}, MaxTokens: 30}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, chunk := range []int{1, 3, 7} {
-		r, err := e.Generate(toks, Settings{Attention: "star", BlockSize: 16, AnchorSize: 8, MaxTokens: 30, Chunk: max(chunk, 1)}, nil)
+		r, err := e.Generate(toks, Settings{Settings: rank.Settings{Attention: "star", BlockSize: 16, AnchorSize: 8, Chunk: max(chunk, 1)}, MaxTokens: 30}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -84,12 +84,12 @@ func TestStarBlocksAndChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := e.Score(toks, cont, Settings{Attention: "global"})
+	g, err := e.Score(toks, cont, Settings{Settings: rank.Settings{Attention: "global"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const bound = 0.2
-	for _, s := range []Settings{{BlockSize: 16, AnchorSize: 8}, {BlockSize: 16, AnchorSize: 0}, {BlockSize: 32, AnchorSize: 16}} {
+	for _, s := range []Settings{{Settings: rank.Settings{BlockSize: 16, AnchorSize: 8}}, {Settings: rank.Settings{BlockSize: 16, AnchorSize: 0}}, {Settings: rank.Settings{BlockSize: 32, AnchorSize: 16}}} {
 		s.Attention = "star"
 		sc, err := e.Score(toks, cont, s)
 		if err != nil {
@@ -115,7 +115,7 @@ func TestScoreMatchesGenerate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range []Settings{{Attention: "global"}, {Attention: "star", BlockSize: 20, AnchorSize: 10}} {
+	for _, s := range []Settings{{Settings: rank.Settings{Attention: "global"}}, {Settings: rank.Settings{Attention: "star", BlockSize: 20, AnchorSize: 10}}} {
 		s.MaxTokens = 25
 		g, err := e.Generate(toks, s, nil)
 		if err != nil {
@@ -211,51 +211,5 @@ func TestLengthLimits(t *testing.T) {
 	}
 	if len(r.Tokens) > 10-5 {
 		t.Fatalf("generated %d tokens beyond the context length", len(r.Tokens))
-	}
-}
-
-// A document that cannot fit is refused before anything is allocated,
-// with the numbers.
-func TestMemoryRefusal(t *testing.T) {
-	e := loadEngine(t, storiesModels[0].path, 0)
-	e.M.Cfg.SeqLen = 1 << 40
-	huge, err := rank.NewLayout(1<<36, 1<<36, 0, 1) // 2^36 tokens x 1.25 KiB of K/V
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = e.checkMemory(&docPlan{Layout: huge, Capacity: 512})
-	if err == nil || !strings.Contains(err.Error(), "GiB") || !strings.Contains(err.Error(), "available") {
-		t.Fatalf("err = %v, want a refusal with the numbers", err)
-	}
-	small, _ := rank.NewLayout(100, 50, 10, 1)
-	if err := e.checkMemory(&docPlan{Layout: small, Capacity: 512}); err != nil {
-		t.Fatalf("small document refused: %v", err)
-	}
-	// global attention: the whole context on rank 0
-	err = e.checkMemory(&docPlan{Attention: "global", N: 1 << 36, Capacity: 512})
-	if err == nil || !strings.Contains(err.Error(), "GiB") {
-		t.Fatalf("global: err = %v, want a refusal with the numbers", err)
-	}
-	if err := e.checkMemory(&docPlan{Attention: "global", N: 100, Capacity: 100}); err != nil {
-		t.Fatalf("small global document refused: %v", err)
-	}
-}
-
-// The memory check counts the query reserve, not the forward capacity,
-// for the host's query cache (a 16k block must not be charged twice).
-func TestMemoryEstimateQueryReserve(t *testing.T) {
-	e := loadEngine(t, storiesModels[0].path, 0)
-	lay, err := rank.NewLayout(400, 400, 0, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := RankMemory(e.M, 0, lay, 0, QueryReserve, 400)
-	// stories260K: K and V of 4 heads of 8 floats in each of 5 layers are
-	// 2 x 5 x 32 x 4 = 1280 bytes per token
-	if want := int64(1280 * (400 + QueryReserve)); m.KVBytes != want {
-		t.Fatalf("KV bytes %d, want %d (400 context + %d reserved tokens, 1280 bytes each)", m.KVBytes, want, QueryReserve)
-	}
-	if got := KVBytesPerToken(&e.M.Cfg); got != 1280 {
-		t.Fatalf("KVBytesPerToken = %d, want 1280", got)
 	}
 }

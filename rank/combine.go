@@ -7,18 +7,8 @@ import (
 	"github.com/star-attn/star/layers"
 )
 
-// Merge modes: how the ranks' partial attentions become one.
-const (
-	MergeGather    = "gather"    // all partials to rank 0, merged there, result broadcast
-	MergeAllgather = "allgather" // every rank receives every partial and merges
-	MergeAllreduce = "allreduce" // a reduction with the merge as a custom op
-)
-
-// MergeModes lists the modes in the order they are documented.
-var MergeModes = []string{MergeGather, MergeAllgather, MergeAllreduce}
-
 // NewCombiner returns the Combiner for mode over comm.
-func NewCombiner(comm collective.Comm, mode string) (Combiner, error) {
+func NewCombiner(comm collective.Comm, mode MergeMode) (Combiner, error) {
 	switch mode {
 	case MergeGather, MergeAllgather, MergeAllreduce:
 		return &commCombiner{comm: comm, mode: mode}, nil
@@ -30,7 +20,7 @@ func NewCombiner(comm collective.Comm, mode string) (Combiner, error) {
 // one vector of D values and one scalar per head from every rank.
 type commCombiner struct {
 	comm collective.Comm
-	mode string
+	mode MergeMode
 	send []float32 // [rows*(D+1)] this rank's packed partial
 	recv []float32 // [P*rows*(D+1)] gathered partials
 }

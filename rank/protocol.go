@@ -1,4 +1,4 @@
-package jobs
+package rank
 
 import (
 	"encoding/binary"
@@ -9,7 +9,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/star-attn/star/collective"
-	"github.com/star-attn/star/rank"
 )
 
 // The SPMD protocol. Every rank runs the same code; rank 0 (the query host)
@@ -50,9 +49,10 @@ func (e *agreedError) Error() string {
 
 func (e *agreedError) Unwrap() error { return e.cause }
 
-// sharedErr marks rank 0's err as known to every rank once the run's end
-// message carried it.
-func sharedErr(err error) error {
+// Shared marks rank 0's err as known to every rank: the end message of a
+// run carried it, or rank 0 found it before telling the others anything
+// about the work it concerns (they stay in step).
+func Shared(err error) error {
 	if err == nil || Agreed(err) {
 		return err
 	}
@@ -163,7 +163,7 @@ const tagBlocks = 17
 
 // shareBlocks sends each rank the tokens of its blocks (ctx on rank 0) and
 // returns this rank's.
-func shareBlocks(comm collective.Comm, lay rank.Layout, ctx []int) ([][]int, error) {
+func shareBlocks(comm collective.Comm, lay Layout, ctx []int) ([][]int, error) {
 	me := 0
 	if comm != nil {
 		me = comm.Rank()
@@ -248,17 +248,4 @@ func gatherStats(comm collective.Comm, mine RankStats) ([]RankStats, error) {
 		}
 	}
 	return out, nil
-}
-
-// Hook, when set, is called by every rank at each stage of a run
-// ("phase1", "phase2") with its rank, and by `star jobs run` once it has
-// noted a stop signal ("signal"): tests use it to simulate a rank that
-// dies, or to hold a rank until a signal has arrived. It is nil in normal
-// runs.
-var Hook func(rank int, stage string)
-
-func hook(rank int, stage string) {
-	if Hook != nil {
-		Hook(rank, stage)
-	}
 }

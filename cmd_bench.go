@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/layers/benchref"
+)
+
+// cmdBench measures phase 1, time to first token and decode speed.
+func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
+	ctxs, err := parseInts(c.String("context"), "--context")
+	if err != nil {
+		return err
+	}
+	atts, err := parseAttentions(c.String("attention"))
+	if err != nil {
+		return err
+	}
+	var anchors []int // nil: the block size
+	if c.IsSet("anchor-size") {
+		if anchors, err = parseAnchors(c.String("anchor-size")); err != nil {
+			return err
+		}
+	}
+	merge, err := mergeMode(c)
+	if err != nil {
+		return err
+	}
+	if c.String("load-format") != "dummy" && c.String("model") == "" && defaultModel() == "" {
+		return errors.New("bench needs --model PATH, or --load-format dummy --model-config FILE")
+	}
+	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: c.Int("block-size"), AnchorSizes: anchors,
+		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), ScoreTokens: c.Int("score-tokens"), Seed: 1}
+	return onRanks(c, stderr, rankSetup{merge: merge, counting: true}, func(r *rankRun) error {
+		e := r.e
+		if r.w.rank == 0 {
+			o.Progress = stderr
+			threads := e.M.C.Threads()
+			o.SgemmGFLOPS = func(m, n, k int) float64 { return benchref.GFLOPS(m, n, k, threads) }
+			o.ReadBandwidth = func() float64 { return benchref.ReadBandwidth(threads, 512<<20) }
+		}
+		var rows []jobs.BenchRow
+		err := e.Bench(o, func(row jobs.BenchRow) {
+			rows = append(rows, row)
+			if c.Bool("json") {
+				json.NewEncoder(stdout).Encode(row)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		if r.w.rank == 0 && !c.Bool("json") {
+			jobs.PrintBenchTable(stdout, rows)
+		}
+		return nil
+	})
+}
