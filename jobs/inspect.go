@@ -43,7 +43,7 @@ func Inspect(m *weights.Model, ctx, block, anchor, ranks int) (Report, error) {
 	}
 	lm := layers.NewModel(m, layers.NewCPU(1))
 	for k := 0; k < ranks; k++ {
-		r.Ranks = append(r.Ranks, rank.RankMemory(lm, m.WeightBytes(), lay, k, rank.QueryReserve, s.Chunk))
+		r.Ranks = append(r.Ranks, rank.Footprint(lm, m.WeightBytes(), lay, k, rank.QueryReserve, rank.Capacity(lay, s.Chunk), s.Chunk))
 	}
 	r.Memory = r.Ranks[0]
 	return r, nil

@@ -55,7 +55,7 @@ func TestMemoryEstimateQueryReserve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := RankMemory(e.M, 0, lay, 0, QueryReserve, 400)
+	m := Footprint(e.M, 0, lay, 0, QueryReserve, Capacity(lay, 400), 400)
 	// stories260K: K and V of 4 heads of 8 floats in each of 5 layers are
 	// 2 x 5 x 32 x 4 = 1280 bytes per token
 	if want := int64(1280 * (400 + QueryReserve)); m.KVBytes != want {

@@ -29,7 +29,8 @@ type Plan struct {
 	Layout    Layout    `msgpack:"layout"`
 	Anchor    []int     `msgpack:"anchor"`
 	N         int       `msgpack:"n"` // context tokens
-	Capacity  int       `msgpack:"capacity"`
+	Capacity  int       `msgpack:"capacity"` // tokens per forward
+	Chunk     int       `msgpack:"chunk"`    // phase-2 tokens per step
 	KVKey     string    `msgpack:"kv_key"` // names saved K/V files ("" : none)
 }
 
@@ -81,7 +82,7 @@ func (e *Engine) PlanDoc(ctx []int, s Settings) (*Plan, error) {
 		return nil, fmt.Errorf("the context (%d tokens) does not fit the model's context length %d with a query; shorten it or pass --context-length if the model supports more",
 			len(ctx), e.M.Cfg.SeqLen)
 	}
-	p := &Plan{Attention: s.Attention, Merge: e.Merge, N: len(ctx)}
+	p := &Plan{Attention: s.Attention, Merge: e.Merge, N: len(ctx), Chunk: s.Chunk}
 	switch s.Attention {
 	case Global:
 		p.Capacity = min(s.Chunk, len(ctx))
@@ -91,7 +92,7 @@ func (e *Engine) PlanDoc(ctx []int, s Settings) (*Plan, error) {
 			return nil, err
 		}
 		p.Layout, p.Anchor = lay, ctx[:lay.AnchorSize]
-		p.Capacity = max(lay.MaxBlockLen(), s.Chunk)
+		p.Capacity = Capacity(lay, s.Chunk)
 		if e.KVDir != "" {
 			p.KVKey = docKey(e.W.Fingerprint, ctx, lay)
 		}
@@ -164,8 +165,7 @@ func (ss *Session) phase1(ctx []int) error {
 	if err := e.checkMemory(p); err != nil {
 		return err
 	}
-	w := NewWorker(e.M, e.Rank(), e.Rank() == 0, p.Capacity)
-	w.ReserveQuery(QueryReserve)
+	w := NewWorkerFor(e.M, p.Layout, e.Rank(), p.Capacity, p.Chunk, QueryReserve)
 	w.Progress = ss.progress()
 	if e.Distributed() {
 		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
@@ -198,10 +198,9 @@ func (ss *Session) prefillGlobal(ctx []int) error {
 	if err := e.checkMemory(p); err != nil {
 		return err
 	}
-	w := NewWorker(e.M, 0, true, p.Capacity)
-	// the whole sequence lives in the query cache: size it once, so
-	// that it never grows by reallocation (a transient second copy)
-	w.ReserveQuery(min(p.N+QueryReserve, e.M.Cfg.SeqLen))
+	// the whole sequence lives in the query cache: sized once, so that
+	// it never grows by reallocation (a transient second copy)
+	w := NewWorkerFor(e.M, Layout{}, 0, p.Capacity, p.Chunk, globalReserve(p.N, e.M.Cfg.SeqLen))
 	prog := ss.progress()
 	for i := 0; i < len(ctx); i += w.Capacity() {
 		j := min(i+w.Capacity(), len(ctx))
@@ -268,7 +267,7 @@ func (ss *Session) step(toks []int, pos0 int, out []float32, rows []int) error {
 		return nil
 	}
 	V := ss.e.M.Cfg.VocabSize
-	c := ss.w.Capacity()
+	c := min(ss.w.Capacity(), ss.p.Chunk) // the partials are sized for a chunk
 	ss.Stats.Steps += len(toks)
 	for i := 0; i < len(toks); i += c {
 		j := min(i+c, len(toks))
@@ -320,7 +319,7 @@ func (ss *Session) query(q *QueryPlan, choose Chooser, rows []int, logits []floa
 	}
 	var last []float32
 	if host {
-		last = make([]float32, e.M.Cfg.VocabSize)
+		last = ss.w.Logits()
 	}
 	if err := ss.step(q.Steps, pos, last, []int{len(q.Steps) - 1}); err != nil {
 		return fmt.Errorf("phase 2 (query): %w", err)
@@ -497,6 +496,10 @@ func (l *Leader) End(final error) ([]RankStats, error) {
 	return gatherStats(l.e.Comm, RankStats{Rank: l.e.Rank()})
 }
 
+// globalReserve is the query cache of global attention: the context,
+// the query and generated tokens.
+func globalReserve(n, seqLen int) int { return min(n+QueryReserve, seqLen) }
+
 // checkMemory refuses, before allocating anything, a document whose share
 // on this rank cannot fit in the memory available to it (the node's
 // available memory divided by the ranks on the node). The weights are
@@ -507,13 +510,11 @@ func (e *Engine) checkMemory(p *Plan) error {
 		return nil
 	}
 	local := max(e.LocalRanks, 1)
-	var m Memory
+	lay, reserve := p.Layout, QueryReserve
 	if p.Attention == Global { // everything in rank 0's query cache
-		m = Memory{Blocks: 1, BlockTokens: p.N, KVBytes: KVBytesPerToken(&e.M.Cfg) * int64(p.N+QueryReserve),
-			ActivationBytes: e.M.StateBytes(p.Capacity) + 4*int64(e.M.Cfg.VocabSize)*2}
-	} else {
-		m = RankMemory(e.M, 0, p.Layout, e.Rank(), QueryReserve, p.Capacity)
+		lay, reserve = Layout{N: p.N}, globalReserve(p.N, e.M.Cfg.SeqLen)
 	}
+	m := Footprint(e.M, 0, lay, e.Rank(), reserve, p.Capacity, p.Chunk)
 	need := m.KVBytes + m.AnchorBytes + m.ActivationBytes
 	if need > avail/int64(local) {
 		return MemoryRefusal(need, fmt.Sprintf("K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB",

@@ -58,12 +58,65 @@ type Worker struct {
 	lse     []float32 // [Cap*H]
 	partO   [][]float32
 	partLSE [][]float32
+	logits  []float32 // host: [VocabSize] the last position's logits
+	// anchorPeak is the anchor K/V this worker held while encoding (gone
+	// afterwards: the footprint counts it).
+	anchorPeak int64
 }
 
 // NewWorker prepares rank `rank`'s worker. capacity bounds the tokens run
-// through the model at once (block length, query chunk).
+// through the model at once (block length, query chunk). Its scratch
+// grows as it is used; NewWorkerFor allocates a document's up front.
 func NewWorker(m *layers.Model, rank int, host bool, capacity int) *Worker {
 	return &Worker{M: m, Rank: rank, Host: host, st: m.NewState(capacity)}
+}
+
+// NewWorkerFor prepares rank r's worker for layout lay with every buffer
+// its plan sizes (see Footprint) allocated now: the query cache of reserve
+// tokens on the host, activations of capacity tokens, partials of chunk
+// rows, the anchor ; block key buffers. Blocks' and the anchor's K/V are
+// allocated as they are encoded, of exactly their length.
+func NewWorkerFor(m *layers.Model, lay Layout, r, capacity, chunk, reserve int) *Worker {
+	p := planWorker(lay, r, capacity, chunk, reserve)
+	w := NewWorker(m, r, p.host, p.capacity)
+	w.ReserveQuery(p.reserve)
+	w.ensureScratch(p.capacity, 0)
+	w.ensureScratch(p.chunk, p.parts)
+	if kvd := m.Cfg.KVDim(); p.keyRows > 0 {
+		w.kbuf, w.vbuf = make([]float32, 0, p.keyRows*kvd), make([]float32, 0, p.keyRows*kvd)
+	}
+	if p.host {
+		w.logits = make([]float32, m.Cfg.VocabSize)
+	}
+	return w
+}
+
+// Logits is the host's buffer for one position's logits ([VocabSize]).
+func (w *Worker) Logits() []float32 {
+	if w.logits == nil {
+		w.logits = make([]float32, w.M.Cfg.VocabSize)
+	}
+	return w.logits
+}
+
+// held is what the worker's buffers take now, by part (as Footprint
+// counts them).
+func (w *Worker) held() held {
+	var h held
+	for _, kv := range w.KV {
+		h.kv += kv.Bytes()
+	}
+	if w.Query != nil {
+		h.kv += w.Query.Bytes()
+	}
+	h.state = w.M.StateBytes(w.st.Cap)
+	h.lse = 4 * int64(cap(w.lse))
+	for p := range w.partO {
+		h.partials += 4 * int64(cap(w.partO[p])+cap(w.partLSE[p]))
+	}
+	h.keys = 4 * int64(cap(w.kbuf)+cap(w.vbuf))
+	h.logits = 4 * int64(cap(w.logits))
+	return h
 }
 
 // ReserveQuery sizes the host's query cache for tokens tokens (query,
@@ -125,7 +178,7 @@ func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error 
 			if err := w.encode(kv, nil, anchor, 0); err != nil {
 				return fmt.Errorf("anchor: %w", err)
 			}
-			w.anchor = kv
+			w.anchor, w.anchorPeak = kv, kv.Bytes()
 		}
 		kv := newKV(c.NLayers, b.Len, kvd)
 		var a *KV

@@ -1,0 +1,113 @@
+package rank
+
+import "github.com/star-attn/star/layers"
+
+// Footprint: what one rank holds for a document. A workerPlan sizes every
+// buffer of a rank's Worker; NewWorkerFor allocates exactly those and
+// Footprint adds them up, so the memory `star inspect` predicts and the
+// refusal before a run are the allocator's own numbers.
+
+// workerPlan is the size of every buffer of one rank's Worker for one
+// document, in tokens or rows.
+type workerPlan struct {
+	host     bool
+	capacity int   // tokens per forward (the activations' rows)
+	chunk    int   // phase-2 rows merged at once (the partials' rows)
+	blocks   []int // its blocks' lengths (their K/V)
+	reserve  int   // host: tokens of the query cache reserved up front
+	anchor   int   // anchor tokens it encodes itself (0: none, or B_0's first rows)
+	keyRows  int   // rows of the anchor ; block key and value buffers (0: no anchor attended)
+	parts    int   // phase-2 partials per step: its blocks, plus the host's query cache
+}
+
+// planWorker sizes rank r's worker for layout lay (no blocks: global
+// attention, all in the host's query cache of reserve tokens).
+func planWorker(lay Layout, r int, capacity, chunk, reserve int) workerPlan {
+	p := workerPlan{host: r == 0, capacity: capacity, chunk: min(chunk, capacity)}
+	longest := 0
+	for _, b := range lay.Of(r) {
+		p.blocks = append(p.blocks, b.Len)
+		longest = max(longest, b.Len)
+	}
+	if p.host {
+		p.reserve = reserve
+	}
+	if lay.EncodesAnchor(r) { // else none, or a view of B_0's first rows
+		p.anchor = lay.AnchorSize
+	}
+	if lay.NeedsAnchor(r) {
+		p.keyRows = lay.AnchorSize + longest
+	}
+	p.parts = len(p.blocks)
+	if p.host {
+		p.parts++
+	}
+	return p
+}
+
+// Memory is what one rank needs, by part.
+type Memory struct {
+	Rank            int   `json:"rank"`
+	Context         int   `json:"context_tokens"`
+	BlockSize       int   `json:"block_size"`
+	Blocks          int   `json:"blocks"`             // blocks this rank holds
+	BlockTokens     int   `json:"block_tokens"`       // their tokens
+	WeightBytes     int64 `json:"weights_bytes"`      // memory-mapped, shared by the ranks of a node
+	KVBytes         int64 `json:"kv_cache_bytes"`     // K/V of its blocks (+ query and generated tokens on rank 0)
+	AnchorBytes     int64 `json:"anchor_bytes"`       // anchor K/V while encoding
+	ActivationBytes int64 `json:"activation_bytes"`   // per-forward scratch
+	ProgramBytes    int64 `json:"program_bytes"`      // the program, its libraries and the Go runtime
+	TotalBytes      int64 `json:"total_bytes"`        // all of the above
+	KVBytesPerToken int64 `json:"kv_bytes_per_token"` // K and V, all layers, float32
+}
+
+// held is what the worker's own buffers take (float32 bytes), by part.
+type held struct {
+	kv, anchor, state, lse, partials, keys, logits int64
+}
+
+func (h held) activations() int64 { return h.state + h.lse + h.partials + h.keys + h.logits }
+
+// bytes is what p's buffers take in model m.
+func (p workerPlan) bytes(m *layers.Model) held {
+	c := &m.Cfg
+	per := KVBytesPerToken(c)
+	H, D, kvd := int64(c.NHeads), int64(c.HeadDim), int64(c.KVDim())
+	var h held
+	for _, n := range p.blocks {
+		h.kv += per * int64(n)
+	}
+	h.kv += per * int64(p.reserve)
+	h.anchor = per * int64(p.anchor)
+	h.state = m.StateBytes(p.capacity)
+	h.lse = 4 * int64(p.capacity) * H                              // phase 1's log-sum-exps
+	h.partials = 4 * int64(p.parts) * int64(p.chunk) * H * (D + 1) // phase 2's partial attentions of a chunk
+	h.keys = 2 * 4 * kvd * int64(p.keyRows)                        // anchor ; block keys and values of one layer
+	if p.host {
+		h.logits = 4 * int64(c.VocabSize) // the last position's logits
+	}
+	return h
+}
+
+// Footprint is what rank r needs to hold its part of layout lay with model
+// m: its worker's buffers (blocks' K/V, on rank 0 reserve tokens of query
+// K/V, the anchor, activations of capacity tokens, partials of chunk
+// rows), the compute backend's scratch, the weights (weightBytes, shared
+// by a node's ranks) and the program.
+func Footprint(m *layers.Model, weightBytes int64, lay Layout, r, reserve, capacity, chunk int) Memory {
+	p := planWorker(lay, r, capacity, chunk, reserve)
+	h := p.bytes(m)
+	mem := Memory{Rank: r, Context: lay.N, BlockSize: lay.BlockSize, WeightBytes: weightBytes,
+		KVBytesPerToken: KVBytesPerToken(&m.Cfg), Blocks: len(p.blocks),
+		KVBytes: h.kv, AnchorBytes: h.anchor, ActivationBytes: h.activations() + m.ScratchBytes(p.capacity),
+		ProgramBytes: ProgramBytes}
+	for _, n := range p.blocks {
+		mem.BlockTokens += n
+	}
+	mem.TotalBytes = mem.WeightBytes + mem.KVBytes + mem.AnchorBytes + mem.ActivationBytes + mem.ProgramBytes
+	return mem
+}
+
+// Capacity is the tokens one forward takes for a layout: the longest
+// block, or a chunk of the query if that is longer.
+func Capacity(lay Layout, chunk int) int { return max(lay.MaxBlockLen(), chunk) }
