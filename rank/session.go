@@ -28,10 +28,10 @@ type Plan struct {
 	Merge     MergeMode `msgpack:"merge"`
 	Layout    Layout    `msgpack:"layout"`
 	Anchor    []int     `msgpack:"anchor"`
-	N         int       `msgpack:"n"` // context tokens
+	N         int       `msgpack:"n"`        // context tokens
 	Capacity  int       `msgpack:"capacity"` // tokens per forward
 	Chunk     int       `msgpack:"chunk"`    // phase-2 tokens per step
-	KVKey     string    `msgpack:"kv_key"` // names saved K/V files ("" : none)
+	KVKey     string    `msgpack:"kv_key"`   // names saved K/V files ("" : none)
 }
 
 // QueryPlan is one query against the encoded document.
