@@ -52,7 +52,7 @@ func Tokenize(tok tokenizer.Tokenizer, in Input) (Tokens, error) {
 			if in.Chat {
 				return Tokens{}, fmt.Errorf("--chat needs a question: pass --query or put it in the prompt's last paragraph, after a blank line")
 			}
-			all, err := tok.Encode(strings.TrimRight(in.Prompt, "\r\n"), true)
+			all, err := plain(tok, strings.TrimRight(in.Prompt, "\r\n"), true)
 			if err != nil {
 				return Tokens{}, err
 			}
@@ -76,22 +76,33 @@ func Tokenize(tok tokenizer.Tokenizer, in Input) (Tokens, error) {
 	return Tokens{Context: c, Query: qt}, nil
 }
 
+// Documents and chat queries are plain text: text that spells a special
+// token (such as <|eot_id|> or <s>) inside them is encoded as ordinary
+// characters, never as the control token, so a document cannot end a turn
+// or start a new one. The chat format's own special tokens are added as
+// ids. A query without --chat is the user's own prompt and may spell
+// special tokens.
+
+// plain encodes text as ordinary characters (with BOS first if bos).
+func plain(tok tokenizer.Tokenizer, text string, bos bool) ([]int, error) {
+	return tokenizer.EncodeWith(tok, text, tokenizer.EncodeOptions{BOS: bos, ParseSpecial: false})
+}
+
 // EncodeContext tokenizes a document (BOS first), in the chat format when
 // chat is set.
 func EncodeContext(tok tokenizer.Tokenizer, ctx string, chat bool) ([]int, error) {
 	if strings.TrimSpace(ctx) == "" {
 		return nil, fmt.Errorf("the document is empty")
 	}
+	var c []int
+	var err error
 	if chat {
-		ctx, _ = chatWrap(tok, ctx, "")
+		c, err = chatFormat(tok).context(tok, ctx)
+	} else {
+		c, err = plain(tok, ctx, true)
 	}
-	special := chat && strings.HasPrefix(ctx, "<|begin_of_text|>")
-	c, err := tok.Encode(ctx, !special)
 	if err != nil {
 		return nil, fmt.Errorf("tokenize context: %w", err)
-	}
-	if special && (len(c) == 0 || c[0] != tok.BOS()) {
-		return nil, fmt.Errorf("chat context does not start with BOS after tokenization")
 	}
 	return c, nil
 }
@@ -102,10 +113,13 @@ func EncodeQuery(tok tokenizer.Tokenizer, ctx, q string, chat bool) ([]int, erro
 	if strings.TrimSpace(q) == "" {
 		return nil, fmt.Errorf("the query is empty: give a non-empty --query or --query-file")
 	}
+	var qt []int
+	var err error
 	if chat {
-		_, q = chatWrap(tok, ctx, q)
+		qt, err = chatFormat(tok).query(tok, ctx, q)
+	} else {
+		qt, err = tok.Encode(q, false)
 	}
-	qt, err := tok.Encode(q, false)
 	if err != nil {
 		return nil, fmt.Errorf("tokenize query: %w", err)
 	}
@@ -115,24 +129,87 @@ func EncodeQuery(tok tokenizer.Tokenizer, ctx, q string, chat bool) ([]int, erro
 	return qt, nil
 }
 
-// chatWrap applies the model's chat format the way Star Attention's
-// reference prompts do: the context carries BOS, the headers and the start
-// of the user message; the query carries the question, the end of the turn
-// and the assistant header. Llama 3 tokenizers (with <|start_header_id|>)
-// get Llama 3's format, others Llama 2's [INST] … [/INST].
-func chatWrap(tok tokenizer.Tokenizer, ctx, q string) (string, string) {
+// chat is a chat format as the reference prompts of Star Attention use
+// it: the context carries BOS, the headers and the start of the user
+// message; the query carries the question, the end of the turn and the
+// assistant header. Its pieces are special tokens (by their text in the
+// vocabulary) and plain text.
+type chat struct {
+	ctxHead   []piece // before the document
+	queryTail []piece // after the question
+}
+
+// piece is a special token (special set) or plain text.
+type piece struct {
+	text    string
+	special bool
+}
+
+// llama3Chat is Llama 3's format; llama2Chat is [INST] … [/INST] (BOS from
+// the tokenizer) for vocabularies without Llama 3's header tokens.
+var (
+	llama3Chat = chat{
+		ctxHead: []piece{{"<|begin_of_text|>", true}, {"<|start_header_id|>", true}, {"user", false},
+			{"<|end_header_id|>", true}, {"\n\n", false}},
+		queryTail: []piece{{"<|eot_id|>", true}, {"<|start_header_id|>", true}, {"assistant", false},
+			{"<|end_header_id|>", true}, {"\n\n", false}},
+	}
+	llama2Chat = chat{ctxHead: []piece{{"[INST] ", false}}, queryTail: []piece{{" [/INST]", false}}}
+)
+
+// chatFormat is the format for tok's vocabulary.
+func chatFormat(tok tokenizer.Tokenizer) chat {
+	_, hdr := tok.TokenID("<|start_header_id|>")
+	_, eot := tok.TokenID("<|eot_id|>")
+	if hdr && eot {
+		return llama3Chat
+	}
+	return llama2Chat
+}
+
+// context is the document in the chat format: the head's pieces with the
+// document as plain text after the head's last text piece.
+func (f chat) context(tok tokenizer.Tokenizer, doc string) ([]int, error) {
+	ps := append([]piece(nil), f.ctxHead...)
+	last := &ps[len(ps)-1]
+	last.text += doc // the document continues the head's last text
+	bos := !ps[0].special
+	return encodePieces(tok, ps, bos)
+}
+
+// query is the question in the chat format, after document ctx.
+func (f chat) query(tok tokenizer.Tokenizer, ctx, q string) ([]int, error) {
 	sep := ""
 	if !strings.HasSuffix(ctx, "\n") {
 		sep = "\n\n"
 	}
-	_, hdr := tok.TokenID("<|start_header_id|>")
-	_, eot := tok.TokenID("<|eot_id|>")
-	if hdr && eot {
-		return "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n" + ctx,
-			sep + strings.TrimSpace(q) + "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+	ps := append([]piece{{sep + strings.TrimSpace(q), false}}, f.queryTail...)
+	if !ps[1].special { // text after the question: one text piece
+		ps = append([]piece{{ps[0].text + ps[1].text, false}}, ps[2:]...)
 	}
-	// Llama 2 style: BOS is added by the tokenizer call.
-	return "[INST] " + ctx, sep + strings.TrimSpace(q) + " [/INST]"
+	return encodePieces(tok, ps, false)
+}
+
+// encodePieces encodes special pieces as their ids and text pieces as
+// plain text, in order; bos prepends BOS to the first text piece.
+func encodePieces(tok tokenizer.Tokenizer, ps []piece, bos bool) ([]int, error) {
+	var ids []int
+	for i, p := range ps {
+		if p.special {
+			id, ok := tok.TokenID(p.text)
+			if !ok {
+				return nil, fmt.Errorf("the vocabulary has no %s token for the chat format", p.text)
+			}
+			ids = append(ids, id)
+			continue
+		}
+		t, err := plain(tok, p.text, bos && i == 0)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, t...)
+	}
+	return ids, nil
 }
 
 // MaxContextBytes is the largest text, in bytes, that could still fit in

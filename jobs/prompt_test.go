@@ -1,9 +1,12 @@
 package jobs
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/star-attn/star/internal/shared"
+	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/tokenizer"
 )
 
@@ -62,5 +65,86 @@ func TestChatLlama2Style(t *testing.T) {
 	}
 	if _, err := Tokenize(tok, Input{Prompt: "no question here", Chat: true}); err == nil {
 		t.Fatal("--chat without a question must fail")
+	}
+}
+
+// Text inside a document is never a control token: a document that spells
+// <|eot_id|> or <|start_header_id|> (or <s>, </s> for Llama 2) gets those
+// characters, not the ids, with --chat or without; the chat format's own
+// tokens are the only special ids. Without such text the ids are exactly
+// what encoding the whole template as text with specials gave before.
+func TestDocumentTextIsNeverAControlToken(t *testing.T) {
+	l3, err := tokenizer.LoadHF(shared.Path(t, "tokenizers/llama3/tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := weights.Load(shared.Path(t, "models/gguf/tiny-random-llama2.gguf"), weights.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	l2 := m2.Tokenizer // Llama 2's vocabulary with its control tokens marked
+	for _, c := range []struct {
+		name     string
+		tok      tokenizer.Tokenizer
+		specials []string
+	}{
+		{"llama3", l3, []string{"<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<|begin_of_text|>"}},
+		{"llama2", l2, []string{"<s>", "</s>"}},
+	} {
+		var ids []int
+		for _, s := range c.specials {
+			if id, ok := c.tok.TokenID(s); ok {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			t.Fatalf("%s: none of %v in the vocabulary", c.name, c.specials)
+		}
+		count := func(toks []int) int {
+			n := 0
+			for _, x := range toks {
+				for _, id := range ids {
+					n += boolInt(x == id)
+				}
+			}
+			return n
+		}
+		for _, chat := range []bool{false, true} {
+			clean, err := Tokenize(c.tok, Input{Prompt: "The secret word is blue.", Query: "What is it?", HasQuery: true, Chat: chat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			doc := "The secret word is blue." + strings.Join(c.specials, " ") + " The end."
+			got, err := Tokenize(c.tok, Input{Prompt: doc, Query: "What is it?", HasQuery: true, Chat: chat})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n, want := count(got.Context), count(clean.Context); n != want {
+				t.Fatalf("%s chat=%v: the document's special-token text became %d control tokens", c.name, chat, n-want)
+			}
+			if text := c.tok.Decode(got.Context); !strings.Contains(text, strings.Join(c.specials, " ")) {
+				t.Fatalf("%s chat=%v: the document's text is not kept: %q", c.name, chat, text)
+			}
+		}
+		// without special-token text, the ids are those of the whole
+		// template encoded with specials (the previous way)
+		ctxText, qText := "One day, Lily found a ball.\n", "Who found it?"
+		in := Input{Prompt: ctxText, Query: qText, HasQuery: true, Chat: true}
+		got, err := Tokenize(c.tok, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wantC, wantQ []int
+		if c.name == "llama3" {
+			wantC, _ = c.tok.Encode("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"+ctxText, false)
+			wantQ, _ = c.tok.Encode(qText+"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", false)
+		} else {
+			wantC, _ = c.tok.Encode("[INST] "+ctxText, true)
+			wantQ, _ = c.tok.Encode(qText+" [/INST]", false)
+		}
+		if fmt.Sprint(got.Context) != fmt.Sprint(wantC) || fmt.Sprint(got.Query) != fmt.Sprint(wantQ) {
+			t.Fatalf("%s: chat ids changed:\ncontext %v\nwant    %v\nquery %v\nwant  %v", c.name, got.Context, wantC, got.Query, wantQ)
+		}
 	}
 }
