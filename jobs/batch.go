@@ -105,47 +105,35 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 	if e.Rank() != 0 {
 		return nil, e.Follow()
 	}
-	sum := &BatchSummary{}
+	b := &batch{e: e, l: e.Lead(), o: o, sum: &BatchSummary{}, asked: map[key]bool{}}
 	t0 := time.Now()
-	l := e.Lead()
-	final := func(err error) (*BatchSummary, error) {
-		sum.Elapsed = time.Since(t0)
-		if _, serr := l.End(err); serr != nil {
-			if err == nil {
-				err = serr
-			}
-			return sum, err // the end message did not go out: not agreed
+	err := b.run()
+	b.sum.Elapsed = time.Since(t0)
+	if _, serr := b.l.End(err); serr != nil {
+		if err == nil {
+			err = serr
 		}
-		return sum, rank.Shared(err)
+		return b.sum, err // the end message did not go out: not agreed
 	}
-	if err := checkFormat(o.InputFormat); err != nil {
-		return final(err)
-	}
-	in, err := openSource(o.Input)
+	return b.sum, rank.Shared(err)
+}
+
+// run opens the input and the output, then answers record after record
+// until the input ends or a stop comes.
+func (b *batch) run() error {
+	in, err := b.open()
 	if err != nil {
-		return final(err)
+		return err
 	}
 	defer in.Close()
-	if err := in.notSame(o.Output); err != nil {
-		return final(err)
-	}
-	b := &batch{e: e, l: l, o: o, sum: sum, asked: map[key]bool{}}
-	if err := b.contextFolders(in); err != nil {
-		return final(err)
-	}
-	b.maxDoc = MaxContextBytes(e.Tok, e.M.Cfg.SeqLen-2)
-	rf, repaired, err := OpenResults(o.Output)
-	if err != nil {
-		return final(err)
-	}
-	defer rf.Close()
-	b.rf, sum.Repaired = rf, repaired
+	defer b.rf.Close()
 	total := -1
 	if in.regular {
 		if total, err = b.survey(in); err != nil {
-			return final(err)
+			return err
 		}
 	}
+	o, sum := b.o, b.sum
 	recs, quit := readRecords(in.r, o.InputFormat, b.maxRecord())
 	defer close(quit)
 	prog := newProgress(o.Progress, o.Terminal, o.Interval, total)
@@ -153,9 +141,9 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 	for {
 		if o.Stop.Requested() && !b.atEnd(recs, total) {
 			sum.Interrupted = true
-			return final(ErrInterrupted)
+			return ErrInterrupted
 		}
-		e.Doing("reading record %d of the input", sum.Records+1)
+		b.e.Doing("reading record %d of the input", sum.Records+1)
 		var nx nextRecord
 		select {
 		case nx = <-recs:
@@ -166,26 +154,52 @@ func (e *Engine) RunBatch(o BatchOptions) (*BatchSummary, error) {
 			break
 		}
 		if nx.err != nil {
-			return final(fmt.Errorf("read %s: %w", o.Input, nx.err))
+			return fmt.Errorf("read %s: %w", o.Input, nx.err)
 		}
 		sum.Records++
 		b.ids.assign(nx.rec)
 		complete, err := b.record(nx.rec)
 		if err != nil {
-			return final(err)
+			return err
 		}
 		prog.update(sum)
 		if !complete { // stopped between two of its queries
 			sum.Interrupted = true
-			return final(ErrInterrupted)
+			return ErrInterrupted
 		}
 	}
-	for k := range rf.done {
+	for k := range b.rf.done {
 		if !b.asked[k] {
 			sum.Orphans++
 		}
 	}
-	return final(nil)
+	return nil
+}
+
+// open checks and opens the input, then the output (a results file of
+// ours, locked for the job's life).
+func (b *batch) open() (*source, error) {
+	o := b.o
+	if err := checkFormat(o.InputFormat); err != nil {
+		return nil, err
+	}
+	in, err := openSource(o.Input)
+	if err != nil {
+		return nil, err
+	}
+	if err = in.notSame(o.Output); err == nil {
+		err = b.contextFolders(in)
+	}
+	if err != nil {
+		in.Close()
+		return nil, err
+	}
+	b.maxDoc = MaxContextBytes(b.e.Tok, b.e.M.Cfg.SeqLen-2)
+	if b.rf, b.sum.Repaired, err = OpenResults(o.Output); err != nil {
+		in.Close()
+		return nil, err
+	}
+	return in, nil
 }
 
 // atEnd tells, once a stop is asked for, whether the input is already
@@ -360,20 +374,36 @@ func (b *batch) redo(changed map[key]bool, names []string) error {
 // rest run on resume). Only errors that end the job (output,
 // communication, a changed record without RedoChanged) are returned.
 func (b *batch) record(rec *Record) (complete bool, err error) {
-	e, o, rf, sum := b.e, b.o, b.rf, b.sum
-	nq := max(len(rec.Queries), 1)
 	doc, derr := []byte(nil), error(nil)
 	if rec.Err == nil {
 		doc, derr = b.document(rec)
 	}
 	fps := b.fingerprints(rec, doc, derr)
+	pending, err := b.pending(rec, fps)
+	if err != nil || len(pending) == 0 {
+		return err == nil, err
+	}
+	w := &recordWriter{b: b, rec: rec, fps: fps}
+	switch {
+	case rec.Err != nil:
+		return true, w.fail(pending, rec.Err)
+	case derr != nil:
+		return true, w.fail(pending, derr)
+	}
+	return b.answer(rec, string(doc), pending, w)
+}
+
+// pending lists rec's queries to answer now: those without a result, and
+// those whose result was made from something else than rec as it is now
+// (refused, or removed with RedoChanged). The others count as done.
+func (b *batch) pending(rec *Record, fps []string) ([]int, error) {
 	changed := map[key]bool{}
 	var names []string
 	var pending []int
-	for q := 0; q < nq; q++ {
+	for q := range fps {
 		k := key{rec.ID, q}
 		b.asked[k] = true
-		have, ok := rf.done[k]
+		have, ok := b.rf.done[k]
 		switch {
 		case !ok:
 			pending = append(pending, q)
@@ -382,41 +412,47 @@ func (b *batch) record(rec *Record) (complete bool, err error) {
 			names = append(names, k.String())
 			pending = append(pending, q)
 		default:
-			sum.Skipped++
-			sum.FailedEarly += boolInt(have.failed)
+			b.sum.Skipped++
+			b.sum.FailedEarly += boolInt(have.failed)
 		}
 	}
-	if err := b.redo(changed, names); err != nil {
-		return false, err
+	return pending, b.redo(changed, names)
+}
+
+// recordWriter writes one record's results, each with its fingerprint,
+// and counts them once they are on disk.
+type recordWriter struct {
+	b   *batch
+	rec *Record
+	fps []string
+}
+
+func (w *recordWriter) write(out *Output) error {
+	out.Fingerprint = w.fps[out.QueryIndex]
+	if err := w.b.rf.Write(out); err != nil {
+		return err
 	}
-	if len(pending) == 0 {
-		return true, nil
-	}
-	write := func(out *Output) error {
-		out.Fingerprint = fps[out.QueryIndex]
-		if err := rf.Write(out); err != nil {
-			return err
+	sum := w.b.sum
+	sum.Queries++
+	sum.Failed += boolInt(out.Error != "")
+	sum.Tokens += len(out.Tokens)
+	return nil
+}
+
+// fail writes err as the result of each query of qs.
+func (w *recordWriter) fail(qs []int, err error) error {
+	for _, q := range qs {
+		if werr := w.write(&Output{ID: w.rec.ID, QueryIndex: q, Tokens: []int{}, Error: err.Error()}); werr != nil {
+			return werr
 		}
-		sum.Queries++
-		sum.Failed += boolInt(out.Error != "")
-		sum.Tokens += len(out.Tokens)
-		return nil
 	}
-	fail := func(qs []int, err error) error {
-		for _, q := range qs {
-			if werr := write(&Output{ID: rec.ID, QueryIndex: q, Tokens: []int{}, Error: err.Error()}); werr != nil {
-				return werr
-			}
-		}
-		return nil
-	}
-	if rec.Err != nil {
-		return true, fail(pending, rec.Err)
-	}
-	if derr != nil {
-		return true, fail(pending, derr)
-	}
-	text := string(doc)
+	return nil
+}
+
+// answer encodes the document once on every rank, then answers the
+// pending queries one after another.
+func (b *batch) answer(rec *Record, text string, pending []int, w *recordWriter) (complete bool, err error) {
+	e, o, sum := b.e, b.o, b.sum
 	s := o.Settings
 	s.Defaults()
 	s.Ranks = e.Ranks()
@@ -430,7 +466,7 @@ func (b *batch) record(rec *Record) (complete bool, err error) {
 		if !rank.Agreed(err) {
 			return false, err
 		}
-		return true, fail(pending, fmt.Errorf("%s: %v", rec.where(), err))
+		return true, w.fail(pending, fmt.Errorf("%s: %v", rec.where(), err))
 	}
 	phase1 := time.Since(t1)
 	if ss := b.l.Session(); ss != nil && ss.Stats.KVLoaded {
@@ -452,7 +488,7 @@ func (b *batch) record(rec *Record) (complete bool, err error) {
 			out.Timings.Phase1 = phase1.Seconds()
 			out.Timings.TTFT += phase1.Seconds()
 		}
-		if err := write(out); err != nil {
+		if err := w.write(out); err != nil {
 			return false, err
 		}
 	}

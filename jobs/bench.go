@@ -114,25 +114,54 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 	if e.Rank() != 0 {
 		return e.Follow()
 	}
-	cnt, _ := e.M.C.(*Counting)
-	l := e.Lead()
-	var sgemm float64
+	b := &bench{e: e, o: o, l: e.Lead()}
+	b.cnt, _ = e.M.C.(*Counting)
 	if o.SgemmGFLOPS != nil {
-		sgemm = layerSgemm(&e.M.Cfg, o.SgemmGFLOPS)
+		b.sgemm = layerSgemm(&e.M.Cfg, o.SgemmGFLOPS)
 	}
-	var bw, bound float64
 	if o.ReadBandwidth != nil {
-		bw = o.ReadBandwidth()
-		bound = bw / float64(e.W.DecodeBytes())
+		b.bw = o.ReadBandwidth()
+		b.bound = b.bw / float64(e.W.DecodeBytes())
 	}
-	type config struct {
-		att    rank.Attention
-		anchor int
+	for _, n := range o.Contexts {
+		b.ref = nil
+		for _, cf := range benchConfigs(o) {
+			row, err := b.run(n, cf)
+			if err != nil {
+				return err
+			}
+			emit(row)
+		}
 	}
-	var configs []config
+	_, err := b.l.End(nil)
+	return err
+}
+
+// bench is one `star bench` on rank 0.
+type bench struct {
+	e         *Engine
+	o         BenchOptions
+	l         *rank.Leader
+	cnt       *Counting // nil: the backend's work is not counted
+	sgemm     float64
+	bw, bound float64
+	ref       []float64 // the exact baseline's log-probabilities of the scored tokens
+	refNLL    float64
+}
+
+// benchConfig is one row's attention mode and anchor (-1: the block size).
+type benchConfig struct {
+	att    rank.Attention
+	anchor int
+}
+
+// benchConfigs are the rows of each context: the exact modes first, then
+// one star row per anchor size.
+func benchConfigs(o BenchOptions) []benchConfig {
+	var configs []benchConfig
 	for _, att := range benchOrder(o.Attentions) {
 		if att != rank.Star {
-			configs = append(configs, config{att, -1})
+			configs = append(configs, benchConfig{att, -1})
 			continue
 		}
 		anchors := o.AnchorSizes
@@ -140,94 +169,110 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 			anchors = []int{-1}
 		}
 		for _, a := range anchors {
-			configs = append(configs, config{att, a})
+			configs = append(configs, benchConfig{att, a})
 		}
 	}
-	for _, n := range o.Contexts {
-		var ref []float64 // the exact baseline's log-probabilities of the scored tokens
-		var refNLL float64
-		for _, cf := range configs {
-			att := cf.att
-			s := rank.Settings{Attention: att, BlockSize: o.BlockSize, AnchorSize: cf.anchor}
-			s.Defaults()
-			s.Ranks = e.Ranks()
-			row := BenchRow{Attention: string(att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: sgemm, Kernels: e.M.C.Name(),
-				MemBWGBs: bw / 1e9, DecodeBound: bound}
-			if lay, err := s.Layout(n); err == nil && att == rank.Star {
-				row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
-			} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && att == rank.Ring {
-				row.Block = lay.BlockSize // shard size
-			}
-			if n+o.QueryTokens+max(o.DecodeTokens+1, o.ScoreTokens) > e.M.Cfg.SeqLen {
-				row.Skipped = fmt.Sprintf("context %d + query + decode exceeds the model's context length %d", n, e.M.Cfg.SeqLen)
-				emit(row)
-				continue
-			}
-			r := rand.New(rand.NewPCG(o.Seed, uint64(n)))
-			toks := make([]int, n+o.QueryTokens+o.ScoreTokens)
-			for i := range toks {
-				toks[i] = r.IntN(e.M.Cfg.VocabSize)
-			}
-			ctx, q, cont := toks[:n], toks[n:n+o.QueryTokens], toks[n+o.QueryTokens:]
-			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "bench: context %d, %s attention, %d rank(s): phase 1...\n", n, att, e.Ranks())
-			}
-			resetPeakRSS()
-			if cnt != nil {
-				cnt.reset()
-			}
-			t0 := time.Now()
-			p, err := e.PlanDoc(ctx, s)
-			if err := l.Doc(ctx, p, err); err != nil {
-				if !rank.Agreed(err) {
-					return err
-				}
-				row.Skipped = err.Error()
-				emit(row)
-				continue
-			}
-			row.Phase1 = time.Since(t0).Seconds()
-			if cnt != nil { // phase 1's (rank 0's) throughput: decode's matrix-vector products are bandwidth-bound
-				if ns := cnt.LinearNanos.Load(); ns > 0 {
-					row.LinearGFLOPS = float64(cnt.LinearFlops.Load()) / float64(ns)
-				}
-				if ns := cnt.AttnNanos.Load(); ns > 0 {
-					row.AttentionGFLOPS = float64(cnt.AttnFlops.Load()) / float64(ns)
-				}
-			}
-			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "bench: context %d, %s: phase 1 %.2fs; query and %d decode steps...\n", n, att, row.Phase1, o.DecodeTokens)
-			}
-			res := &Result{}
-			if err := e.generate(l, q, o.DecodeTokens+1, &Sampling{Temperature: 0}, res); err != nil {
-				return err
-			}
-			row.TTFT = row.Phase1 + res.Timings.TTFT
-			row.DecodeTPS = res.Timings.DecodeTPS
-			row.PeakRSS = peakRSS()
-			if len(cont) > 0 {
-				lp, err := e.scoreTokens(l, q, cont)
-				if err != nil {
-					return err
-				}
-				row.NLL = meanNLL(lp)
-				if ref == nil && att != rank.Star {
-					ref, refNLL = lp, row.NLL
-				} else if ref != nil {
-					var d float64
-					for i, x := range ref {
-						d = max(d, math.Abs(lp[i]-x))
-					}
-					ratio := row.NLL / refNLL
-					row.NLLRatio, row.LogprobMaxDif = &ratio, &d
-				}
-			}
-			l.Drop() // this document's caches go before the next
-			emit(row)
+	return configs
+}
+
+// run measures one configuration on a context of n random tokens. Only
+// errors that end the run are returned; one that skips the row is in it.
+func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
+	e, o := b.e, b.o
+	s := rank.Settings{Attention: cf.att, BlockSize: o.BlockSize, AnchorSize: cf.anchor}
+	s.Defaults()
+	s.Ranks = e.Ranks()
+	row := BenchRow{Attention: string(cf.att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: b.sgemm,
+		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, DecodeBound: b.bound}
+	if lay, err := s.Layout(n); err == nil && cf.att == rank.Star {
+		row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
+	} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && cf.att == rank.Ring {
+		row.Block = lay.BlockSize // shard size
+	}
+	if n+o.QueryTokens+max(o.DecodeTokens+1, o.ScoreTokens) > e.M.Cfg.SeqLen {
+		row.Skipped = fmt.Sprintf("context %d + query + decode exceeds the model's context length %d", n, e.M.Cfg.SeqLen)
+		return row, nil
+	}
+	r := rand.New(rand.NewPCG(o.Seed, uint64(n)))
+	toks := make([]int, n+o.QueryTokens+o.ScoreTokens)
+	for i := range toks {
+		toks[i] = r.IntN(e.M.Cfg.VocabSize)
+	}
+	ctx, q, cont := toks[:n], toks[n:n+o.QueryTokens], toks[n+o.QueryTokens:]
+	b.say("bench: context %d, %s attention, %d rank(s): phase 1...\n", n, cf.att, e.Ranks())
+	if err := b.phase1(ctx, s, &row); err != nil || row.Skipped != "" {
+		return row, err
+	}
+	b.say("bench: context %d, %s: phase 1 %.2fs; query and %d decode steps...\n", n, cf.att, row.Phase1, o.DecodeTokens)
+	res := &Result{}
+	if err := e.generate(b.l, q, o.DecodeTokens+1, &Sampling{Temperature: 0}, res); err != nil {
+		return row, err
+	}
+	row.TTFT = row.Phase1 + res.Timings.TTFT
+	row.DecodeTPS = res.Timings.DecodeTPS
+	row.PeakRSS = peakRSS()
+	if len(cont) > 0 {
+		if err := b.score(q, cont, cf.att, &row); err != nil {
+			return row, err
 		}
 	}
-	_, err := l.End(nil)
-	return err
+	b.l.Drop() // this document's caches go before the next
+	return row, nil
+}
+
+// say writes a progress line.
+func (b *bench) say(format string, a ...any) {
+	if b.o.Progress != nil {
+		fmt.Fprintf(b.o.Progress, format, a...)
+	}
+}
+
+// phase1 encodes ctx and records its time and phase 1's throughput.
+func (b *bench) phase1(ctx []int, s rank.Settings, row *BenchRow) error {
+	resetPeakRSS()
+	if b.cnt != nil {
+		b.cnt.reset()
+	}
+	t0 := time.Now()
+	p, err := b.e.PlanDoc(ctx, s)
+	if err := b.l.Doc(ctx, p, err); err != nil {
+		if !rank.Agreed(err) {
+			return err
+		}
+		row.Skipped = err.Error()
+		return nil
+	}
+	row.Phase1 = time.Since(t0).Seconds()
+	if c := b.cnt; c != nil { // phase 1's (rank 0's) throughput: decode's matrix-vector products are bandwidth-bound
+		if ns := c.LinearNanos.Load(); ns > 0 {
+			row.LinearGFLOPS = float64(c.LinearFlops.Load()) / float64(ns)
+		}
+		if ns := c.AttnNanos.Load(); ns > 0 {
+			row.AttentionGFLOPS = float64(c.AttnFlops.Load()) / float64(ns)
+		}
+	}
+	return nil
+}
+
+// score teacher-forces cont after q: the row's NLL and, after an exact
+// mode of the same context, its ratio and largest logprob difference.
+func (b *bench) score(q, cont []int, att rank.Attention, row *BenchRow) error {
+	lp, err := b.e.scoreTokens(b.l, q, cont)
+	if err != nil {
+		return err
+	}
+	row.NLL = meanNLL(lp)
+	if b.ref == nil && att != rank.Star {
+		b.ref, b.refNLL = lp, row.NLL
+	} else if b.ref != nil {
+		var d float64
+		for i, x := range b.ref {
+			d = max(d, math.Abs(lp[i]-x))
+		}
+		ratio := row.NLL / b.refNLL
+		row.NLLRatio, row.LogprobMaxDif = &ratio, &d
+	}
+	return nil
 }
 
 // layerSgemm is the reference GEMM throughput for the linear products of

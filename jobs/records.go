@@ -298,6 +298,12 @@ func fillRecord(rec *Record, v any) {
 			break
 		}
 	}
+	fillDocument(rec, m, fail)
+	fillQueries(rec, m, fail)
+}
+
+// fillDocument reads the record's one document field.
+func fillDocument(rec *Record, m map[string]any, fail func(string, ...any)) {
 	nctx := 0
 	for _, k := range []string{"context", "input_context"} {
 		if x, ok := m[k]; ok {
@@ -323,6 +329,11 @@ func fillRecord(rec *Record, v any) {
 	case nctx > 1:
 		fail(`give only one of "context", "context_file" and "input_context"`)
 	}
+}
+
+// fillQueries reads the record's queries (strings or objects with their
+// own settings) and its default settings.
+func fillQueries(rec *Record, m map[string]any, fail func(string, ...any)) {
 	var def Query
 	parseQuerySettings(&def, m, fail)
 	var qs []any

@@ -182,165 +182,202 @@ func Script(o ScriptOptions) (string, error) {
 	if err := o.Validate(); err != nil {
 		return "", err
 	}
-	var b strings.Builder
-	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	sig := o.signalBefore()
-	srun := o.launcher() == LauncherSrun
+	s := &scriptWriter{o: o, sig: o.signalBefore(), srun: o.launcher() == LauncherSrun}
+	s.directives()
+	s.trap()
+	s.environment()
+	s.launch()
+	s.ending()
+	return s.b.String(), nil
+}
 
-	w("#!/bin/bash")
-	w("# star on Slurm, written by `star slurm script`:")
-	w("# %s.", o.summary())
-	w("# Submit with: sbatch THIS_FILE")
-	w("#")
-	w("# Resources. sbatch reads #SBATCH lines up to the first command.")
+// scriptWriter writes an sbatch script, section by section.
+type scriptWriter struct {
+	b    strings.Builder
+	o    ScriptOptions
+	sig  int  // seconds before the time limit that star is told to stop
+	srun bool // srun launches the ranks (else mpirun)
+}
+
+// w writes one line.
+func (s *scriptWriter) w(format string, args ...any) { fmt.Fprintf(&s.b, format+"\n", args...) }
+
+// directives writes the shebang, a summary and the #SBATCH directives.
+func (s *scriptWriter) directives() {
+	o, sig := s.o, s.sig
+	s.w("#!/bin/bash")
+	s.w("# star on Slurm, written by `star slurm script`:")
+	s.w("# %s.", o.summary())
+	s.w("# Submit with: sbatch THIS_FILE")
+	s.w("#")
+	s.w("# Resources. sbatch reads #SBATCH lines up to the first command.")
 	if o.JobName != "" {
-		w("#SBATCH --job-name=%s", o.JobName)
+		s.w("#SBATCH --job-name=%s", o.JobName)
 	}
-	w("#SBATCH --nodes=%d", o.Nodes)
-	w("#SBATCH --ntasks-per-node=%d", o.NTasksPerNode)
+	s.w("#SBATCH --nodes=%d", o.Nodes)
+	s.w("#SBATCH --ntasks-per-node=%d", o.NTasksPerNode)
 	if o.CPUsPerTask > 0 {
-		w("#SBATCH --cpus-per-task=%d", o.CPUsPerTask)
+		s.w("#SBATCH --cpus-per-task=%d", o.CPUsPerTask)
 	}
 	if o.GPUsPerNode > 0 {
-		w("#SBATCH --gpus-per-node=%d", o.GPUsPerNode)
+		s.w("#SBATCH --gpus-per-node=%d", o.GPUsPerNode)
 	}
 	if o.Time != "" {
-		w("#SBATCH --time=%s", o.Time)
+		s.w("#SBATCH --time=%s", o.Time)
 	}
 	if o.Partition != "" {
-		w("#SBATCH --partition=%s", o.Partition)
+		s.w("#SBATCH --partition=%s", o.Partition)
 	}
 	if o.Account != "" {
-		w("#SBATCH --account=%s", o.Account)
+		s.w("#SBATCH --account=%s", o.Account)
 	}
 	if o.Output != "" {
-		w("#SBATCH --output=%s", o.Output)
+		s.w("#SBATCH --output=%s", o.Output)
 	}
-	w("#")
-	w("# Stopping in time: %d s before the time limit (up to 60 s earlier:", sig)
-	w("# Slurm checks that often) Slurm sends SIG%s to this shell only (B:),", WarningSignal)
-	w("# which passes a SIGTERM on to star; star finishes the record it is on,")
-	w("# flushes its output and exits with status %d. (Not B:TERM: scancel", ExitStopped)
-	w("# sends TERM too, and a cancelled job must not requeue itself.)")
-	w("#SBATCH --signal=B:%s@%d", WarningSignal, sig)
+	s.w("#")
+	s.w("# Stopping in time: %d s before the time limit (up to 60 s earlier:", sig)
+	s.w("# Slurm checks that often) Slurm sends SIG%s to this shell only (B:),", WarningSignal)
+	s.w("# which passes a SIGTERM on to star; star finishes the record it is on,")
+	s.w("# flushes its output and exits with status %d. (Not B:TERM: scancel", ExitStopped)
+	s.w("# sends TERM too, and a cancelled job must not requeue itself.)")
+	s.w("#SBATCH --signal=B:%s@%d", WarningSignal, sig)
 	if o.Requeue {
-		w("#")
-		w("# Resuming: a job that star stopped that way requeues itself and runs")
-		w("# again under the same job id (after Slurm's requeue delay, 2 min by")
-		w("# default); star resumes from its output file. The log is appended to,")
-		w("# not truncated, on every run.")
-		w("#SBATCH --requeue")
-		w("#SBATCH --open-mode=append")
+		s.w("#")
+		s.w("# Resuming: a job that star stopped that way requeues itself and runs")
+		s.w("# again under the same job id (after Slurm's requeue delay, 2 min by")
+		s.w("# default); star resumes from its output file. The log is appended to,")
+		s.w("# not truncated, on every run.")
+		s.w("#SBATCH --requeue")
+		s.w("#SBATCH --open-mode=append")
 	} else {
-		w("#")
-		w("# No requeue: a job stopped early ends; submit it again to resume.")
-		w("#SBATCH --no-requeue")
+		s.w("#")
+		s.w("# No requeue: a job stopped early ends; submit it again to resume.")
+		s.w("#SBATCH --no-requeue")
 	}
-	w("")
-	w("set -u")
-	w("")
-	w(`if [ -z "${SLURM_JOB_ID:-}" ]; then`)
-	w(`	echo "$0: not inside a Slurm job; submit this file with sbatch" >&2`)
-	w("	exit 2")
-	w("fi")
-	w("")
-	w("# The warning may come as soon as the job starts: set the trap first.")
-	w(`step=""    # pid of the launcher`)
-	w(`warned=""  # set once the warning has come`)
-	w(`stopped="" # set once star has been told to stop`)
+	s.w("")
+}
+
+// trap writes the warning trap that tells star to stop.
+func (s *scriptWriter) trap() {
+	srun := s.srun
+	s.w("set -u")
+	s.w("")
+	s.w(`if [ -z "${SLURM_JOB_ID:-}" ]; then`)
+	s.w(`	echo "$0: not inside a Slurm job; submit this file with sbatch" >&2`)
+	s.w("	exit 2")
+	s.w("fi")
+	s.w("")
+	s.w("# The warning may come as soon as the job starts: set the trap first.")
+	s.w(`step=""    # pid of the launcher`)
+	s.w(`warned=""  # set once the warning has come`)
+	s.w(`stopped="" # set once star has been told to stop`)
 	if srun {
-		w("# Not kill -TERM srun: srun takes SIGTERM as \"forcing job termination\"")
-		w("# and kills the tasks at once. scancel --signal sends the SIGTERM to the")
-		w("# tasks of the job's steps only, not to this shell.")
-		w(`stop_star() { scancel --signal=TERM "$SLURM_JOB_ID"; }`)
+		s.w("# Not kill -TERM srun: srun takes SIGTERM as \"forcing job termination\"")
+		s.w("# and kills the tasks at once. scancel --signal sends the SIGTERM to the")
+		s.w("# tasks of the job's steps only, not to this shell.")
+		s.w(`stop_star() { scancel --signal=TERM "$SLURM_JOB_ID"; }`)
 	} else {
-		w("# Not kill -TERM mpirun: mpirun takes SIGTERM as an abort, passes it on")
-		w("# only after OMPI_MCA_odls_base_sigkill_timeout (below) and exits 1")
-		w("# (OpenMPI forwards USR1, never TERM). The ranks on this node, rank 0")
-		w("# among them, are mpirun's children; they get it, but not the srun that")
-		w("# runs mpirun's daemons on other nodes (a SIGTERM kills that step).")
-		w("# Ranks on other nodes learn of the stop from rank 0.")
-		w("stop_star() {")
-		w("	local p")
-		w(`	for p in $(pgrep -P "$step"); do`)
-		w(`		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = srun ] || kill -TERM "$p" 2>/dev/null`)
-		w("	done")
-		w("}")
+		s.w("# Not kill -TERM mpirun: mpirun takes SIGTERM as an abort, passes it on")
+		s.w("# only after OMPI_MCA_odls_base_sigkill_timeout (below) and exits 1")
+		s.w("# (OpenMPI forwards USR1, never TERM). The ranks on this node, rank 0")
+		s.w("# among them, are mpirun's children; they get it, but not the srun that")
+		s.w("# runs mpirun's daemons on other nodes (a SIGTERM kills that step).")
+		s.w("# Ranks on other nodes learn of the stop from rank 0.")
+		s.w("stop_star() {")
+		s.w("	local p")
+		s.w(`	for p in $(pgrep -P "$step"); do`)
+		s.w(`		[ "$(cat "/proc/$p/comm" 2>/dev/null)" = srun ] || kill -TERM "$p" 2>/dev/null`)
+		s.w("	done")
+		s.w("}")
 	}
-	w("on_warning() {")
-	w(`	if [ -z "$warned" ]; then`)
-	w(`		echo "star: SIG%s at $(date): the time limit is near; stopping star" >&2`, WarningSignal)
-	w("	fi")
-	w("	warned=1")
-	w(`	if [ -n "$step" ] && [ -z "$stopped" ]; then`)
-	w("		stopped=1")
-	w("		stop_star")
-	w("	fi")
-	w("}")
-	w("trap on_warning %s", WarningSignal)
-	w("")
-	w("# Threads per rank: the CPUs Slurm gives each task (--cpus-per-task; 1")
-	w("# when not set). star takes them as --threads; the variables are for")
-	w("# libraries that read them.")
-	w(`THREADS="${SLURM_CPUS_PER_TASK:-1}"`)
-	w(`export OMP_NUM_THREADS="$THREADS" STAR_THREADS="$THREADS"`)
+	s.w("on_warning() {")
+	s.w(`	if [ -z "$warned" ]; then`)
+	s.w(`		echo "star: SIG%s at $(date): the time limit is near; stopping star" >&2`, WarningSignal)
+	s.w("	fi")
+	s.w("	warned=1")
+	s.w(`	if [ -n "$step" ] && [ -z "$stopped" ]; then`)
+	s.w("		stopped=1")
+	s.w("		stop_star")
+	s.w("	fi")
+	s.w("}")
+	s.w("trap on_warning %s", WarningSignal)
+	s.w("")
+}
+
+// environment writes threads per rank and the exit status star stops with.
+func (s *scriptWriter) environment() {
+	o, sig, srun := s.o, s.sig, s.srun
+	s.w("# Threads per rank: the CPUs Slurm gives each task (--cpus-per-task; 1")
+	s.w("# when not set). star takes them as --threads; the variables are for")
+	s.w("# libraries that read them.")
+	s.w(`THREADS="${SLURM_CPUS_PER_TASK:-1}"`)
+	s.w(`export OMP_NUM_THREADS="$THREADS" STAR_THREADS="$THREADS"`)
 	if srun && o.CPUsPerTask > 0 {
-		w("# srun of Slurm 22.05 and later does not inherit --cpus-per-task from")
-		w("# the allocation; without this each rank would get one CPU.")
-		w(`export SRUN_CPUS_PER_TASK="$THREADS"`)
+		s.w("# srun of Slurm 22.05 and later does not inherit --cpus-per-task from")
+		s.w("# the allocation; without this each rank would get one CPU.")
+		s.w(`export SRUN_CPUS_PER_TASK="$THREADS"`)
 	}
-	w("")
-	w("# star's exit status after stopping early on SIGTERM (resumable).")
-	w("STOPPED=%d", ExitStopped)
+	s.w("")
+	s.w("# star's exit status after stopping early on SIGTERM (resumable).")
+	s.w("STOPPED=%d", ExitStopped)
 	if !srun {
-		w("# star's ranks agree on one exit status and pass a barrier before they")
-		w("# exit, so the rank that exits first sets mpirun's status. mpirun then")
-		w("# aborts the others (SIGCONT, this many seconds, SIGTERM, as many")
-		w("# again, SIGKILL); they are past the barrier by then. OpenMPI's default,")
-		w("# 1 s, is short for a busy node.")
-		w("export OMPI_MCA_odls_base_sigkill_timeout=%d", mpirunKillTimeout(sig))
+		s.w("# star's ranks agree on one exit status and pass a barrier before they")
+		s.w("# exit, so the rank that exits first sets mpirun's status. mpirun then")
+		s.w("# aborts the others (SIGCONT, this many seconds, SIGTERM, as many")
+		s.w("# again, SIGKILL); they are past the barrier by then. OpenMPI's default,")
+		s.w("# 1 s, is short for a busy node.")
+		s.w("export OMPI_MCA_odls_base_sigkill_timeout=%d", mpirunKillTimeout(sig))
 	}
-	w("")
-	w(`echo "star: job $SLURM_JOB_ID, run $(( ${SLURM_RESTART_COUNT:-0} + 1 )), on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} ranks x $THREADS threads, $(date)"`)
-	w("")
-	w("# The job step runs in the background: bash runs a trap only between")
-	w("# commands, and wait (unlike a foreground command) is interrupted by it.")
+	s.w("")
+}
+
+// launch writes the job step, in the background.
+func (s *scriptWriter) launch() {
+	o, srun := s.o, s.srun
+	s.w(`echo "star: job $SLURM_JOB_ID, run $(( ${SLURM_RESTART_COUNT:-0} + 1 )), on ${SLURM_JOB_NODELIST:-?}: ${SLURM_NTASKS:-?} ranks x $THREADS threads, $(date)"`)
+	s.w("")
+	s.w("# The job step runs in the background: bash runs a trap only between")
+	s.w("# commands, and wait (unlike a foreground command) is interrupted by it.")
 	if !srun {
-		w("# One rank per slot as Slurm laid them out; no binding, since each rank")
-		w("# runs $THREADS threads.")
+		s.w("# One rank per slot as Slurm laid them out; no binding, since each rank")
+		s.w("# runs $THREADS threads.")
 	}
-	b.WriteString(o.launchLine())
-	w("step=$!")
-	w(`if [ -n "$warned" ]; then on_warning; fi # the warning came before the step`)
-	w("")
-	w("# wait returns early (status > 128) when the trap runs: wait again until")
-	w("# the step itself has exited.")
-	w("while :; do")
-	w(`	wait "$step"`)
-	w("	rc=$?")
-	w(`	if [ "$rc" -gt 128 ] && kill -0 "$step" 2>/dev/null; then continue; fi`)
-	w("	break")
-	w("done")
-	w(`echo "star: job step exited with status $rc, $(date)"`)
-	w("")
+	s.b.WriteString(o.launchLine())
+	s.w("step=$!")
+	s.w(`if [ -n "$warned" ]; then on_warning; fi # the warning came before the step`)
+	s.w("")
+}
+
+// ending writes the wait for the step and the requeue decision.
+func (s *scriptWriter) ending() {
+	o, srun := s.o, s.srun
+	s.w("# wait returns early (status > 128) when the trap runs: wait again until")
+	s.w("# the step itself has exited.")
+	s.w("while :; do")
+	s.w(`	wait "$step"`)
+	s.w("	rc=$?")
+	s.w(`	if [ "$rc" -gt 128 ] && kill -0 "$step" 2>/dev/null; then continue; fi`)
+	s.w("	break")
+	s.w("done")
+	s.w(`echo "star: job step exited with status $rc, $(date)"`)
+	s.w("")
 	if srun {
-		w("# srun exits with the highest exit status of the tasks; every task of")
-		w("# star exits with the same one.")
+		s.w("# srun exits with the highest exit status of the tasks; every task of")
+		s.w("# star exits with the same one.")
 	} else {
-		w("# mpirun exits with the status of the first rank that exited non-zero;")
-		w("# every rank of star exits with the same one.")
+		s.w("# mpirun exits with the status of the first rank that exited non-zero;")
+		s.w("# every rank of star exits with the same one.")
 	}
-	w(`if [ -n "$warned" ] && [ "$rc" -eq "$STOPPED" ]; then`)
+	s.w(`if [ -n "$warned" ] && [ "$rc" -eq "$STOPPED" ]; then`)
 	if o.Requeue {
-		w(`	echo "star: stopped early; requeueing job $SLURM_JOB_ID to resume from the output file" >&2`)
-		w(`	scontrol requeue "$SLURM_JOB_ID" ||`)
-		w(`		echo "star: scontrol requeue failed; submit this script again to resume" >&2`)
+		s.w(`	echo "star: stopped early; requeueing job $SLURM_JOB_ID to resume from the output file" >&2`)
+		s.w(`	scontrol requeue "$SLURM_JOB_ID" ||`)
+		s.w(`		echo "star: scontrol requeue failed; submit this script again to resume" >&2`)
 	} else {
-		w(`	echo "star: stopped early; submit this script again to resume from the output file" >&2`)
+		s.w(`	echo "star: stopped early; submit this script again to resume from the output file" >&2`)
 	}
-	w("fi")
-	w(`exit "$rc"`)
-	return b.String(), nil
+	s.w("fi")
+	s.w(`exit "$rc"`)
 }
 
 func (o ScriptOptions) summary() string {
