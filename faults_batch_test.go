@@ -653,3 +653,50 @@ func TestJobsFullDisk(t *testing.T) {
 	}
 	wantResults(t, out, allKeys(10))
 }
+
+// 3. A streamed input (stdin) cannot be read twice: a changed record is
+// caught when it comes, the job stops there (exit 5) naming it, and
+// --redo-changed answers it again; results stay exactly once.
+func TestJobsChangedRecordOnStream(t *testing.T) {
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.jsonl")
+	feed := func(records string, more ...string) (int, string) {
+		cmd := subStar(t, jobArgs(model, "-", out, more...)...)
+		cmd.Stdin = strings.NewReader(records)
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return exitOf(t, waitOrKill(t, cmd, 2*time.Minute)), errOut.String()
+	}
+	if code, e := feed(batchRecords(3)); code != 0 {
+		t.Fatalf("first job: exit %d: %s", code, e)
+	}
+	before, _ := os.ReadFile(out)
+	edited := batchRecords(3, editDoc(1))
+	code, e := feed(edited)
+	if code != exitInputChanged || !strings.Contains(e, "d1#0, d1#1") {
+		t.Fatalf("changed record on stdin: exit %d, want %d naming d1:\n%s", code, exitInputChanged, e)
+	}
+	if after, _ := os.ReadFile(out); !bytes.Equal(after, before) {
+		t.Fatal("the refused job changed the output")
+	}
+	if code, e := feed(edited, "--redo-changed"); code != 0 {
+		t.Fatalf("--redo-changed on stdin: exit %d: %s", code, e)
+	}
+	wantResults(t, out, allKeys(3))
+	was := map[string]string{} // fingerprints before the redo
+	for _, line := range strings.Split(strings.TrimSpace(string(before)), "\n") {
+		var o jobLine
+		if json.Unmarshal([]byte(line), &o) == nil {
+			was[fmt.Sprintf("%s#%d", o.ID, o.Q)] = o.Fingerprint
+		}
+	}
+	for k, r := range results(t, out) {
+		if (r.Fingerprint != was[k]) != strings.HasPrefix(k, "d1#") {
+			t.Fatalf("%s: fingerprint %s, before %s: only d1's results should be new", k, r.Fingerprint, was[k])
+		}
+	}
+}
