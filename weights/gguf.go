@@ -525,8 +525,8 @@ func (g *ggufFile) tensor(data []byte, name string) (Tensor, error) {
 }
 
 // config reads the llama hyperparameters from the metadata. When
-// llama.vocab_size is absent the vocabulary is the row count of
-// token_embd.weight.
+// llama.vocab_size is absent the vocabulary is the row count of the token
+// embedding.
 func (g *ggufFile) config() (Config, error) {
 	arch, ok, err := g.stringKey("general.architecture")
 	if err != nil {
@@ -599,7 +599,7 @@ func (g *ggufFile) config() (Config, error) {
 	if c.VocabSize, ok, err = g.intKey("llama.vocab_size"); err != nil {
 		return Config{}, err
 	} else if !ok {
-		if emb := g.tensors["token_embd.weight"]; emb != nil && len(emb.dims) == 2 && emb.dims[1] <= 1<<40 {
+		if emb := g.tensors[tokEmbTensor.GGUF]; emb != nil && len(emb.dims) == 2 && emb.dims[1] <= 1<<40 {
 			c.VocabSize = int(emb.dims[1])
 		}
 	}
@@ -613,7 +613,7 @@ func (g *ggufFile) config() (Config, error) {
 			return Config{}, err
 		}
 		if !(st == "linear" && factor == 1) {
-			return Config{}, fmt.Errorf("GGUF metadata llama.rope.scaling.type = %q (factor %g) is not supported; only unscaled RoPE and Llama 3 scaling (rope_freqs.weight) are", st, factor)
+			return Config{}, fmt.Errorf("GGUF metadata llama.rope.scaling.type = %q (factor %g) is not supported; only unscaled RoPE and Llama 3 scaling (%s) are", st, factor, RopeFreqs.GGUF)
 		}
 	}
 	return c, nil
@@ -631,39 +631,27 @@ func ggufModel(g *ggufFile, data []byte) (*Model, error) {
 	}
 	// Refuse a block count the tensor table cannot back before allocating
 	// the layers (Check allows up to 2^24).
-	if c.NLayers > len(g.tensors)/9 {
-		return nil, fmt.Errorf("GGUF metadata llama.block_count = %d but the file has only %d tensors (9 per block needed); the file is incomplete or corrupt",
-			c.NLayers, len(g.tensors))
+	if c.NLayers > len(g.tensors)/len(layerTensors) {
+		return nil, fmt.Errorf("GGUF metadata llama.block_count = %d but the file has only %d tensors (%d per block needed); the file is incomplete or corrupt",
+			c.NLayers, len(g.tensors), len(layerTensors))
 	}
 	m := &Model{Config: c, Format: "gguf", Layers: make([]Layer, c.NLayers)}
-	if m.TokEmb, err = g.tensor(data, "token_embd.weight"); err != nil {
-		return nil, err
-	}
-	if m.FinalNorm, err = g.tensor(data, "output_norm.weight"); err != nil {
-		return nil, err
-	}
-	if _, ok := g.tensors["output.weight"]; ok {
-		if m.Output, err = g.tensor(data, "output.weight"); err != nil {
-			return nil, err
+	err = m.Walk(LoadOrder, func(s *TensorSpec, layer int, t *Tensor) error {
+		name := s.GGUFName(layer)
+		switch {
+		case s == RopeFreqs:
+			return nil // read by ropeScaling, once the layers are in
+		case s.Classifier && g.tensors[name] == nil:
+			m.Config.TiedEmbeddings = true
+			*t = m.TokEmb
+			return nil
 		}
-	} else {
-		m.Config.TiedEmbeddings = true
-		m.Output = m.TokEmb
-	}
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		for _, e := range []struct {
-			suffix string
-			dst    *Tensor
-		}{
-			{"attn_norm", &l.AttnNorm}, {"attn_q", &l.WQ}, {"attn_k", &l.WK}, {"attn_v", &l.WV},
-			{"attn_output", &l.WO}, {"ffn_norm", &l.FFNNorm}, {"ffn_gate", &l.W1},
-			{"ffn_down", &l.W2}, {"ffn_up", &l.W3},
-		} {
-			if *e.dst, err = g.tensor(data, fmt.Sprintf("blk.%d.%s.weight", i, e.suffix)); err != nil {
-				return nil, err
-			}
-		}
+		var err error
+		*t, err = g.tensor(data, name)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if m.Config.RopeScaling, err = g.ropeScaling(data, m.Config); err != nil {
 		return nil, err
@@ -672,14 +660,14 @@ func ggufModel(g *ggufFile, data []byte) (*Model, error) {
 }
 
 // ropeScaling recognises Llama 3 RoPE scaling. llama.cpp's converter does
-// not record its parameters in metadata; it writes rope_freqs.weight, the
+// not record its parameters in metadata; it writes RopeFreqs, the
 // per-frequency divisors computed from them. We match those divisors
 // against Llama 3's formula with the parameters Llama 3.1/3.2 use
 // (low_freq_factor 1, high_freq_factor 4, original context 8192, factor =
 // the largest divisor) and refuse anything else rather than run a model
 // with the wrong positions.
 func (g *ggufFile) ropeScaling(data []byte, c Config) (*RopeScaling, error) {
-	const name = "rope_freqs.weight"
+	name := RopeFreqs.GGUF
 	if _, ok := g.tensors[name]; !ok {
 		return nil, nil
 	}
