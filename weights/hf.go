@@ -63,6 +63,30 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 	if err := json.Unmarshal(b, &h); err != nil {
 		return Config{}, false, fmt.Errorf("config.json is not valid JSON for a model config: %w", err)
 	}
+	if err := h.checkLlama(); err != nil {
+		return Config{}, false, err
+	}
+	c := Config{Arch: "llama", RopeTheta: 10000, RopeHalfSplit: true}
+	if err := h.sizes(&c); err != nil {
+		return Config{}, false, err
+	}
+	if h.RMSNormEps == nil {
+		return Config{}, false, fmt.Errorf("config.json has no rms_norm_eps; it is not a complete Llama config")
+	}
+	c.NormEps = float32(*h.RMSNormEps)
+	if err := h.rope(&c); err != nil {
+		return Config{}, false, err
+	}
+	if err := c.Check(); err != nil {
+		return Config{}, false, fmt.Errorf("config.json: %w", err)
+	}
+	tied := h.TieWordEmbeddings != nil && *h.TieWordEmbeddings
+	return c, tied, nil
+}
+
+// checkLlama refuses configs of other architectures and Llama variants
+// star does not compute.
+func (h *hfConfig) checkLlama() error {
 	isLlama := h.ModelType == "llama"
 	for _, a := range h.Architectures {
 		if a == "LlamaForCausalLM" {
@@ -70,19 +94,24 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		}
 	}
 	if !isLlama {
-		return Config{}, false, fmt.Errorf("unsupported architecture %v (config.json model_type %q): only Llama checkpoints (LlamaForCausalLM, model_type \"llama\") are supported",
+		return fmt.Errorf("unsupported architecture %v (config.json model_type %q): only Llama checkpoints (LlamaForCausalLM, model_type \"llama\") are supported",
 			h.Architectures, h.ModelType)
 	}
 	if h.HiddenAct != nil && *h.HiddenAct != "silu" {
-		return Config{}, false, fmt.Errorf("config.json hidden_act = %q is not supported; Llama uses \"silu\"", *h.HiddenAct)
+		return fmt.Errorf("config.json hidden_act = %q is not supported; Llama uses \"silu\"", *h.HiddenAct)
 	}
 	if h.AttentionBias != nil && *h.AttentionBias {
-		return Config{}, false, fmt.Errorf("config.json attention_bias = true is not supported (Llama attention has no biases)")
+		return fmt.Errorf("config.json attention_bias = true is not supported (Llama attention has no biases)")
 	}
 	if h.MLPBias != nil && *h.MLPBias {
-		return Config{}, false, fmt.Errorf("config.json mlp_bias = true is not supported (Llama MLPs have no biases)")
+		return fmt.Errorf("config.json mlp_bias = true is not supported (Llama MLPs have no biases)")
 	}
-	c := Config{Arch: "llama", RopeTheta: 10000, RopeHalfSplit: true}
+	return nil
+}
+
+// sizes reads the model's sizes into c: the required ones, then the
+// key/value heads and head size with their defaults.
+func (h *hfConfig) sizes(c *Config) error {
 	for _, f := range []struct {
 		key string
 		src *int
@@ -96,15 +125,15 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		{"vocab_size", h.VocabSize, &c.VocabSize},
 	} {
 		if f.src == nil {
-			return Config{}, false, fmt.Errorf("config.json has no %s; it is not a complete Llama config", f.key)
+			return fmt.Errorf("config.json has no %s; it is not a complete Llama config", f.key)
 		}
 		if *f.src <= 0 {
-			return Config{}, false, fmt.Errorf("config.json %s = %d must be positive", f.key, *f.src)
+			return fmt.Errorf("config.json %s = %d must be positive", f.key, *f.src)
 		}
 		*f.dst = *f.src
 	}
 	if c.SeqLen > MaxContextLength {
-		return Config{}, false, fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, MaxContextLength)
+		return fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, MaxContextLength)
 	}
 	c.NKVHeads = c.NHeads
 	if h.NumKeyValueHeads != nil {
@@ -114,14 +143,16 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		c.HeadDim = *h.HeadDim
 	} else {
 		if c.Dim%c.NHeads != 0 {
-			return Config{}, false, fmt.Errorf("config.json hidden_size %d is not a multiple of num_attention_heads %d and head_dim is absent", c.Dim, c.NHeads)
+			return fmt.Errorf("config.json hidden_size %d is not a multiple of num_attention_heads %d and head_dim is absent", c.Dim, c.NHeads)
 		}
 		c.HeadDim = c.Dim / c.NHeads
 	}
-	if h.RMSNormEps == nil {
-		return Config{}, false, fmt.Errorf("config.json has no rms_norm_eps; it is not a complete Llama config")
-	}
-	c.NormEps = float32(*h.RMSNormEps)
+	return nil
+}
+
+// rope reads the RoPE base and scaling, from rope_theta and rope_scaling
+// or newer transformers' rope_parameters.
+func (h *hfConfig) rope(c *Config) error {
 	rope := h.RopeScaling
 	if h.RopeTheta != nil {
 		c.RopeTheta = *h.RopeTheta
@@ -132,14 +163,8 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		rope = h.RopeParameters
 	}
 	var err error
-	if c.RopeScaling, err = parseHFRopeScaling(rope); err != nil {
-		return Config{}, false, err
-	}
-	if err := c.Check(); err != nil {
-		return Config{}, false, fmt.Errorf("config.json: %w", err)
-	}
-	tied := h.TieWordEmbeddings != nil && *h.TieWordEmbeddings
-	return c, tied, nil
+	c.RopeScaling, err = parseHFRopeScaling(rope)
+	return err
 }
 
 // parseHFRopeScaling reads rope_scaling: none, "default", or "llama3".
