@@ -281,29 +281,31 @@ func (c *Config) Check() error {
 	return nil
 }
 
-// Layer holds one transformer block's weights. Matrices are [out, in].
+// Layer holds one transformer block's weights. Matrices are [out, in];
+// each tensor's names and shape are declared in layerTensors (schema.go).
 type Layer struct {
-	AttnNorm Tensor // [Dim]
-	WQ       Tensor // [NHeads*HeadDim, Dim]
-	WK       Tensor // [NKVHeads*HeadDim, Dim]
-	WV       Tensor // [NKVHeads*HeadDim, Dim]
-	WO       Tensor // [Dim, NHeads*HeadDim]
-	FFNNorm  Tensor // [Dim]
-	W1       Tensor // gate [HiddenDim, Dim]
-	W2       Tensor // down [Dim, HiddenDim]
-	W3       Tensor // up   [HiddenDim, Dim]
+	AttnNorm Tensor // RMSNorm before attention
+	WQ       Tensor // queries
+	WK       Tensor // keys
+	WV       Tensor // values
+	WO       Tensor // attention output
+	FFNNorm  Tensor // RMSNorm before the MLP
+	W1       Tensor // MLP gate
+	W2       Tensor // MLP down
+	W3       Tensor // MLP up
 }
 
 // Model is a loaded checkpoint: hyperparameters, tensors and (when the
 // format carries one) its tokenizer.
 type Model struct {
-	Config    Config
-	Format    string // "llama2c", "gguf", "hf", "dummy"
-	Path      string
-	TokEmb    Tensor // [VocabSize, Dim]
+	Config Config
+	Format string // "llama2c", "gguf", "hf", "dummy"
+	Path   string
+	// The model-level tensors (names and shapes in schema.go).
+	TokEmb    Tensor // token embedding
 	Layers    []Layer
-	FinalNorm Tensor // [Dim]
-	Output    Tensor // [VocabSize, Dim]; shares TokEmb's data when tied
+	FinalNorm Tensor // RMSNorm before the classifier
+	Output    Tensor // classifier; shares TokEmb's data when tied
 	// Tokenizer found with the model (GGUF metadata, tokenizer.json in an
 	// HF folder, tokenizer.bin beside a llama2.c checkpoint); may be nil.
 	Tokenizer tokenizer.Tokenizer
