@@ -69,14 +69,16 @@ func DummyBytes(cfg Config, dtype DType) (int64, error) {
 	if err := cfg.Check(); err != nil {
 		return 0, err
 	}
-	c := &cfg
-	D, H, V, L := float64(c.Dim), float64(c.HiddenDim), float64(c.VocabSize), float64(c.NLayers)
-	q, kv := float64(c.QDim()), float64(c.KVDim())
-	mats := V*D + L*(q*D+2*kv*D+D*q+3*H*D)
-	if !c.TiedEmbeddings {
-		mats += V * D
-	}
-	norms := (2*L + 1) * D
+	var mats, norms float64
+	CheckOrder.specs(func(s *TensorSpec) {
+		switch {
+		case s.Classifier && cfg.TiedEmbeddings:
+		case s.Norm:
+			norms += s.numel(&cfg)
+		default:
+			mats += s.numel(&cfg)
+		}
+	})
 	total := mats*float64(dtype.Size()) + 4*norms
 	if total > MaxWeightBytes {
 		return 0, fmt.Errorf("the config describes %.3g parameters (%.0f TiB of weights), beyond the %d TiB star supports; check its sizes",
@@ -107,53 +109,45 @@ func newDummy(cfg Config, dtype DType, seed uint64, alloc bool) (*Model, error) 
 	if dtype != F32 && dtype != F16 && dtype != BF16 {
 		return nil, fmt.Errorf("dummy weights: unsupported dtype %v", dtype)
 	}
-	c := cfg
-	m := &Model{Config: c, Format: "dummy", Layers: make([]Layer, c.NLayers)}
+	m := &Model{Config: cfg, Format: "dummy", Layers: make([]Layer, cfg.NLayers)}
 	var jobs []func()
 	k := uint64(0)
-	mat := func(t *Tensor, name string, rows, cols int) {
-		*t = Tensor{Name: name, DType: dtype, Shape: []int{rows, cols}}
-		if !alloc {
-			return
+	m.Walk(FileOrder, func(s *TensorSpec, layer int, t *Tensor) error {
+		switch {
+		case s.Classifier && cfg.TiedEmbeddings:
+			*t = m.TokEmb
+		case s.Norm:
+			*t = Tensor{Name: s.GGUFName(layer), DType: F32, Shape: s.Shape(&cfg)}
+			if alloc {
+				t.Data = make([]byte, 4*t.Numel())
+				f := t.F32()
+				for i := range f {
+					f[i] = 1
+				}
+			}
+		default:
+			*t = Tensor{Name: s.GGUFName(layer), DType: dtype, Shape: s.Shape(&cfg)}
+			if alloc {
+				t.Data = make([]byte, t.Numel()*dtype.Size())
+				k++
+				sd := seed*1000003 + k
+				jobs = append(jobs, func() { fillRandom(t, 1/math.Sqrt(float64(t.Cols())), sd) })
+			}
 		}
-		t.Data = make([]byte, rows*cols*dtype.Size())
-		k++
-		s := seed*1000003 + k
-		jobs = append(jobs, func() { fillRandom(t, 1/math.Sqrt(float64(cols)), s) })
+		return nil
+	})
+	fillParallel(jobs)
+	m.ShapeOnly = !alloc
+	if err := m.Validate(); err != nil {
+		return nil, err
 	}
-	norm := func(t *Tensor, name string, n int) {
-		*t = Tensor{Name: name, DType: F32, Shape: []int{n}}
-		if !alloc {
-			return
-		}
-		t.Data = make([]byte, 4*n)
-		f := t.F32()
-		for i := range f {
-			f[i] = 1
-		}
-	}
-	q, kv := c.QDim(), c.KVDim()
-	mat(&m.TokEmb, "token_embd.weight", c.VocabSize, c.Dim)
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
-		norm(&l.AttnNorm, n("attn_norm"), c.Dim)
-		mat(&l.WQ, n("attn_q"), q, c.Dim)
-		mat(&l.WK, n("attn_k"), kv, c.Dim)
-		mat(&l.WV, n("attn_v"), kv, c.Dim)
-		mat(&l.WO, n("attn_output"), c.Dim, q)
-		norm(&l.FFNNorm, n("ffn_norm"), c.Dim)
-		mat(&l.W1, n("ffn_gate"), c.HiddenDim, c.Dim)
-		mat(&l.W2, n("ffn_down"), c.Dim, c.HiddenDim)
-		mat(&l.W3, n("ffn_up"), c.HiddenDim, c.Dim)
-	}
-	norm(&m.FinalNorm, "output_norm.weight", c.Dim)
-	if c.TiedEmbeddings {
-		m.Output = m.TokEmb
-	} else {
-		mat(&m.Output, "output.weight", c.VocabSize, c.Dim)
-	}
-	// fill in parallel: an 8B model is 16 GB of random numbers
+	m.Fingerprint = fingerprint(m)
+	return m, nil
+}
+
+// fillParallel runs the fill jobs on 4 goroutines: an 8B model is 16 GB
+// of random numbers.
+func fillParallel(jobs []func()) {
 	var wg sync.WaitGroup
 	ch := make(chan func())
 	for w := 0; w < 4; w++ {
@@ -170,12 +164,6 @@ func newDummy(cfg Config, dtype DType, seed uint64, alloc bool) (*Model, error) 
 	}
 	close(ch)
 	wg.Wait()
-	m.ShapeOnly = !alloc
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	m.Fingerprint = fingerprint(m)
-	return m, nil
 }
 
 // fillRandom writes uniform values in [-a√3, a√3] (standard deviation a).

@@ -301,58 +301,13 @@ func decodeNums[T any](n, size int, b []byte, dec func([]byte) T) []T {
 // metadata out of data; tensor data is not touched.
 func parseGGUF(data []byte) (*ggufFile, error) {
 	r := &ggufReader{data: data}
-	magic, err := r.bytes(4, "magic")
-	if err != nil {
-		return nil, err
-	}
-	if string(magic) != "GGUF" {
-		return nil, fmt.Errorf("not a GGUF file: magic is %q, expected \"GGUF\"", magic)
-	}
 	g := &ggufFile{kv: map[string]any{}, tensors: map[string]*ggufTensorInfo{}, alignment: ggufDefaultAlignment}
-	if g.version, err = r.u32("version"); err != nil {
-		return nil, err
-	}
-	if g.version != 2 && g.version != 3 {
-		hint := ""
-		if g.version == 1 {
-			hint = " (GGUF v1 is obsolete; re-convert the model with a current llama.cpp)"
-		} else if g.version&0xffff == 0 {
-			hint = " (this looks like a big-endian GGUF; only little-endian files are supported)"
-		}
-		return nil, fmt.Errorf("GGUF version %d is not supported, expected 2 or 3%s", g.version, hint)
-	}
-	nTensors, err := r.u64("tensor count")
+	nTensors, nKV, err := g.readHeader(r)
 	if err != nil {
 		return nil, err
 	}
-	nKV, err := r.u64("metadata count")
-	if err != nil {
+	if err := g.readMetadata(r, nKV); err != nil {
 		return nil, err
-	}
-	// A metadata pair takes at least 8+4+1 bytes, a tensor info 8+4+4+8.
-	if nKV > uint64(r.remaining()/13) {
-		return nil, fmt.Errorf("GGUF header claims %d metadata entries, more than the %d-byte file can hold; the file is corrupt", nKV, len(data))
-	}
-	if nTensors > uint64(r.remaining()/24) {
-		return nil, fmt.Errorf("GGUF header claims %d tensors, more than the %d-byte file can hold; the file is corrupt", nTensors, len(data))
-	}
-	for i := uint64(0); i < nKV; i++ {
-		key, err := r.str(fmt.Sprintf("key of metadata entry %d", i))
-		if err != nil {
-			return nil, err
-		}
-		typ, err := r.u32("value type of " + key)
-		if err != nil {
-			return nil, err
-		}
-		v, err := r.value(typ, key, 0)
-		if err != nil {
-			return nil, err
-		}
-		if _, dup := g.kv[key]; dup {
-			return nil, fmt.Errorf("GGUF metadata key %q appears twice; the file is corrupt", key)
-		}
-		g.kv[key] = v
 	}
 	if v, ok := g.kv["general.alignment"]; ok {
 		a, ok := ggufInt(v)
@@ -361,41 +316,110 @@ func parseGGUF(data []byte) (*ggufFile, error) {
 		}
 		g.alignment = a
 	}
-	for i := uint64(0); i < nTensors; i++ {
-		name, err := r.str(fmt.Sprintf("name of tensor %d", i))
-		if err != nil {
-			return nil, err
-		}
-		nd, err := r.u32("dimension count of tensor " + name)
-		if err != nil {
-			return nil, err
-		}
-		if nd == 0 || nd > ggufMaxDims {
-			return nil, fmt.Errorf("GGUF tensor %q has %d dimensions; GGUF allows 1 to %d; the file is corrupt", name, nd, ggufMaxDims)
-		}
-		t := &ggufTensorInfo{name: name, dims: make([]uint64, nd)}
-		for d := range t.dims {
-			if t.dims[d], err = r.u64("dimensions of tensor " + name); err != nil {
-				return nil, err
-			}
-		}
-		if t.typ, err = r.u32("type of tensor " + name); err != nil {
-			return nil, err
-		}
-		if t.offset, err = r.u64("data offset of tensor " + name); err != nil {
-			return nil, err
-		}
-		if _, dup := g.tensors[name]; dup {
-			return nil, fmt.Errorf("GGUF tensor %q appears twice in the tensor table; the file is corrupt", name)
-		}
-		g.tensors[name] = t
-		g.order = append(g.order, name)
+	if err := g.readTensorInfos(r, nTensors); err != nil {
+		return nil, err
 	}
 	g.dataStart = (r.off + g.alignment - 1) / g.alignment * g.alignment
 	if err := g.checkRanges(int64(len(data))); err != nil {
 		return nil, err
 	}
 	return g, nil
+}
+
+// readHeader reads the magic, the version and the two counts, refusing
+// counts the file cannot hold.
+func (g *ggufFile) readHeader(r *ggufReader) (nTensors, nKV uint64, err error) {
+	magic, err := r.bytes(4, "magic")
+	if err != nil {
+		return 0, 0, err
+	}
+	if string(magic) != "GGUF" {
+		return 0, 0, fmt.Errorf("not a GGUF file: magic is %q, expected \"GGUF\"", magic)
+	}
+	if g.version, err = r.u32("version"); err != nil {
+		return 0, 0, err
+	}
+	if g.version != 2 && g.version != 3 {
+		hint := ""
+		if g.version == 1 {
+			hint = " (GGUF v1 is obsolete; re-convert the model with a current llama.cpp)"
+		} else if g.version&0xffff == 0 {
+			hint = " (this looks like a big-endian GGUF; only little-endian files are supported)"
+		}
+		return 0, 0, fmt.Errorf("GGUF version %d is not supported, expected 2 or 3%s", g.version, hint)
+	}
+	if nTensors, err = r.u64("tensor count"); err != nil {
+		return 0, 0, err
+	}
+	if nKV, err = r.u64("metadata count"); err != nil {
+		return 0, 0, err
+	}
+	// A metadata pair takes at least 8+4+1 bytes, a tensor info 8+4+4+8.
+	if nKV > uint64(r.remaining()/13) {
+		return 0, 0, fmt.Errorf("GGUF header claims %d metadata entries, more than the %d-byte file can hold; the file is corrupt", nKV, len(r.data))
+	}
+	if nTensors > uint64(r.remaining()/24) {
+		return 0, 0, fmt.Errorf("GGUF header claims %d tensors, more than the %d-byte file can hold; the file is corrupt", nTensors, len(r.data))
+	}
+	return nTensors, nKV, nil
+}
+
+// readMetadata reads n key/value pairs into g.kv.
+func (g *ggufFile) readMetadata(r *ggufReader, n uint64) error {
+	for i := uint64(0); i < n; i++ {
+		key, err := r.str(fmt.Sprintf("key of metadata entry %d", i))
+		if err != nil {
+			return err
+		}
+		typ, err := r.u32("value type of " + key)
+		if err != nil {
+			return err
+		}
+		v, err := r.value(typ, key, 0)
+		if err != nil {
+			return err
+		}
+		if _, dup := g.kv[key]; dup {
+			return fmt.Errorf("GGUF metadata key %q appears twice; the file is corrupt", key)
+		}
+		g.kv[key] = v
+	}
+	return nil
+}
+
+// readTensorInfos reads n entries of the tensor table.
+func (g *ggufFile) readTensorInfos(r *ggufReader, n uint64) error {
+	for i := uint64(0); i < n; i++ {
+		name, err := r.str(fmt.Sprintf("name of tensor %d", i))
+		if err != nil {
+			return err
+		}
+		nd, err := r.u32("dimension count of tensor " + name)
+		if err != nil {
+			return err
+		}
+		if nd == 0 || nd > ggufMaxDims {
+			return fmt.Errorf("GGUF tensor %q has %d dimensions; GGUF allows 1 to %d; the file is corrupt", name, nd, ggufMaxDims)
+		}
+		t := &ggufTensorInfo{name: name, dims: make([]uint64, nd)}
+		for d := range t.dims {
+			if t.dims[d], err = r.u64("dimensions of tensor " + name); err != nil {
+				return err
+			}
+		}
+		if t.typ, err = r.u32("type of tensor " + name); err != nil {
+			return err
+		}
+		if t.offset, err = r.u64("data offset of tensor " + name); err != nil {
+			return err
+		}
+		if _, dup := g.tensors[name]; dup {
+			return fmt.Errorf("GGUF tensor %q appears twice in the tensor table; the file is corrupt", name)
+		}
+		g.tensors[name] = t
+		g.order = append(g.order, name)
+	}
+	return nil
 }
 
 // ggufInt converts any integer metadata value to int64.
@@ -525,8 +549,8 @@ func (g *ggufFile) tensor(data []byte, name string) (Tensor, error) {
 }
 
 // config reads the llama hyperparameters from the metadata. When
-// llama.vocab_size is absent the vocabulary is the row count of
-// token_embd.weight.
+// llama.vocab_size is absent the vocabulary is the row count of the token
+// embedding.
 func (g *ggufFile) config() (Config, error) {
 	arch, ok, err := g.stringKey("general.architecture")
 	if err != nil {
@@ -539,6 +563,17 @@ func (g *ggufFile) config() (Config, error) {
 		return Config{}, fmt.Errorf("unsupported architecture %q (general.architecture): only \"llama\" GGUF models are supported", arch)
 	}
 	c := Config{Arch: "llama", RopeTheta: 10000}
+	for _, step := range []func(*Config) error{g.sizes, g.heads, g.normAndTheta, g.vocab, g.checkRopeType} {
+		if err := step(&c); err != nil {
+			return Config{}, err
+		}
+	}
+	return c, nil
+}
+
+// sizes reads the sizes every llama GGUF states.
+func (g *ggufFile) sizes(c *Config) error {
+	var err error
 	for _, f := range []struct {
 		key string
 		dst *int
@@ -550,73 +585,99 @@ func (g *ggufFile) config() (Config, error) {
 		{"llama.context_length", &c.SeqLen},
 	} {
 		if *f.dst, err = g.requiredInt(f.key); err != nil {
-			return Config{}, err
+			return err
 		}
 		if *f.dst == 0 {
-			return Config{}, fmt.Errorf("GGUF metadata %s is 0; the file is damaged", f.key)
+			return fmt.Errorf("GGUF metadata %s is 0; the file is damaged", f.key)
 		}
 	}
 	if c.SeqLen > MaxContextLength {
-		return Config{}, fmt.Errorf("GGUF metadata llama.context_length = %d is beyond the supported %d; the file is corrupt", c.SeqLen, MaxContextLength)
+		return fmt.Errorf("GGUF metadata llama.context_length = %d is beyond the supported %d; the file is corrupt", c.SeqLen, MaxContextLength)
 	}
+	return nil
+}
+
+// heads reads the key/value heads and the head size, with their defaults,
+// and refuses value and rotary sizes other than the head size.
+func (g *ggufFile) heads(c *Config) error {
+	var ok bool
+	var err error
 	if c.NKVHeads, ok, err = g.intKey("llama.attention.head_count_kv"); err != nil {
-		return Config{}, err
+		return err
 	} else if !ok {
 		c.NKVHeads = c.NHeads
 	}
 	if c.HeadDim, ok, err = g.intKey("llama.attention.key_length"); err != nil {
-		return Config{}, err
+		return err
 	} else if !ok {
 		if c.Dim%c.NHeads != 0 {
-			return Config{}, fmt.Errorf("GGUF metadata: llama.embedding_length %d is not a multiple of llama.attention.head_count %d and llama.attention.key_length is absent",
+			return fmt.Errorf("GGUF metadata: llama.embedding_length %d is not a multiple of llama.attention.head_count %d and llama.attention.key_length is absent",
 				c.Dim, c.NHeads)
 		}
 		c.HeadDim = c.Dim / c.NHeads
 	}
 	if vl, ok, err := g.intKey("llama.attention.value_length"); err != nil {
-		return Config{}, err
+		return err
 	} else if ok && vl != c.HeadDim {
-		return Config{}, fmt.Errorf("GGUF metadata: llama.attention.value_length %d differs from the key length %d; such models are not supported", vl, c.HeadDim)
+		return fmt.Errorf("GGUF metadata: llama.attention.value_length %d differs from the key length %d; such models are not supported", vl, c.HeadDim)
 	}
 	if rd, ok, err := g.intKey("llama.rope.dimension_count"); err != nil {
-		return Config{}, err
+		return err
 	} else if ok && rd != c.HeadDim {
-		return Config{}, fmt.Errorf("GGUF metadata: llama.rope.dimension_count %d differs from the head size %d; partial rotary embeddings are not supported", rd, c.HeadDim)
+		return fmt.Errorf("GGUF metadata: llama.rope.dimension_count %d differs from the head size %d; partial rotary embeddings are not supported", rd, c.HeadDim)
 	}
+	return nil
+}
+
+// normAndTheta reads the norm epsilon and the RoPE base.
+func (g *ggufFile) normAndTheta(c *Config) error {
 	eps, ok, err := g.floatKey("llama.attention.layer_norm_rms_epsilon")
 	if err != nil {
-		return Config{}, err
+		return err
 	}
 	if !ok {
-		return Config{}, fmt.Errorf("GGUF metadata key llama.attention.layer_norm_rms_epsilon is missing; the file is damaged")
+		return fmt.Errorf("GGUF metadata key llama.attention.layer_norm_rms_epsilon is missing; the file is damaged")
 	}
 	c.NormEps = float32(eps)
 	if theta, ok, err := g.floatKey("llama.rope.freq_base"); err != nil {
-		return Config{}, err
+		return err
 	} else if ok {
 		c.RopeTheta = theta
 	}
+	return nil
+}
+
+// vocab reads the vocabulary size, by default the token embedding's rows.
+func (g *ggufFile) vocab(c *Config) error {
+	var ok bool
+	var err error
 	if c.VocabSize, ok, err = g.intKey("llama.vocab_size"); err != nil {
-		return Config{}, err
+		return err
 	} else if !ok {
-		if emb := g.tensors["token_embd.weight"]; emb != nil && len(emb.dims) == 2 && emb.dims[1] <= 1<<40 {
+		if emb := g.tensors[tokEmbTensor.GGUF]; emb != nil && len(emb.dims) == 2 && emb.dims[1] <= 1<<40 {
 			c.VocabSize = int(emb.dims[1])
 		}
 	}
+	return nil
+}
+
+// checkRopeType refuses RoPE scaling stated in metadata other than none
+// (Llama 3's is recognised from RopeFreqs by ropeScaling).
+func (g *ggufFile) checkRopeType(*Config) error {
 	st, ok, err := g.stringKey("llama.rope.scaling.type")
 	if err != nil {
-		return Config{}, err
+		return err
 	}
 	if ok && st != "none" && st != "" {
 		factor, _, err := g.floatKey("llama.rope.scaling.factor")
 		if err != nil {
-			return Config{}, err
+			return err
 		}
 		if !(st == "linear" && factor == 1) {
-			return Config{}, fmt.Errorf("GGUF metadata llama.rope.scaling.type = %q (factor %g) is not supported; only unscaled RoPE and Llama 3 scaling (rope_freqs.weight) are", st, factor)
+			return fmt.Errorf("GGUF metadata llama.rope.scaling.type = %q (factor %g) is not supported; only unscaled RoPE and Llama 3 scaling (%s) are", st, factor, RopeFreqs.GGUF)
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // ggufModel builds a Model over data from its parsed header. The tensors
@@ -631,39 +692,27 @@ func ggufModel(g *ggufFile, data []byte) (*Model, error) {
 	}
 	// Refuse a block count the tensor table cannot back before allocating
 	// the layers (Check allows up to 2^24).
-	if c.NLayers > len(g.tensors)/9 {
-		return nil, fmt.Errorf("GGUF metadata llama.block_count = %d but the file has only %d tensors (9 per block needed); the file is incomplete or corrupt",
-			c.NLayers, len(g.tensors))
+	if c.NLayers > len(g.tensors)/len(layerTensors) {
+		return nil, fmt.Errorf("GGUF metadata llama.block_count = %d but the file has only %d tensors (%d per block needed); the file is incomplete or corrupt",
+			c.NLayers, len(g.tensors), len(layerTensors))
 	}
 	m := &Model{Config: c, Format: "gguf", Layers: make([]Layer, c.NLayers)}
-	if m.TokEmb, err = g.tensor(data, "token_embd.weight"); err != nil {
-		return nil, err
-	}
-	if m.FinalNorm, err = g.tensor(data, "output_norm.weight"); err != nil {
-		return nil, err
-	}
-	if _, ok := g.tensors["output.weight"]; ok {
-		if m.Output, err = g.tensor(data, "output.weight"); err != nil {
-			return nil, err
+	err = m.Walk(LoadOrder, func(s *TensorSpec, layer int, t *Tensor) error {
+		name := s.GGUFName(layer)
+		switch {
+		case s == RopeFreqs:
+			return nil // read by ropeScaling, once the layers are in
+		case s.Classifier && g.tensors[name] == nil:
+			m.Config.TiedEmbeddings = true
+			*t = m.TokEmb
+			return nil
 		}
-	} else {
-		m.Config.TiedEmbeddings = true
-		m.Output = m.TokEmb
-	}
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		for _, e := range []struct {
-			suffix string
-			dst    *Tensor
-		}{
-			{"attn_norm", &l.AttnNorm}, {"attn_q", &l.WQ}, {"attn_k", &l.WK}, {"attn_v", &l.WV},
-			{"attn_output", &l.WO}, {"ffn_norm", &l.FFNNorm}, {"ffn_gate", &l.W1},
-			{"ffn_down", &l.W2}, {"ffn_up", &l.W3},
-		} {
-			if *e.dst, err = g.tensor(data, fmt.Sprintf("blk.%d.%s.weight", i, e.suffix)); err != nil {
-				return nil, err
-			}
-		}
+		var err error
+		*t, err = g.tensor(data, name)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if m.Config.RopeScaling, err = g.ropeScaling(data, m.Config); err != nil {
 		return nil, err
@@ -672,14 +721,14 @@ func ggufModel(g *ggufFile, data []byte) (*Model, error) {
 }
 
 // ropeScaling recognises Llama 3 RoPE scaling. llama.cpp's converter does
-// not record its parameters in metadata; it writes rope_freqs.weight, the
+// not record its parameters in metadata; it writes RopeFreqs, the
 // per-frequency divisors computed from them. We match those divisors
 // against Llama 3's formula with the parameters Llama 3.1/3.2 use
 // (low_freq_factor 1, high_freq_factor 4, original context 8192, factor =
 // the largest divisor) and refuse anything else rather than run a model
 // with the wrong positions.
 func (g *ggufFile) ropeScaling(data []byte, c Config) (*RopeScaling, error) {
-	const name = "rope_freqs.weight"
+	name := RopeFreqs.GGUF
 	if _, ok := g.tensors[name]; !ok {
 		return nil, nil
 	}

@@ -63,6 +63,30 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 	if err := json.Unmarshal(b, &h); err != nil {
 		return Config{}, false, fmt.Errorf("config.json is not valid JSON for a model config: %w", err)
 	}
+	if err := h.checkLlama(); err != nil {
+		return Config{}, false, err
+	}
+	c := Config{Arch: "llama", RopeTheta: 10000, RopeHalfSplit: true}
+	if err := h.sizes(&c); err != nil {
+		return Config{}, false, err
+	}
+	if h.RMSNormEps == nil {
+		return Config{}, false, fmt.Errorf("config.json has no rms_norm_eps; it is not a complete Llama config")
+	}
+	c.NormEps = float32(*h.RMSNormEps)
+	if err := h.rope(&c); err != nil {
+		return Config{}, false, err
+	}
+	if err := c.Check(); err != nil {
+		return Config{}, false, fmt.Errorf("config.json: %w", err)
+	}
+	tied := h.TieWordEmbeddings != nil && *h.TieWordEmbeddings
+	return c, tied, nil
+}
+
+// checkLlama refuses configs of other architectures and Llama variants
+// star does not compute.
+func (h *hfConfig) checkLlama() error {
 	isLlama := h.ModelType == "llama"
 	for _, a := range h.Architectures {
 		if a == "LlamaForCausalLM" {
@@ -70,19 +94,24 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		}
 	}
 	if !isLlama {
-		return Config{}, false, fmt.Errorf("unsupported architecture %v (config.json model_type %q): only Llama checkpoints (LlamaForCausalLM, model_type \"llama\") are supported",
+		return fmt.Errorf("unsupported architecture %v (config.json model_type %q): only Llama checkpoints (LlamaForCausalLM, model_type \"llama\") are supported",
 			h.Architectures, h.ModelType)
 	}
 	if h.HiddenAct != nil && *h.HiddenAct != "silu" {
-		return Config{}, false, fmt.Errorf("config.json hidden_act = %q is not supported; Llama uses \"silu\"", *h.HiddenAct)
+		return fmt.Errorf("config.json hidden_act = %q is not supported; Llama uses \"silu\"", *h.HiddenAct)
 	}
 	if h.AttentionBias != nil && *h.AttentionBias {
-		return Config{}, false, fmt.Errorf("config.json attention_bias = true is not supported (Llama attention has no biases)")
+		return fmt.Errorf("config.json attention_bias = true is not supported (Llama attention has no biases)")
 	}
 	if h.MLPBias != nil && *h.MLPBias {
-		return Config{}, false, fmt.Errorf("config.json mlp_bias = true is not supported (Llama MLPs have no biases)")
+		return fmt.Errorf("config.json mlp_bias = true is not supported (Llama MLPs have no biases)")
 	}
-	c := Config{Arch: "llama", RopeTheta: 10000, RopeHalfSplit: true}
+	return nil
+}
+
+// sizes reads the model's sizes into c: the required ones, then the
+// key/value heads and head size with their defaults.
+func (h *hfConfig) sizes(c *Config) error {
 	for _, f := range []struct {
 		key string
 		src *int
@@ -96,15 +125,15 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		{"vocab_size", h.VocabSize, &c.VocabSize},
 	} {
 		if f.src == nil {
-			return Config{}, false, fmt.Errorf("config.json has no %s; it is not a complete Llama config", f.key)
+			return fmt.Errorf("config.json has no %s; it is not a complete Llama config", f.key)
 		}
 		if *f.src <= 0 {
-			return Config{}, false, fmt.Errorf("config.json %s = %d must be positive", f.key, *f.src)
+			return fmt.Errorf("config.json %s = %d must be positive", f.key, *f.src)
 		}
 		*f.dst = *f.src
 	}
 	if c.SeqLen > MaxContextLength {
-		return Config{}, false, fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, MaxContextLength)
+		return fmt.Errorf("config.json max_position_embeddings = %d is beyond the supported %d", c.SeqLen, MaxContextLength)
 	}
 	c.NKVHeads = c.NHeads
 	if h.NumKeyValueHeads != nil {
@@ -114,14 +143,16 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		c.HeadDim = *h.HeadDim
 	} else {
 		if c.Dim%c.NHeads != 0 {
-			return Config{}, false, fmt.Errorf("config.json hidden_size %d is not a multiple of num_attention_heads %d and head_dim is absent", c.Dim, c.NHeads)
+			return fmt.Errorf("config.json hidden_size %d is not a multiple of num_attention_heads %d and head_dim is absent", c.Dim, c.NHeads)
 		}
 		c.HeadDim = c.Dim / c.NHeads
 	}
-	if h.RMSNormEps == nil {
-		return Config{}, false, fmt.Errorf("config.json has no rms_norm_eps; it is not a complete Llama config")
-	}
-	c.NormEps = float32(*h.RMSNormEps)
+	return nil
+}
+
+// rope reads the RoPE base and scaling, from rope_theta and rope_scaling
+// or newer transformers' rope_parameters.
+func (h *hfConfig) rope(c *Config) error {
 	rope := h.RopeScaling
 	if h.RopeTheta != nil {
 		c.RopeTheta = *h.RopeTheta
@@ -132,14 +163,8 @@ func parseHFConfig(b []byte) (Config, bool, error) {
 		rope = h.RopeParameters
 	}
 	var err error
-	if c.RopeScaling, err = parseHFRopeScaling(rope); err != nil {
-		return Config{}, false, err
-	}
-	if err := c.Check(); err != nil {
-		return Config{}, false, fmt.Errorf("config.json: %w", err)
-	}
-	tied := h.TieWordEmbeddings != nil && *h.TieWordEmbeddings
-	return c, tied, nil
+	c.RopeScaling, err = parseHFRopeScaling(rope)
+	return err
 }
 
 // parseHFRopeScaling reads rope_scaling: none, "default", or "llama3".
@@ -360,8 +385,7 @@ func loadHF(path string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfgPath := filepath.Join(dir, hfConfigFile)
-	cfgBytes, err := readSmallFile(cfgPath, hfMaxConfigBytes)
+	cfgBytes, err := readSmallFile(filepath.Join(dir, hfConfigFile), hfMaxConfigBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -370,130 +394,141 @@ func loadHF(path string) (*Model, error) {
 		return nil, fmt.Errorf("Hugging Face checkpoint %s: %w", dir, err)
 	}
 	m := &Model{Config: c, Format: "hf"}
-	fail := func(err error) (*Model, error) {
+	w := &hfWeights{dir: dir, single: single, index: index}
+	if err := w.open(m); err != nil {
 		m.Close()
 		return nil, err
 	}
-
-	// Map every weight file once and collect its tensors.
-	var weightMap map[string]string // tensor -> file name; nil when not sharded
-	files := []string{single}
-	if index != "" {
-		b, err := readSmallFile(index, stMaxHeaderBytes)
-		if err != nil {
+	if err := w.fill(m, tied); err != nil {
+		m.Close()
+		return nil, err
+	}
+	if tokPath := filepath.Join(dir, hfTokenizerFile); exists(tokPath) {
+		if m.Tokenizer, err = loadHFTokenizer(tokPath); err != nil {
+			m.Close()
 			return nil, err
 		}
-		if weightMap, err = parseHFIndex(b); err != nil {
-			return nil, fmt.Errorf("Hugging Face checkpoint %s: %w", dir, err)
+		if n := m.Tokenizer.VocabSize(); n > c.VocabSize {
+			m.Close()
+			return nil, fmt.Errorf("%s has %d tokens but config.json vocab_size is %d; they do not belong together", tokPath, n, c.VocabSize)
+		}
+	}
+	return m, nil
+}
+
+// hfWeights is a checkpoint's weight files, mapped, with their tensors.
+type hfWeights struct {
+	dir, single, index string            // as hfFiles found them
+	weightMap          map[string]string // tensor -> file name; nil when not sharded
+	byFile             map[string]map[string]*stEntry
+}
+
+// open maps every weight file once (the mappings go to m) and collects
+// its tensors.
+func (w *hfWeights) open(m *Model) error {
+	files := []string{w.single}
+	if w.index != "" {
+		b, err := readSmallFile(w.index, stMaxHeaderBytes)
+		if err != nil {
+			return err
+		}
+		if w.weightMap, err = parseHFIndex(b); err != nil {
+			return fmt.Errorf("Hugging Face checkpoint %s: %w", w.dir, err)
 		}
 		files = files[:0]
 		seen := map[string]bool{}
-		for _, f := range weightMap {
+		for _, f := range w.weightMap {
 			if !seen[f] {
 				seen[f] = true
-				files = append(files, filepath.Join(dir, f))
+				files = append(files, filepath.Join(w.dir, f))
 			}
 		}
 		sort.Strings(files)
 	}
-	byFile := map[string]map[string]*stEntry{}
+	w.byFile = map[string]map[string]*stEntry{}
 	for _, f := range files {
 		data, unmap, err := mapFile(f)
 		if err != nil {
-			if index != "" && errors.Is(err, fs.ErrNotExist) {
+			if w.index != "" && errors.Is(err, fs.ErrNotExist) {
 				err = fmt.Errorf("%w (listed in %s; is the download incomplete?)", err, hfIndexFile)
 			}
-			return fail(err)
+			return err
 		}
 		m.unmap = append(m.unmap, unmap)
 		ents, err := parseSafetensors(data)
 		if err != nil {
-			return fail(fmt.Errorf("%s: %w", f, err))
+			return fmt.Errorf("%s: %w", f, err)
 		}
-		byFile[filepath.Base(f)] = ents
+		w.byFile[filepath.Base(f)] = ents
 	}
-	if index != "" {
-		if err := checkShards(files, byFile); err != nil {
-			return fail(fmt.Errorf("Hugging Face checkpoint %s: %w", dir, err))
+	if w.index != "" {
+		if err := checkShards(files, w.byFile); err != nil {
+			return fmt.Errorf("Hugging Face checkpoint %s: %w", w.dir, err)
 		}
 	}
-	lookup := func(name string) (*stEntry, string, bool) {
-		if weightMap == nil {
-			e, ok := byFile[filepath.Base(single)][name]
-			return e, single, ok
-		}
-		f, ok := weightMap[name]
-		if !ok {
-			return nil, index, false
-		}
-		e, ok := byFile[f][name]
-		return e, filepath.Join(dir, f), ok
-	}
-	get := func(name string) (Tensor, error) {
-		e, file, ok := lookup(name)
-		if !ok {
-			if weightMap != nil {
-				if _, listed := weightMap[name]; listed {
-					return Tensor{}, fmt.Errorf("%s: tensor %q is missing although %s lists it in this file", file, name, hfIndexFile)
-				}
-			}
-			return Tensor{}, fmt.Errorf("%s: tensor %q is missing; the checkpoint is incomplete or not a Llama model", file, name)
-		}
-		if e.tensor.Data == nil {
-			return Tensor{}, fmt.Errorf("%s: tensor %q has dtype %s; only F32, F16 and BF16 are supported", file, name, e.dtype)
-		}
-		return e.tensor, nil
-	}
+	return nil
+}
 
-	if m.TokEmb, err = get("model.embed_tokens.weight"); err != nil {
-		return fail(err)
+// lookup finds a tensor and the file that holds (or should hold) it.
+func (w *hfWeights) lookup(name string) (*stEntry, string, bool) {
+	if w.weightMap == nil {
+		e, ok := w.byFile[filepath.Base(w.single)][name]
+		return e, w.single, ok
 	}
-	if m.FinalNorm, err = get("model.norm.weight"); err != nil {
-		return fail(err)
+	f, ok := w.weightMap[name]
+	if !ok {
+		return nil, w.index, false
 	}
-	if _, _, has := lookup("lm_head.weight"); has && !tied {
-		if m.Output, err = get("lm_head.weight"); err != nil {
-			return fail(err)
+	e, ok := w.byFile[f][name]
+	return e, filepath.Join(w.dir, f), ok
+}
+
+// get returns a readable tensor or says why there is none.
+func (w *hfWeights) get(name string) (Tensor, error) {
+	e, file, ok := w.lookup(name)
+	if !ok {
+		if w.weightMap != nil {
+			if _, listed := w.weightMap[name]; listed {
+				return Tensor{}, fmt.Errorf("%s: tensor %q is missing although %s lists it in this file", file, name, hfIndexFile)
+			}
 		}
-	} else {
-		m.Config.TiedEmbeddings = true
-		m.Output = m.TokEmb
+		return Tensor{}, fmt.Errorf("%s: tensor %q is missing; the checkpoint is incomplete or not a Llama model", file, name)
 	}
+	if e.tensor.Data == nil {
+		return Tensor{}, fmt.Errorf("%s: tensor %q has dtype %s; only F32, F16 and BF16 are supported", file, name, e.dtype)
+	}
+	return e.tensor, nil
+}
+
+// fill gives m its layers and every tensor, the classifier tied to the
+// token embedding when config.json says so or the checkpoint has none.
+func (w *hfWeights) fill(m *Model, tied bool) error {
+	c := &m.Config
 	nTensors := 0
-	for _, ents := range byFile {
+	for _, ents := range w.byFile {
 		nTensors += len(ents)
 	}
-	if c.NLayers > nTensors/9 {
-		return fail(fmt.Errorf("Hugging Face checkpoint %s: config.json num_hidden_layers = %d but the weight files hold only %d tensors (9 per layer needed); the checkpoint is incomplete",
-			dir, c.NLayers, nTensors))
+	if c.NLayers > nTensors/len(layerTensors) {
+		return fmt.Errorf("Hugging Face checkpoint %s: config.json num_hidden_layers = %d but the weight files hold only %d tensors (%d per layer needed); the checkpoint is incomplete",
+			w.dir, c.NLayers, nTensors, len(layerTensors))
 	}
 	m.Layers = make([]Layer, c.NLayers)
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		for _, e := range []struct {
-			suffix string
-			dst    *Tensor
-		}{
-			{"input_layernorm", &l.AttnNorm},
-			{"self_attn.q_proj", &l.WQ}, {"self_attn.k_proj", &l.WK},
-			{"self_attn.v_proj", &l.WV}, {"self_attn.o_proj", &l.WO},
-			{"post_attention_layernorm", &l.FFNNorm},
-			{"mlp.gate_proj", &l.W1}, {"mlp.down_proj", &l.W2}, {"mlp.up_proj", &l.W3},
-		} {
-			if *e.dst, err = get(fmt.Sprintf("model.layers.%d.%s.weight", i, e.suffix)); err != nil {
-				return fail(err)
+	return m.Walk(LoadOrder, func(s *TensorSpec, layer int, t *Tensor) error {
+		name := s.HFName(layer)
+		if name == "" {
+			return nil // not a Hugging Face tensor
+		}
+		if s.Classifier {
+			if _, _, has := w.lookup(name); !has || tied {
+				c.TiedEmbeddings = true
+				*t = m.TokEmb
+				return nil
 			}
 		}
-	}
-	if tokPath := filepath.Join(dir, hfTokenizerFile); exists(tokPath) {
-		if m.Tokenizer, err = loadHFTokenizer(tokPath); err != nil {
-			return fail(err)
-		}
-		if n := m.Tokenizer.VocabSize(); n > c.VocabSize {
-			return fail(fmt.Errorf("%s has %d tokens but config.json vocab_size is %d; they do not belong together", tokPath, n, c.VocabSize))
-		}
-	}
-	return m, nil
+		var err error
+		*t, err = w.get(name)
+		return err
+	})
 }
 
 // checkShards refuses a tensor stored in more than one shard: which copy

@@ -196,13 +196,9 @@ func fingerprint(m *Model) string {
 		h.Write(t.Data[len(t.Data)/2 : len(t.Data)/2+k])
 		h.Write(t.Data[len(t.Data)-k:])
 	}
-	add(&m.TokEmb)
-	add(&m.Output)
-	add(&m.FinalNorm)
-	for i := range m.Layers {
-		for _, t := range m.Layers[i].tensors() {
-			add(t)
-		}
-	}
+	m.Walk(CheckOrder, func(_ *TensorSpec, _ int, t *Tensor) error {
+		add(t)
+		return nil
+	})
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }

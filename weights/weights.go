@@ -205,9 +205,9 @@ type RopeScaling struct {
 // transformers' _compute_llama3_parameters): 1 for wavelengths below
 // OriginalMaxPos/HighFreqFactor, Factor above OriginalMaxPos/LowFreqFactor,
 // and in between the inverse of the blend (1-smooth)/Factor + smooth. It is
-// what llama.cpp stores in rope_freqs.weight, and the only place the blend
-// is written: layers.RopeFreqs divides by it, the GGUF loader checks
-// rope_freqs.weight against it.
+// what llama.cpp stores in a GGUF file's RopeFreqs tensor, and the only
+// place the blend is written: layers.RopeFreqs divides by it, the GGUF
+// loader checks the file's tensor against it.
 func Llama3RopeFactors(rs *RopeScaling, theta float64, headDim int) []float64 {
 	out := make([]float64, headDim/2)
 	lowWavelen := float64(rs.OriginalMaxPos) / rs.LowFreqFactor
@@ -281,29 +281,31 @@ func (c *Config) Check() error {
 	return nil
 }
 
-// Layer holds one transformer block's weights. Matrices are [out, in].
+// Layer holds one transformer block's weights. Matrices are [out, in];
+// each tensor's names and shape are declared in layerTensors (schema.go).
 type Layer struct {
-	AttnNorm Tensor // [Dim]
-	WQ       Tensor // [NHeads*HeadDim, Dim]
-	WK       Tensor // [NKVHeads*HeadDim, Dim]
-	WV       Tensor // [NKVHeads*HeadDim, Dim]
-	WO       Tensor // [Dim, NHeads*HeadDim]
-	FFNNorm  Tensor // [Dim]
-	W1       Tensor // gate [HiddenDim, Dim]
-	W2       Tensor // down [Dim, HiddenDim]
-	W3       Tensor // up   [HiddenDim, Dim]
+	AttnNorm Tensor // RMSNorm before attention
+	WQ       Tensor // queries
+	WK       Tensor // keys
+	WV       Tensor // values
+	WO       Tensor // attention output
+	FFNNorm  Tensor // RMSNorm before the MLP
+	W1       Tensor // MLP gate
+	W2       Tensor // MLP down
+	W3       Tensor // MLP up
 }
 
 // Model is a loaded checkpoint: hyperparameters, tensors and (when the
 // format carries one) its tokenizer.
 type Model struct {
-	Config    Config
-	Format    string // "llama2c", "gguf", "hf", "dummy"
-	Path      string
-	TokEmb    Tensor // [VocabSize, Dim]
+	Config Config
+	Format string // "llama2c", "gguf", "hf", "dummy"
+	Path   string
+	// The model-level tensors (names and shapes in schema.go).
+	TokEmb    Tensor // token embedding
 	Layers    []Layer
-	FinalNorm Tensor // [Dim]
-	Output    Tensor // [VocabSize, Dim]; shares TokEmb's data when tied
+	FinalNorm Tensor // RMSNorm before the classifier
+	Output    Tensor // classifier; shares TokEmb's data when tied
 	// Tokenizer found with the model (GGUF metadata, tokenizer.json in an
 	// HF folder, tokenizer.bin beside a llama2.c checkpoint); may be nil.
 	Tokenizer tokenizer.Tokenizer
@@ -339,16 +341,20 @@ func (m *Model) DType() DType {
 
 // ParamCount counts parameters (the tied classifier once).
 func (m *Model) ParamCount() int64 {
-	n := int64(m.TokEmb.Numel() + m.FinalNorm.Numel())
-	if !m.Config.TiedEmbeddings {
-		n += int64(m.Output.Numel())
-	}
-	for i := range m.Layers {
-		for _, t := range m.Layers[i].tensors() {
-			n += int64(t.Numel())
-		}
-	}
+	var n int64
+	m.eachStored(func(t *Tensor) { n += int64(t.Numel()) })
 	return n
+}
+
+// eachStored calls f for each tensor with data of its own: all but a tied
+// classifier.
+func (m *Model) eachStored(f func(t *Tensor)) {
+	m.Walk(CheckOrder, func(s *TensorSpec, _ int, t *Tensor) error {
+		if !(s.Classifier && m.Config.TiedEmbeddings) {
+			f(t)
+		}
+		return nil
+	})
 }
 
 // Bytes is the size of the tensor's data from its dtype and shape (equal
@@ -357,15 +363,8 @@ func (t *Tensor) Bytes() int64 { return int64(t.Numel()) * int64(t.DType.Size())
 
 // WeightBytes is the memory taken by all tensors (the tied classifier once).
 func (m *Model) WeightBytes() int64 {
-	n := m.TokEmb.Bytes() + m.FinalNorm.Bytes()
-	if !m.Config.TiedEmbeddings {
-		n += m.Output.Bytes()
-	}
-	for i := range m.Layers {
-		for _, t := range m.Layers[i].tensors() {
-			n += t.Bytes()
-		}
-	}
+	var n int64
+	m.eachStored(func(t *Tensor) { n += t.Bytes() })
 	return n
 }
 
@@ -380,10 +379,6 @@ func (m *Model) DecodeBytes() int64 {
 	return n
 }
 
-func (l *Layer) tensors() []*Tensor {
-	return []*Tensor{&l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3}
-}
-
 // Validate checks every tensor's presence, dtype, shape and byte length
 // against the config, naming the first offending tensor.
 func (m *Model) Validate() error {
@@ -394,51 +389,34 @@ func (m *Model) Validate() error {
 	if len(m.Layers) != c.NLayers {
 		return fmt.Errorf("model has %d layers of tensors, config says %d", len(m.Layers), c.NLayers)
 	}
-	check := func(t *Tensor, want ...int) error {
-		if t.Name == "" && t.Data == nil {
-			return fmt.Errorf("tensor missing (expected shape %v)", want)
+	return m.Walk(CheckOrder, func(s *TensorSpec, layer int, t *Tensor) error {
+		err := m.checkTensor(t, s.Shape(c))
+		if err != nil && layer >= 0 {
+			return fmt.Errorf("layer %d: %w", layer, err)
 		}
-		if len(t.Shape) != len(want) {
+		return err
+	})
+}
+
+// checkTensor checks one tensor against the shape the config gives it.
+func (m *Model) checkTensor(t *Tensor, want []int) error {
+	if t.Name == "" && t.Data == nil {
+		return fmt.Errorf("tensor missing (expected shape %v)", want)
+	}
+	if len(t.Shape) != len(want) {
+		return fmt.Errorf("tensor %q has shape %v, expected %v", t.Name, t.Shape, want)
+	}
+	for i := range want {
+		if t.Shape[i] != want[i] {
 			return fmt.Errorf("tensor %q has shape %v, expected %v", t.Name, t.Shape, want)
 		}
-		for i := range want {
-			if t.Shape[i] != want[i] {
-				return fmt.Errorf("tensor %q has shape %v, expected %v", t.Name, t.Shape, want)
-			}
-		}
-		if t.DType != F32 && t.DType != F16 && t.DType != BF16 {
-			return fmt.Errorf("tensor %q has unsupported dtype %v (supported: F32, F16, BF16)", t.Name, t.DType)
-		}
-		if len(t.Data) != t.Numel()*t.DType.Size() && !(m.ShapeOnly && t.Data == nil) {
-			return fmt.Errorf("tensor %q: %d bytes of data for %v %v (need %d); the file is truncated or corrupt",
-				t.Name, len(t.Data), t.DType, t.Shape, t.Numel()*t.DType.Size())
-		}
-		return nil
 	}
-	q, kv := c.QDim(), c.KVDim()
-	if err := check(&m.TokEmb, c.VocabSize, c.Dim); err != nil {
-		return err
+	if t.DType != F32 && t.DType != F16 && t.DType != BF16 {
+		return fmt.Errorf("tensor %q has unsupported dtype %v (supported: F32, F16, BF16)", t.Name, t.DType)
 	}
-	if err := check(&m.Output, c.VocabSize, c.Dim); err != nil {
-		return err
-	}
-	if err := check(&m.FinalNorm, c.Dim); err != nil {
-		return err
-	}
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		for _, e := range []struct {
-			t     *Tensor
-			shape []int
-		}{
-			{&l.AttnNorm, []int{c.Dim}}, {&l.WQ, []int{q, c.Dim}}, {&l.WK, []int{kv, c.Dim}},
-			{&l.WV, []int{kv, c.Dim}}, {&l.WO, []int{c.Dim, q}}, {&l.FFNNorm, []int{c.Dim}},
-			{&l.W1, []int{c.HiddenDim, c.Dim}}, {&l.W2, []int{c.Dim, c.HiddenDim}}, {&l.W3, []int{c.HiddenDim, c.Dim}},
-		} {
-			if err := check(e.t, e.shape...); err != nil {
-				return fmt.Errorf("layer %d: %w", i, err)
-			}
-		}
+	if len(t.Data) != t.Numel()*t.DType.Size() && !(m.ShapeOnly && t.Data == nil) {
+		return fmt.Errorf("tensor %q: %d bytes of data for %v %v (need %d); the file is truncated or corrupt",
+			t.Name, len(t.Data), t.DType, t.Shape, t.Numel()*t.DType.Size())
 	}
 	return nil
 }

@@ -264,13 +264,18 @@ type bpeScratch struct {
 
 var bpeScratchPool = sync.Pool{New: func() any { return new(bpeScratch) }}
 
-// bpe merges the bytes of word and appends the resulting ids to out.
-func (t *BPE) bpe(out []int, word string, sc *bpeScratch) []int {
-	syms := sc.syms[:0]
+// symbols is word's bytes as a list of byte-level tokens.
+func (t *BPE) symbols(syms []bpeSymbol, word string) []bpeSymbol {
 	for i := 0; i < len(word); i++ {
 		syms = append(syms, bpeSymbol{id: int32(t.byteIDs[word[i]]), prev: int32(i - 1), next: int32(i + 1)})
 	}
 	syms[len(syms)-1].next = -1
+	return syms
+}
+
+// bpe merges the bytes of word and appends the resulting ids to out.
+func (t *BPE) bpe(out []int, word string, sc *bpeScratch) []int {
+	syms := t.symbols(sc.syms[:0], word)
 	h := sc.heap[:0]
 	less := func(i, j int) bool {
 		if h[i].rank != h[j].rank {
@@ -335,6 +340,12 @@ func (t *BPE) bpe(out []int, word string, sc *bpeScratch) []int {
 		push(l.prev, p.left)
 		push(p.left, l.next)
 	}
+	sc.syms, sc.heap = syms, h
+	return appendSymbols(out, syms)
+}
+
+// appendSymbols appends the ids of the symbols left in the list.
+func appendSymbols(out []int, syms []bpeSymbol) []int {
 	n := 0
 	for i := int32(0); i >= 0; i = syms[i].next {
 		n++
@@ -343,7 +354,6 @@ func (t *BPE) bpe(out []int, word string, sc *bpeScratch) []int {
 	for i := int32(0); i >= 0; i = syms[i].next {
 		out = append(out, int(syms[i].id))
 	}
-	sc.syms, sc.heap = syms, h
 	return out
 }
 

@@ -73,46 +73,70 @@ func LoadHF(path string) (Tokenizer, error) {
 }
 
 func buildHF(f *hfTokenizer, dir string) (*BPE, error) {
-	m := &f.Model
-	if m.Type != "BPE" {
-		return nil, fmt.Errorf("model type %q is not supported; only byte-level BPE models (\"type\": \"BPE\") are", m.Type)
-	}
-	if len(m.Vocab) == 0 {
-		return nil, fmt.Errorf("model.vocab is empty or missing")
-	}
-	if (m.ContinuingSubwordPrefix != nil && *m.ContinuingSubwordPrefix != "") || (m.EndOfWordSuffix != nil && *m.EndOfWordSuffix != "") {
-		return nil, fmt.Errorf("model uses continuing_subword_prefix/end_of_word_suffix, which byte-level BPE does not; this tokenizer is not supported")
-	}
-	if n := bytes.TrimSpace(f.Normalizer); len(n) > 0 && !bytes.Equal(n, []byte("null")) {
-		return nil, fmt.Errorf("normalizer %s is not supported; only tokenizers without a normalizer are", abbrev(n))
-	}
-	if p := bytes.TrimSpace(f.PreTokenizer); len(p) == 0 || bytes.Equal(p, []byte("null")) {
-		return nil, fmt.Errorf("pre_tokenizer is missing; only byte-level BPE (a ByteLevel pre-tokenizer) is supported")
-	}
-	var pre hfPreTokenizer
-	if err := json.Unmarshal(f.PreTokenizer, &pre); err != nil {
-		return nil, fmt.Errorf("pre_tokenizer: %w", err)
-	}
-	split, prefix, byteLevel, err := hfSplitter(pre)
+	split, prefix, err := hfCheck(f)
 	if err != nil {
-		return nil, fmt.Errorf("pre_tokenizer: %w", err)
+		return nil, err
 	}
-	if !byteLevel {
-		return nil, fmt.Errorf("pre_tokenizer has no ByteLevel step; only byte-level BPE is supported")
-	}
-
 	sp := bpeSpec{
 		kind:   "hf-bpe",
-		tokens: make(map[int]string, len(m.Vocab)),
+		tokens: make(map[int]string, len(f.Model.Vocab)),
 		added:  map[int]string{},
 		ctrl:   map[int]bool{},
 		split:  split,
 		prefix: prefix,
-		ignore: m.IgnoreMerges,
+		ignore: f.Model.IgnoreMerges,
 	}
-	for text, id := range m.Vocab {
+	if err := hfVocab(&sp, f); err != nil {
+		return nil, err
+	}
+	if sp.merges, err = hfMerges(f.Model.Merges); err != nil {
+		return nil, err
+	}
+	if err := hfEnds(&sp, f.Model.Vocab, dir); err != nil {
+		return nil, err
+	}
+	return newBPE(sp)
+}
+
+// hfCheck refuses what is not byte-level BPE and returns the
+// pre-tokenizer's splitter and whether it adds a prefix space.
+func hfCheck(f *hfTokenizer) (split splitter, prefix bool, err error) {
+	m := &f.Model
+	if m.Type != "BPE" {
+		return nil, false, fmt.Errorf("model type %q is not supported; only byte-level BPE models (\"type\": \"BPE\") are", m.Type)
+	}
+	if len(m.Vocab) == 0 {
+		return nil, false, fmt.Errorf("model.vocab is empty or missing")
+	}
+	if (m.ContinuingSubwordPrefix != nil && *m.ContinuingSubwordPrefix != "") || (m.EndOfWordSuffix != nil && *m.EndOfWordSuffix != "") {
+		return nil, false, fmt.Errorf("model uses continuing_subword_prefix/end_of_word_suffix, which byte-level BPE does not; this tokenizer is not supported")
+	}
+	if n := bytes.TrimSpace(f.Normalizer); len(n) > 0 && !bytes.Equal(n, []byte("null")) {
+		return nil, false, fmt.Errorf("normalizer %s is not supported; only tokenizers without a normalizer are", abbrev(n))
+	}
+	if p := bytes.TrimSpace(f.PreTokenizer); len(p) == 0 || bytes.Equal(p, []byte("null")) {
+		return nil, false, fmt.Errorf("pre_tokenizer is missing; only byte-level BPE (a ByteLevel pre-tokenizer) is supported")
+	}
+	var pre hfPreTokenizer
+	if err := json.Unmarshal(f.PreTokenizer, &pre); err != nil {
+		return nil, false, fmt.Errorf("pre_tokenizer: %w", err)
+	}
+	split, prefix, byteLevel, err := hfSplitter(pre)
+	if err != nil {
+		return nil, false, fmt.Errorf("pre_tokenizer: %w", err)
+	}
+	if !byteLevel {
+		return nil, false, fmt.Errorf("pre_tokenizer has no ByteLevel step; only byte-level BPE is supported")
+	}
+	return split, prefix, nil
+}
+
+// hfVocab fills sp's tokens, added tokens and size, refusing negative or
+// absurdly sparse ids.
+func hfVocab(sp *bpeSpec, f *hfTokenizer) error {
+	for text, id := range f.Model.Vocab {
 		if id < 0 {
-			return nil, fmt.Errorf("model.vocab gives token %q the negative id %d", text, id)
+			return fmt.Errorf("model.vocab gives token %q the negative id %d", text, id)
 		}
 		if old, dup := sp.tokens[id]; dup && old < text {
 			continue // two texts with one id: keep one, deterministically
@@ -122,19 +146,21 @@ func buildHF(f *hfTokenizer, dir string) (*BPE, error) {
 	}
 	for i, a := range f.AddedTokens {
 		if a.ID < 0 || a.Content == "" {
-			return nil, fmt.Errorf("added_tokens[%d] has id %d and content %q; expected a non-negative id and some text", i, a.ID, a.Content)
+			return fmt.Errorf("added_tokens[%d] has id %d and content %q; expected a non-negative id and some text", i, a.ID, a.Content)
 		}
 		sp.added[a.ID] = a.Content
 		sp.ctrl[a.ID] = a.Special
 		sp.size = max(sp.size, a.ID+1)
 	}
-	if limit := 2*(len(m.Vocab)+len(f.AddedTokens)) + 1024; sp.size > limit {
-		return nil, fmt.Errorf("token ids go up to %d for %d tokens; ids this sparse are not a real vocabulary", sp.size-1, len(m.Vocab)+len(f.AddedTokens))
+	if limit := 2*(len(f.Model.Vocab)+len(f.AddedTokens)) + 1024; sp.size > limit {
+		return fmt.Errorf("token ids go up to %d for %d tokens; ids this sparse are not a real vocabulary", sp.size-1, len(f.Model.Vocab)+len(f.AddedTokens))
 	}
-	if sp.merges, err = hfMerges(m.Merges); err != nil {
-		return nil, err
-	}
+	return nil
+}
 
+// hfEnds sets sp's BOS and EOS ids from the config files in dir, the
+// added tokens and the vocabulary.
+func hfEnds(sp *bpeSpec, vocab map[string]int, dir string) error {
 	// Special tokens by text, for BOS/EOS.
 	addedIDs := make(map[string]int, len(sp.added))
 	for id, text := range sp.added {
@@ -148,44 +174,18 @@ func buildHF(f *hfTokenizer, dir string) (*BPE, error) {
 	}
 	bos, eosText, err := hfConfigTokens(dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	sp.bos = -1
-	switch {
-	case bos.set && bos.text == "":
-		// bos_token: null: the model has no BOS.
-	case bos.set:
-		id, ok := special(bos.text)
-		if !ok {
-			if id, ok = m.Vocab[bos.text]; !ok {
-				return nil, fmt.Errorf("tokenizer_config.json bos_token %q is not a token of this vocabulary", bos.text)
-			}
-		}
-		sp.bos = id
-	default:
-		if id, ok := special("<|begin_of_text|>"); ok {
-			sp.bos = id
-		}
+	if sp.bos, err = hfBOS(bos, special, vocab); err != nil {
+		return err
 	}
-	eos := -1
-	if !eosText.set {
-		eosText.text = "<|end_of_text|>" // Llama 3's, when there is no config
-		if _, ok := special(eosText.text); !ok {
-			eosText.text = ""
-		}
-	}
-	if eosText.text != "" {
-		id, ok := special(eosText.text)
-		if !ok {
-			if id, ok = m.Vocab[eosText.text]; !ok {
-				return nil, fmt.Errorf("tokenizer_config.json eos_token %q is not a token of this vocabulary", eosText.text)
-			}
-		}
-		eos = id
+	eos, err := hfEOS(eosText, special, vocab)
+	if err != nil {
+		return err
 	}
 	genEOS, err := hfGenerationEOS(dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	sp.eos = endIDs(eos, special)
 	for _, id := range genEOS {
@@ -193,7 +193,50 @@ func buildHF(f *hfTokenizer, dir string) (*BPE, error) {
 			sp.eos = append(sp.eos, id)
 		}
 	}
-	return newBPE(sp)
+	return nil
+}
+
+// hfBOS is the BOS id tokenizer_config.json names (-1 for none), by
+// default <|begin_of_text|> when the vocabulary has it.
+func hfBOS(bos configToken, special func(string) (int, bool), vocab map[string]int) (int, error) {
+	switch {
+	case bos.set && bos.text == "":
+		// bos_token: null: the model has no BOS.
+	case bos.set:
+		id, ok := special(bos.text)
+		if !ok {
+			if id, ok = vocab[bos.text]; !ok {
+				return -1, fmt.Errorf("tokenizer_config.json bos_token %q is not a token of this vocabulary", bos.text)
+			}
+		}
+		return id, nil
+	default:
+		if id, ok := special("<|begin_of_text|>"); ok {
+			return id, nil
+		}
+	}
+	return -1, nil
+}
+
+// hfEOS is the EOS id tokenizer_config.json names (-1 for none), by
+// default Llama 3's <|end_of_text|> when it has no config.
+func hfEOS(eosText configToken, special func(string) (int, bool), vocab map[string]int) (int, error) {
+	if !eosText.set {
+		eosText.text = "<|end_of_text|>" // Llama 3's, when there is no config
+		if _, ok := special(eosText.text); !ok {
+			eosText.text = ""
+		}
+	}
+	if eosText.text == "" {
+		return -1, nil
+	}
+	id, ok := special(eosText.text)
+	if !ok {
+		if id, ok = vocab[eosText.text]; !ok {
+			return -1, fmt.Errorf("tokenizer_config.json eos_token %q is not a token of this vocabulary", eosText.text)
+		}
+	}
+	return id, nil
 }
 
 func contains(ids []int, id int) bool {

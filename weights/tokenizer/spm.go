@@ -67,17 +67,8 @@ type SentencePiece struct {
 // again.
 func NewSentencePiece(tokens []string, scores []float32, types []int32, bos, eos int, addSpacePrefix bool) (Tokenizer, error) {
 	n := len(tokens)
-	if n == 0 {
-		return nil, fmt.Errorf("sentencepiece vocabulary is empty: pass the tokenizer.ggml.tokens array")
-	}
-	if scores != nil && len(scores) != n {
-		return nil, fmt.Errorf("sentencepiece vocabulary has %d tokens but %d scores; the two arrays must have the same length", n, len(scores))
-	}
-	if types != nil && len(types) != n {
-		return nil, fmt.Errorf("sentencepiece vocabulary has %d tokens but %d token types; the two arrays must have the same length", n, len(types))
-	}
-	if bos < -1 || bos >= n || eos < -1 || eos >= n {
-		return nil, fmt.Errorf("sentencepiece vocabulary has %d tokens but bos=%d, eos=%d; use ids in range or -1 for none", n, bos, eos)
+	if err := checkSPMVocab(n, scores, types, bos, eos); err != nil {
+		return nil, err
 	}
 	if scores == nil {
 		scores = make([]float32, n)
@@ -108,37 +99,8 @@ func NewSentencePiece(tokens []string, scores []float32, types []int32, bos, eos
 	}
 	var specials []specialToken
 	for id, tok := range tokens {
-		if _, ok := s.all[tok]; !ok {
-			s.all[tok] = id
-		}
-		t := typ(id)
-		switch t {
-		case TypeUndefined, TypeNormal, TypeUserDefined:
-			if _, ok := s.lookup[tok]; !ok {
-				s.lookup[tok] = id
-			}
-		}
-		switch t {
-		case TypeByte:
-			if b, ok := parseByteToken(tok); ok {
-				s.pieces[id] = []byte{b}
-				s.isByte[id] = true
-			} else {
-				s.pieces[id] = []byte(tok)
-			}
-		default:
-			s.pieces[id] = []byte(strings.ReplaceAll(tok, "▁", " "))
-		}
-		switch t {
-		case TypeUnknown:
-			if s.unk < 0 {
-				s.unk = id
-			}
-			specials = append(specials, specialToken{text: tok, id: id, control: true})
-		case TypeControl:
-			specials = append(specials, specialToken{text: tok, id: id, control: true})
-		case TypeUserDefined:
-			specials = append(specials, specialToken{text: tok, id: id})
+		if sp, ok := s.addToken(id, tok, typ(id)); ok {
+			specials = append(specials, sp)
 		}
 	}
 	for b := range s.byteIDs {
@@ -153,6 +115,62 @@ func NewSentencePiece(tokens []string, scores []float32, types []int32, bos, eos
 		return id, ok && typ(id) == TypeControl
 	})
 	return s, nil
+}
+
+// checkSPMVocab refuses arrays of different lengths and BOS/EOS ids out
+// of range.
+func checkSPMVocab(n int, scores []float32, types []int32, bos, eos int) error {
+	if n == 0 {
+		return fmt.Errorf("sentencepiece vocabulary is empty: pass the tokenizer.ggml.tokens array")
+	}
+	if scores != nil && len(scores) != n {
+		return fmt.Errorf("sentencepiece vocabulary has %d tokens but %d scores; the two arrays must have the same length", n, len(scores))
+	}
+	if types != nil && len(types) != n {
+		return fmt.Errorf("sentencepiece vocabulary has %d tokens but %d token types; the two arrays must have the same length", n, len(types))
+	}
+	if bos < -1 || bos >= n || eos < -1 || eos >= n {
+		return fmt.Errorf("sentencepiece vocabulary has %d tokens but bos=%d, eos=%d; use ids in range or -1 for none", n, bos, eos)
+	}
+	return nil
+}
+
+// addToken enters token id of type t in the lookup tables and its piece;
+// it returns the token as a special token to match in text when it is one
+// (unknown, control or user-defined).
+func (s *SentencePiece) addToken(id int, tok string, t int32) (specialToken, bool) {
+	if _, ok := s.all[tok]; !ok {
+		s.all[tok] = id
+	}
+	switch t {
+	case TypeUndefined, TypeNormal, TypeUserDefined:
+		if _, ok := s.lookup[tok]; !ok {
+			s.lookup[tok] = id
+		}
+	}
+	switch t {
+	case TypeByte:
+		if b, ok := parseByteToken(tok); ok {
+			s.pieces[id] = []byte{b}
+			s.isByte[id] = true
+		} else {
+			s.pieces[id] = []byte(tok)
+		}
+	default:
+		s.pieces[id] = []byte(strings.ReplaceAll(tok, "▁", " "))
+	}
+	switch t {
+	case TypeUnknown:
+		if s.unk < 0 {
+			s.unk = id
+		}
+		return specialToken{text: tok, id: id, control: true}, true
+	case TypeControl:
+		return specialToken{text: tok, id: id, control: true}, true
+	case TypeUserDefined:
+		return specialToken{text: tok, id: id}, true
+	}
+	return specialToken{}, false
 }
 
 // parseByteToken recognises the byte-fallback token form <0xNN>.

@@ -39,7 +39,7 @@ type GGUFTensor struct {
 // embedding, classifier (omitted when tied) and all matrices in dtype,
 // no tokenizer metadata. wq/wk are written in GGUF's adjacent-pair RoPE
 // layout. Llama 3 RoPE scaling is written as llama.cpp does, as a
-// rope_freqs.weight tensor.
+// weights.RopeFreqs tensor. Tensors come in weights.LoadOrder.
 func WriteGGUF(path string, m *weights.Model, dtype weights.DType) error {
 	return WriteGGUFWithMetadata(path, m, dtype, nil)
 }
@@ -101,49 +101,45 @@ func GGUFContent(m *weights.Model, dtype weights.DType) ([]GGUFKV, []GGUFTensor,
 		kv = append(kv, GGUFKV{"llama.attention.key_length", uint32(c.HeadDim)},
 			GGUFKV{"llama.attention.value_length", uint32(c.HeadDim)})
 	}
-	matrix := func(name string, v []float32, shape ...int) GGUFTensor {
-		return GGUFTensor{Name: name, Type: ggml, Shape: shape, Data: EncodeFloats(v, dtype)}
-	}
-	norm := func(name string, t *weights.Tensor) GGUFTensor {
-		return GGUFTensor{Name: name, Type: GGMLTypeF32, Shape: []int{c.Dim}, Data: EncodeFloats(t.Floats(), weights.F32)}
-	}
-	ts := []GGUFTensor{
-		matrix("token_embd.weight", m.TokEmb.Floats(), c.VocabSize, c.Dim),
-		norm("output_norm.weight", &m.FinalNorm),
-	}
-	if !c.TiedEmbeddings {
-		ts = append(ts, matrix("output.weight", m.Output.Floats(), c.VocabSize, c.Dim))
-	}
-	if rs := c.RopeScaling; rs != nil {
-		if rs.Type != "llama3" || rs.LowFreqFactor != 1 || rs.HighFreqFactor != 4 {
-			return nil, nil, fmt.Errorf("weightstest: GGUF can only carry Llama 3 RoPE scaling with low_freq_factor 1 and high_freq_factor 4 (as rope_freqs.weight), model has %+v", *rs)
+	var ts []GGUFTensor
+	err = m.Walk(weights.LoadOrder, func(s *weights.TensorSpec, layer int, t *weights.Tensor) error {
+		switch {
+		case s.Classifier && c.TiedEmbeddings:
+		case s == weights.RopeFreqs:
+			if c.RopeScaling != nil {
+				f, err := ropeFreqs(&c)
+				if err != nil {
+					return err
+				}
+				ts = append(ts, GGUFTensor{Name: s.GGUF, Type: GGMLTypeF32, Shape: s.Shape(&c), Data: EncodeFloats(f, weights.F32)})
+				kv = append(kv, GGUFKV{"llama.rope.scaling.original_context_length", uint32(c.RopeScaling.OriginalMaxPos)})
+			}
+		case s.Norm:
+			ts = append(ts, GGUFTensor{Name: s.GGUFName(layer), Type: GGMLTypeF32, Shape: s.Shape(&c), Data: EncodeFloats(t.Floats(), weights.F32)})
+		default:
+			ts = append(ts, GGUFTensor{Name: s.GGUFName(layer), Type: ggml, Shape: s.Shape(&c), Data: EncodeFloats(floats(&c, s, t, false), dtype)})
 		}
-		f := weights.Llama3RopeFactors(rs, c.RopeTheta, c.HeadDim)
-		f32 := make([]float32, len(f))
-		for i := range f {
-			f32[i] = float32(f[i])
-		}
-		ts = append(ts, GGUFTensor{Name: "rope_freqs.weight", Type: GGMLTypeF32, Shape: []int{len(f32)}, Data: EncodeFloats(f32, weights.F32)})
-		kv = append(kv, GGUFKV{"llama.rope.scaling.original_context_length", uint32(rs.OriginalMaxPos)})
-	}
-	q, kvd := c.QDim(), c.KVDim()
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
-		wq, wk := qk(m, l, false)
-		ts = append(ts,
-			norm(n("attn_norm"), &l.AttnNorm),
-			matrix(n("attn_q"), wq, q, c.Dim),
-			matrix(n("attn_k"), wk, kvd, c.Dim),
-			matrix(n("attn_v"), l.WV.Floats(), kvd, c.Dim),
-			matrix(n("attn_output"), l.WO.Floats(), c.Dim, q),
-			norm(n("ffn_norm"), &l.FFNNorm),
-			matrix(n("ffn_gate"), l.W1.Floats(), c.HiddenDim, c.Dim),
-			matrix(n("ffn_down"), l.W2.Floats(), c.Dim, c.HiddenDim),
-			matrix(n("ffn_up"), l.W3.Floats(), c.HiddenDim, c.Dim),
-		)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	return kv, ts, nil
+}
+
+// ropeFreqs is what llama.cpp writes for Llama 3 RoPE scaling: the
+// divisor of each rotary frequency.
+func ropeFreqs(c *weights.Config) ([]float32, error) {
+	rs := c.RopeScaling
+	if rs.Type != "llama3" || rs.LowFreqFactor != 1 || rs.HighFreqFactor != 4 {
+		return nil, fmt.Errorf("weightstest: GGUF can only carry Llama 3 RoPE scaling with low_freq_factor 1 and high_freq_factor 4 (as %s), model has %+v", weights.RopeFreqs.GGUF, *rs)
+	}
+	f := weights.Llama3RopeFactors(rs, c.RopeTheta, c.HeadDim)
+	f32 := make([]float32, len(f))
+	for i := range f {
+		f32[i] = float32(f[i])
+	}
+	return f32, nil
 }
 
 func ggmlType(dt weights.DType) (typ, fileType uint32, err error) {

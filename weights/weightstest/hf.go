@@ -85,7 +85,7 @@ func WriteHFContent(dir string, cfg map[string]any, ts []STTensor, shards int) e
 }
 
 // HFContent returns the config.json contents and the tensors (HF names,
-// half-split wq/wk, in dtype) WriteHF would write.
+// half-split wq/wk, in dtype, in weights.FileOrder) WriteHF would write.
 func HFContent(m *weights.Model, dtype weights.DType) (map[string]any, []STTensor, error) {
 	if err := checkModel(m); err != nil {
 		return nil, nil, err
@@ -131,31 +131,13 @@ func HFContent(m *weights.Model, dtype weights.DType) (map[string]any, []STTenso
 			"original_max_position_embeddings": rs.OriginalMaxPos,
 		}
 	}
-	t := func(name string, v []float32, shape ...int) STTensor {
-		return STTensor{Name: name, DType: stType, Shape: shape, Data: EncodeFloats(v, dtype)}
-	}
-	q, kv := c.QDim(), c.KVDim()
-	ts := []STTensor{t("model.embed_tokens.weight", m.TokEmb.Floats(), c.VocabSize, c.Dim)}
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		n := func(s string) string { return fmt.Sprintf("model.layers.%d.%s.weight", i, s) }
-		wq, wk := qk(m, l, true)
-		ts = append(ts,
-			t(n("input_layernorm"), l.AttnNorm.Floats(), c.Dim),
-			t(n("self_attn.q_proj"), wq, q, c.Dim),
-			t(n("self_attn.k_proj"), wk, kv, c.Dim),
-			t(n("self_attn.v_proj"), l.WV.Floats(), kv, c.Dim),
-			t(n("self_attn.o_proj"), l.WO.Floats(), c.Dim, q),
-			t(n("post_attention_layernorm"), l.FFNNorm.Floats(), c.Dim),
-			t(n("mlp.gate_proj"), l.W1.Floats(), c.HiddenDim, c.Dim),
-			t(n("mlp.down_proj"), l.W2.Floats(), c.Dim, c.HiddenDim),
-			t(n("mlp.up_proj"), l.W3.Floats(), c.HiddenDim, c.Dim),
-		)
-	}
-	ts = append(ts, t("model.norm.weight", m.FinalNorm.Floats(), c.Dim))
-	if !c.TiedEmbeddings {
-		ts = append(ts, t("lm_head.weight", m.Output.Floats(), c.VocabSize, c.Dim))
-	}
+	var ts []STTensor
+	m.Walk(weights.FileOrder, func(s *weights.TensorSpec, layer int, t *weights.Tensor) error {
+		if !(s.Classifier && c.TiedEmbeddings) {
+			ts = append(ts, STTensor{Name: s.HFName(layer), DType: stType, Shape: s.Shape(&c), Data: EncodeFloats(floats(&c, s, t, true), dtype)})
+		}
+		return nil
+	})
 	return cfg, ts, nil
 }
 

@@ -12,8 +12,9 @@ import (
 // WriteLlama2C writes m as a llama2.c "legacy v0" checkpoint: seven int32
 // (dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len;
 // vocab_size negative when the classifier is untied), then float32 arrays
-// tok_emb, rms_att, wq, wk, wv, wo, rms_ffn, w1, w2, w3 (each stacked over
-// layers), rms_final, the two legacy RoPE tables, and wcls if untied.
+// in weights.Llama2COrder: the token embedding, each of a layer's tensors
+// stacked over the layers, the final norm, the two legacy RoPE tables,
+// and the classifier if untied.
 // The format fixes head_dim = dim/n_heads, eps 1e-5 and theta 10000 and
 // has no RoPE scaling; other models are refused.
 func WriteLlama2C(path string, m *weights.Model) error {
@@ -48,27 +49,32 @@ func EncodeLlama2C(m *weights.Model) ([]byte, error) {
 	for _, v := range []int32{int32(c.Dim), int32(c.HiddenDim), int32(c.NLayers), int32(c.NHeads), int32(c.NKVHeads), vocab, int32(c.SeqLen)} {
 		buf.Write(le.AppendUint32(nil, uint32(v)))
 	}
-	put := func(v []float32) { buf.Write(EncodeFloats(v, weights.F32)) }
-	put(m.TokEmb.Floats())
-	each := func(get func(l *weights.Layer) []float32) {
-		for i := range m.Layers {
-			put(get(&m.Layers[i]))
+	cos, sin := ropeTables(&c)
+	m.Walk(weights.Llama2COrder, func(s *weights.TensorSpec, layer int, t *weights.Tensor) error {
+		var v []float32
+		switch {
+		case s.Classifier && c.TiedEmbeddings:
+			return nil
+		case s == weights.FreqCisReal:
+			v = cos
+		case s == weights.FreqCisImag:
+			v = sin
+		default:
+			v = floats(&c, s, t, false)
 		}
-	}
-	each(func(l *weights.Layer) []float32 { return l.AttnNorm.Floats() })
-	each(func(l *weights.Layer) []float32 { q, _ := qk(m, l, false); return q })
-	each(func(l *weights.Layer) []float32 { _, k := qk(m, l, false); return k })
-	each(func(l *weights.Layer) []float32 { return l.WV.Floats() })
-	each(func(l *weights.Layer) []float32 { return l.WO.Floats() })
-	each(func(l *weights.Layer) []float32 { return l.FFNNorm.Floats() })
-	each(func(l *weights.Layer) []float32 { return l.W1.Floats() })
-	each(func(l *weights.Layer) []float32 { return l.W2.Floats() })
-	each(func(l *weights.Layer) []float32 { return l.W3.Floats() })
-	put(m.FinalNorm.Floats())
-	// Legacy RoPE tables (ignored by readers, written as llama2.c did).
+		buf.Write(EncodeFloats(v, weights.F32))
+		return nil
+	})
+	return buf.Bytes(), nil
+}
+
+// ropeTables are llama2.c's legacy RoPE tables (ignored by readers,
+// written as llama2.c did): the cosines and sines of every position's
+// angles.
+func ropeTables(c *weights.Config) (cos, sin []float32) {
 	half := c.HeadDim / 2
-	cos := make([]float32, c.SeqLen*half)
-	sin := make([]float32, c.SeqLen*half)
+	cos = make([]float32, c.SeqLen*half)
+	sin = make([]float32, c.SeqLen*half)
 	for p := 0; p < c.SeqLen; p++ {
 		for i := 0; i < half; i++ {
 			a := float64(p) / math.Pow(c.RopeTheta, float64(2*i)/float64(c.HeadDim))
@@ -76,10 +82,5 @@ func EncodeLlama2C(m *weights.Model) ([]byte, error) {
 			sin[p*half+i] = float32(math.Sin(a))
 		}
 	}
-	put(cos)
-	put(sin)
-	if !c.TiedEmbeddings {
-		put(m.Output.Floats())
-	}
-	return buf.Bytes(), nil
+	return cos, sin
 }

@@ -67,29 +67,19 @@ func RandomModel(cfg weights.Config, seed int64) *weights.Model {
 		}
 		return F32Tensor(name, v, n)
 	}
-	q, kv := c.QDim(), c.KVDim()
 	m := &weights.Model{Config: c, Format: "dummy", Layers: make([]weights.Layer, c.NLayers)}
-	m.TokEmb = matrix("token_embd.weight", c.VocabSize, c.Dim)
-	for i := range m.Layers {
-		n := func(s string) string { return fmt.Sprintf("blk.%d.%s.weight", i, s) }
-		m.Layers[i] = weights.Layer{
-			AttnNorm: norm(n("attn_norm"), c.Dim),
-			WQ:       matrix(n("attn_q"), q, c.Dim),
-			WK:       matrix(n("attn_k"), kv, c.Dim),
-			WV:       matrix(n("attn_v"), kv, c.Dim),
-			WO:       matrix(n("attn_output"), c.Dim, q),
-			FFNNorm:  norm(n("ffn_norm"), c.Dim),
-			W1:       matrix(n("ffn_gate"), c.HiddenDim, c.Dim),
-			W2:       matrix(n("ffn_down"), c.Dim, c.HiddenDim),
-			W3:       matrix(n("ffn_up"), c.HiddenDim, c.Dim),
+	m.Walk(weights.FileOrder, func(s *weights.TensorSpec, layer int, t *weights.Tensor) error {
+		name, shape := s.GGUFName(layer), s.Shape(&c)
+		switch {
+		case s.Classifier && c.TiedEmbeddings:
+			*t = m.TokEmb
+		case s.Norm:
+			*t = norm(name, shape[0])
+		default:
+			*t = matrix(name, shape[0], shape[1])
 		}
-	}
-	m.FinalNorm = norm("output_norm.weight", c.Dim)
-	if c.TiedEmbeddings {
-		m.Output = m.TokEmb
-	} else {
-		m.Output = matrix("output.weight", c.VocabSize, c.Dim)
-	}
+		return nil
+	})
 	return m
 }
 
@@ -168,19 +158,17 @@ func permuteRows(w []float32, nHeads, headDim, cols int, toHalf bool) []float32 
 	return out
 }
 
-// qk returns a layer's wq and wk as float32 in the requested layout.
-func qk(m *weights.Model, l *weights.Layer, halfSplit bool) (wq, wk []float32) {
-	c := &m.Config
-	wq, wk = l.WQ.Floats(), l.WK.Floats()
+// floats returns a tensor's values; rows that RoPE rotates (wq, wk) come
+// in the requested layout.
+func floats(c *weights.Config, s *weights.TensorSpec, t *weights.Tensor, halfSplit bool) []float32 {
+	v := t.Floats()
 	switch {
-	case halfSplit && !c.RopeHalfSplit:
-		wq = ToHalfSplit(wq, c.NHeads, c.HeadDim, c.Dim)
-		wk = ToHalfSplit(wk, c.NKVHeads, c.HeadDim, c.Dim)
-	case !halfSplit && c.RopeHalfSplit:
-		wq = ToAdjacent(wq, c.NHeads, c.HeadDim, c.Dim)
-		wk = ToAdjacent(wk, c.NKVHeads, c.HeadDim, c.Dim)
+	case !s.Rotary || halfSplit == c.RopeHalfSplit:
+		return v
+	case halfSplit:
+		return ToHalfSplit(v, t.Rows()/c.HeadDim, c.HeadDim, c.Dim)
 	}
-	return wq, wk
+	return ToAdjacent(v, t.Rows()/c.HeadDim, c.HeadDim, c.Dim)
 }
 
 // checkModel rejects models the writers cannot describe.
