@@ -184,7 +184,12 @@ func LoadTokenizer(path string) (tokenizer.Tokenizer, error) {
 // (head and tail), cheap enough to run on every rank at start-up.
 func fingerprint(m *Model) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%+v|", m.Config)
+	c := m.Config
+	c.RopeScaling = nil // a pointer: hashed by value below, never by address
+	fmt.Fprintf(h, "%+v|", c)
+	if s := m.Config.RopeScaling; s != nil {
+		fmt.Fprintf(h, "rope scaling %+v|", *s)
+	}
 	add := func(t *Tensor) {
 		fmt.Fprintf(h, "%s|%v|%v|%d|", t.Name, t.DType, t.Shape, len(t.Data))
 		const k = 4096
