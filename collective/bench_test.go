@@ -1,9 +1,12 @@
-package collective
+package collective_test
 
 import (
 	"fmt"
 	"sync"
 	"testing"
+
+	"github.com/star-attn/star/collective"
+	"github.com/star-attn/star/collective/collectivetest"
 )
 
 // Benchmarks of Local collectives on one attention step's partials: H heads
@@ -12,8 +15,8 @@ import (
 const benchH, benchD = 32, 128
 
 // benchRanks runs body b.N times on every rank of NewLocal(n) in lockstep.
-func benchRanks(b *testing.B, n int, body func(c Comm, buf []float32) error) {
-	comms := NewLocal(n)
+func benchRanks(b *testing.B, n int, body func(c collective.Comm, buf []float32) error) {
+	comms := collective.NewLocal(n)
 	elem := benchD + 1
 	b.SetBytes(int64(4 * benchH * elem))
 	b.ResetTimer()
@@ -45,8 +48,8 @@ func benchRanks(b *testing.B, n int, body func(c Comm, buf []float32) error) {
 func BenchmarkLocalAllreduceMerge(b *testing.B) {
 	for _, n := range []int{2, 4} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
-			benchRanks(b, n, func(c Comm, buf []float32) error {
-				return c.AllreduceF32(buf, benchD+1, mergeOp)
+			benchRanks(b, n, func(c collective.Comm, buf []float32) error {
+				return c.AllreduceF32(buf, benchD+1, collectivetest.MergeOp)
 			})
 		})
 	}
@@ -56,7 +59,7 @@ func BenchmarkLocalGather(b *testing.B) {
 	for _, n := range []int{2, 4} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			recv := make([]float32, n*benchH*(benchD+1))
-			benchRanks(b, n, func(c Comm, buf []float32) error {
+			benchRanks(b, n, func(c collective.Comm, buf []float32) error {
 				var out []float32
 				if c.Rank() == 0 {
 					out = recv

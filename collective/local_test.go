@@ -2,71 +2,11 @@ package collective
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
-
-// runRanks drives every rank of comms in its own goroutine. A rank whose
-// fn fails aborts the group so the others stop waiting; a watchdog aborts
-// after limit.
-func runRanks(t *testing.T, comms []Comm, limit time.Duration, fn func(c Comm) error) []error {
-	t.Helper()
-	errs := make([]error, len(comms))
-	var wg sync.WaitGroup
-	for r, c := range comms {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if errs[r] = fn(c); errs[r] != nil {
-				c.Abort(1)
-			}
-		}()
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(limit):
-		comms[0].Abort(99)
-		<-done
-		t.Fatalf("ranks still running after %v (deadlock?)", limit)
-	}
-	return errs
-}
-
-func TestLocalConformance(t *testing.T) {
-	for n := 1; n <= 4; n++ {
-		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) {
-			errs := runRanks(t, NewLocal(n), 30*time.Second, func(c Comm) error {
-				return runConformance(confEnv{c: c, exactFold: true}, nil)
-			})
-			for _, err := range errs {
-				if err != nil && !errors.Is(err, ErrClosed) {
-					t.Error(err)
-				}
-			}
-			for _, err := range errs {
-				if err != nil && errors.Is(err, ErrClosed) && !t.Failed() {
-					t.Error(err)
-				}
-			}
-		})
-	}
-}
-
-func TestSingle(t *testing.T) {
-	c := Single()
-	if c.Rank() != 0 || c.Size() != 1 {
-		t.Fatalf("Single: rank %d size %d", c.Rank(), c.Size())
-	}
-	if err := runConformance(confEnv{c: c, exactFold: true}, nil); err != nil {
-		t.Fatal(err)
-	}
-}
 
 func TestLocalAbortUnblocks(t *testing.T) {
 	comms := NewLocal(4)
@@ -97,54 +37,6 @@ func TestLocalAbortUnblocks(t *testing.T) {
 	}
 	if err := comms[1].BcastF32(make([]float32, 3), 0); !errors.Is(err, ErrClosed) {
 		t.Errorf("BcastF32 after Abort: %v, want ErrClosed", err)
-	}
-}
-
-// Mismatched collectives fail on every rank instead of hanging or
-// silently corrupting.
-func TestLocalMismatch(t *testing.T) {
-	cases := []struct {
-		name string
-		fn   func(c Comm) error
-	}{
-		{"bcast length", func(c Comm) error { return c.Bcast(make([]byte, 16-8*(c.Rank()%2)), 0) }},
-		{"bcast root", func(c Comm) error { return c.BcastF32(make([]float32, 4), c.Rank()%2) }},
-		{"different collectives", func(c Comm) error {
-			if c.Rank() == 1 {
-				return c.Barrier()
-			}
-			return c.Bcast(make([]byte, 4), 0)
-		}},
-		{"gather recv length", func(c Comm) error { return c.GatherF32(make([]float32, 2), make([]float32, 3), 0) }},
-		{"allgather send length", func(c Comm) error {
-			return c.AllgatherF32(make([]float32, 1+c.Rank()), make([]float32, 2*(1+c.Rank())))
-		}},
-		{"allreduce length", func(c Comm) error { return c.AllreduceF32(make([]float32, 2+2*c.Rank()), 2, affineOp) }},
-		{"reduce panics", func(c Comm) error {
-			return c.AllreduceF32(make([]float32, 2), 2, func(in, inout []float32, elem int) { panic("boom") })
-		}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			comms := NewLocal(2)
-			errs := make([]error, len(comms))
-			runRanks(t, comms, time.Minute, func(c Comm) error {
-				errs[c.Rank()] = tc.fn(c) // no abort: the group must stay usable
-				return nil
-			})
-			for r, err := range errs {
-				if err == nil || errors.Is(err, ErrClosed) {
-					t.Errorf("rank %d: got %v, want a mismatch error", r, err)
-				}
-			}
-			// The group is still usable afterwards.
-			errs = runRanks(t, comms, time.Minute, func(c Comm) error { return c.Barrier() })
-			for r, err := range errs {
-				if err != nil {
-					t.Errorf("rank %d: barrier after mismatch: %v", r, err)
-				}
-			}
-		})
 	}
 }
 

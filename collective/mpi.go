@@ -53,6 +53,7 @@ type MPI struct {
 
 var _ Comm = (*MPI)(nil)
 
+// initMu serialises InitMPI: MPI is initialised once per process.
 var initMu sync.Mutex
 
 // InitMPI initialises MPI (MPI_Init_thread asking for MPI_THREAD_MULTIPLE;

@@ -20,7 +20,10 @@ import (
 
 // One MPI_Op serves every ReduceFunc: reduceMu makes sure only one
 // reduction runs at a time in this process, and reduceCur is the ReduceFunc
-// that the op's trampoline dispatches to while it runs.
+// that the op's trampoline dispatches to while it runs. These are package
+// state, not fields of MPI, because an MPI user op is called with no
+// context of ours (MPI_User_function has no user pointer), and MPI is one
+// per process anyway; everything else lives in MPI.
 var (
 	reduceMu  sync.Mutex
 	reduceCur ReduceFunc

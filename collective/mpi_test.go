@@ -1,6 +1,6 @@
 //go:build cgo && !nompi
 
-package collective
+package collective_test
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/star-attn/star/collective"
+	"github.com/star-attn/star/collective/collectivetest"
 	"github.com/star-attn/star/internal/shared"
 )
 
@@ -28,7 +30,7 @@ const childEnv = "STAR_MPI_CHILD"
 // combined output, exit code and duration.
 func mpirunChild(t *testing.T, n int, mode string, limit time.Duration) (string, int, time.Duration) {
 	t.Helper()
-	if os.Getenv(childEnv) != "" || Launched() {
+	if os.Getenv(childEnv) != "" || collective.Launched() {
 		t.Skip("inside an MPI job: only the parent starts mpirun")
 	}
 	if _, err := exec.LookPath("mpirun"); err != nil {
@@ -119,10 +121,10 @@ func TestMPIChild(t *testing.T) {
 	}
 	runtime.LockOSThread() // MPI wants Finalize on the thread that initialised it
 	defer runtime.UnlockOSThread()
-	if !Launched() {
+	if !collective.Launched() {
 		t.Fatal("Launched() is false under mpirun")
 	}
-	m, err := InitMPI()
+	m, err := collective.InitMPI()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +138,12 @@ func TestMPIChild(t *testing.T) {
 	if m.LocalSize() < 1 || m.LocalRank() < 0 || m.LocalRank() >= m.LocalSize() {
 		fail(fmt.Errorf("local rank %d of %d", m.LocalRank(), m.LocalSize()))
 	}
-	if _, err := InitMPI(); err == nil {
+	if _, err := collective.InitMPI(); err == nil {
 		fail(errors.New("second InitMPI succeeded"))
 	}
 	switch mode {
 	case "conformance":
-		if err := runConformance(confEnv{c: m, isMPI: true}, t.Logf); err != nil {
+		if err := collectivetest.Run(m, collectivetest.Options{MPIErrors: true, Logf: t.Logf}); err != nil {
 			fail(err)
 		}
 	case "errors":
@@ -166,7 +168,7 @@ func TestMPIChild(t *testing.T) {
 	if err := m.Finalize(); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Barrier(); !errors.Is(err, ErrClosed) {
+	if err := m.Barrier(); !errors.Is(err, collective.ErrClosed) {
 		t.Errorf("Barrier after Finalize: %v, want ErrClosed", err)
 	}
 }
@@ -176,7 +178,7 @@ func TestMPIChild(t *testing.T) {
 // hang a rank downstream of the failed one, so 2 it is); an IrecvF32 that
 // gets more floats than it holds fails in Wait with MPI_ERR_TRUNCATE, one
 // that gets fewer with our length check; the job stays usable.
-func mpiErrorPaths(m *MPI) error {
+func mpiErrorPaths(m *collective.MPI) error {
 	if m.Size() != 2 {
 		return fmt.Errorf("errors mode needs 2 ranks, have %d", m.Size())
 	}
@@ -185,7 +187,7 @@ func mpiErrorPaths(m *MPI) error {
 		n = 8
 	}
 	err := m.Bcast(make([]byte, n), 0)
-	var me *Error
+	var me *collective.Error
 	switch {
 	case m.Rank() == 1 && (!errors.As(err, &me) || me.Op != "MPI_Bcast" || !strings.Contains(err.Error(), "MPI_ERR_TRUNCATE")):
 		return fmt.Errorf("short Bcast buffer: got %v, want an MPI_Bcast MPI_ERR_TRUNCATE error", err)

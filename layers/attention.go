@@ -99,84 +99,90 @@ func Attention(c Compute, out, lse, q, k, v []float32, nq, nk int, s AttnShape, 
 	})
 }
 
-// Merge combines P partial attentions of the same n·H (token, head) rows,
-// each over a disjoint set of keys, into attention over the union:
+// Merging partial attentions. Every form below (Merge, MergePacked for
+// gather and allgather, MergeInto for ring, MergePackedInto for allreduce)
+// is a loop over rows that hands each row's parts to mergeRow, which holds
+// the arithmetic and the -Inf guards once.
+
+// mergeRow merges the partial attentions of one (token, head) row: part p
+// is outs[p] (D output values) and lses[p] (its log-sum-exp), each over a
+// disjoint set of keys. It writes attention over the union to o and
+// returns its lse:
 //
 //	M = max_p lse_p,  w_p = exp(lse_p - M),
-//	out = Σ_p w_p·out_p / Σ_p w_p,  lse = M + log Σ_p w_p
+//	o = Σ_p w_p·o_p / Σ_p w_p,  lse = M + log Σ_p w_p
 //
-// in float64, folding parts in the given order so results are reproducible.
-// Parts with lse = -Inf contribute nothing; if all are -Inf, out = 0 and
-// lse = -Inf.
+// in float64 with the max subtracted, summing in part order, so results
+// are reproducible, and a merge of two parts is symmetric bit for bit. A
+// part with lse = -Inf (it saw no key) contributes nothing; if every part
+// is empty (or there is none), o = 0 and lse = -Inf.
+//
+// o may alias any outs[p] (each output value is read from every part
+// before it is written). outs and w are the caller's scratch: mergeRow
+// reorders outs and overwrites w [len(lses)].
+func mergeRow(o []float32, outs [][]float32, lses []float32, w []float64) float32 {
+	M := math.Inf(-1)
+	for _, l := range lses {
+		M = math.Max(M, float64(l))
+	}
+	if math.IsInf(M, -1) {
+		clear(o)
+		return float32(M)
+	}
+	var sum float64
+	k := 0 // parts with a nonzero weight, moved to the front of outs and w
+	for p, l := range lses {
+		if math.IsInf(float64(l), -1) {
+			continue
+		}
+		wp := math.Exp(float64(l) - M)
+		sum += wp
+		if wp != 0 {
+			outs[k], w[k] = outs[p], wp
+			k++
+		}
+	}
+	for d := range o {
+		var x float64
+		for p := 0; p < k; p++ {
+			x += w[p] * float64(outs[p][d])
+		}
+		o[d] = float32(x / sum)
+	}
+	return float32(M + math.Log(sum))
+}
+
+// Merge combines P partial attentions of the same n·H (token, head) rows,
+// each over a disjoint set of keys, into attention over the union (see
+// mergeRow), folding parts in the given order.
 //
 //	out: [n, H*D]   lse: [n, H]   outs[p]: [n, H*D]   lses[p]: [n, H]
 //
 // out and lse may alias outs[0] and lses[0].
 func Merge(out, lse []float32, outs, lses [][]float32, n, H, D int) {
 	P := len(outs)
-	w := make([]float64, P)
-	acc := make([]float64, D)
+	po, pl, w := make([][]float32, P), make([]float32, P), make([]float64, P)
 	for r := 0; r < n*H; r++ {
-		M := math.Inf(-1)
-		for p := 0; p < P; p++ {
-			if x := float64(lses[p][r]); x > M {
-				M = x
-			}
+		for p := range po {
+			po[p], pl[p] = outs[p][r*D:(r+1)*D], lses[p][r]
 		}
-		o := out[r*D : (r+1)*D]
-		if math.IsInf(M, -1) {
-			clear(o)
-			lse[r] = float32(M)
-			continue
-		}
-		var sum float64
-		for p := 0; p < P; p++ {
-			w[p] = 0
-			if x := float64(lses[p][r]); !math.IsInf(x, -1) {
-				w[p] = math.Exp(x - M)
-			}
-			sum += w[p]
-		}
-		clear(acc)
-		for p := 0; p < P; p++ {
-			if w[p] == 0 {
-				continue
-			}
-			op := outs[p][r*D : (r+1)*D]
-			for d, x := range op {
-				acc[d] += w[p] * float64(x)
-			}
-		}
-		for d := range o {
-			o[d] = float32(acc[d] / sum)
-		}
-		lse[r] = float32(M + math.Log(sum))
+		lse[r] = mergeRow(out[r*D:(r+1)*D], po, pl, w)
 	}
 }
 
 // MergeInto folds one partial (o2, lse2) into a running result (o, lse),
-// in place: the pairwise form of Merge, used by reductions.
+// in place: the pairwise form of Merge, used by ring attention.
 //
 //	o, o2: [rows*D]   lse, lse2: [rows]
 func MergeInto(o, lse, o2, lse2 []float32, D int) {
+	var po [2][]float32
+	var pl [2]float32
+	var w [2]float64
 	for r := range lse {
-		a, b := float64(lse[r]), float64(lse2[r])
-		if math.IsInf(b, -1) {
-			continue
-		}
-		oa, ob := o[r*D:(r+1)*D], o2[r*D:(r+1)*D]
-		if math.IsInf(a, -1) {
-			copy(oa, ob)
-			lse[r] = lse2[r]
-			continue
-		}
-		M := math.Max(a, b)
-		wa, wb := math.Exp(a-M), math.Exp(b-M)
-		s := wa + wb
-		for d := range oa {
-			oa[d] = float32((wa*float64(oa[d]) + wb*float64(ob[d])) / s)
-		}
-		lse[r] = float32(M + math.Log(s))
+		oa := o[r*D : (r+1)*D]
+		po[0], po[1] = oa, o2[r*D:(r+1)*D]
+		pl[0], pl[1] = lse[r], lse2[r]
+		lse[r] = mergeRow(oa, po[:], pl[:], w[:])
 	}
 }
 
@@ -201,41 +207,18 @@ func Unpack(out, lse, src []float32, D int) {
 }
 
 // MergePacked merges P packed partials laid one after another in parts
-// [P][rows][D+1] into out [rows*D] and lse [rows], in part order, with the
-// arithmetic of Merge.
+// [P][rows][D+1] into out [rows*D] and lse [rows], in part order: Merge
+// on the packed layout, bit for bit.
 func MergePacked(out, lse, parts []float32, P, D int) {
 	rows := len(lse)
 	stride := rows * (D + 1)
-	acc := make([]float64, D)
+	po, pl, w := make([][]float32, P), make([]float32, P), make([]float64, P)
 	for r := 0; r < rows; r++ {
-		M := math.Inf(-1)
-		for p := 0; p < P; p++ {
-			M = math.Max(M, float64(parts[p*stride+r*(D+1)+D]))
-		}
-		o := out[r*D : (r+1)*D]
-		if math.IsInf(M, -1) {
-			clear(o)
-			lse[r] = float32(M)
-			continue
-		}
-		clear(acc)
-		var sum float64
-		for p := 0; p < P; p++ {
+		for p := range po {
 			row := parts[p*stride+r*(D+1) : p*stride+(r+1)*(D+1)]
-			x := float64(row[D])
-			if math.IsInf(x, -1) {
-				continue
-			}
-			w := math.Exp(x - M)
-			sum += w
-			for d := 0; d < D; d++ {
-				acc[d] += w * float64(row[d])
-			}
+			po[p], pl[p] = row[:D], row[D]
 		}
-		for d := range o {
-			o[d] = float32(acc[d] / sum)
-		}
-		lse[r] = float32(M + math.Log(sum))
+		lse[r] = mergeRow(out[r*D:(r+1)*D], po, pl, w)
 	}
 }
 
@@ -243,22 +226,13 @@ func MergePacked(out, lse, parts []float32, P, D int) {
 // (both [rows*(D+1)]): the pairwise merge used by reductions. It is
 // symmetric in its arguments, bit for bit.
 func MergePackedInto(in, inout []float32, D int) {
+	var po [2][]float32
+	var pl [2]float32
+	var w [2]float64
 	for r := 0; r < len(in)/(D+1); r++ {
 		a, b := inout[r*(D+1):(r+1)*(D+1)], in[r*(D+1):(r+1)*(D+1)]
-		la, lb := float64(a[D]), float64(b[D])
-		if math.IsInf(lb, -1) {
-			continue
-		}
-		if math.IsInf(la, -1) {
-			copy(a, b)
-			continue
-		}
-		M := math.Max(la, lb)
-		wa, wb := math.Exp(la-M), math.Exp(lb-M)
-		s := wa + wb
-		for d := 0; d < D; d++ {
-			a[d] = float32((wa*float64(a[d]) + wb*float64(b[d])) / s)
-		}
-		a[D] = float32(M + math.Log(s))
+		po[0], po[1] = a[:D], b[:D]
+		pl[0], pl[1] = a[D], b[D]
+		a[D] = mergeRow(a[:D], po[:], pl[:], w[:])
 	}
 }

@@ -1,109 +1,44 @@
-package layers
+package layers_test
 
 import (
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/layers/layerstest"
 )
-
-// naiveAttention is the textbook reference in float64: the full score
-// matrix, masked, soft-maxed.
-func naiveAttention(out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) {
-	H, D, kvDim := s.H, s.D, s.HKV*s.D
-	for i := 0; i < nq; i++ {
-		for h := 0; h < H; h++ {
-			kh := h / (s.H / s.HKV)
-			visible := nk
-			if causal {
-				visible = nk - nq + i + 1
-			}
-			o := out[i*H*D+h*D : i*H*D+(h+1)*D]
-			if visible <= 0 {
-				clear(o)
-				lse[i*H+h] = float32(math.Inf(-1))
-				continue
-			}
-			sc := make([]float64, visible)
-			m := math.Inf(-1)
-			for j := range sc {
-				var d float64
-				for x := 0; x < D; x++ {
-					d += float64(q[i*H*D+h*D+x]) * float64(k[j*kvDim+kh*D+x])
-				}
-				sc[j] = d / math.Sqrt(float64(D))
-				m = math.Max(m, sc[j])
-			}
-			var sum float64
-			for j := range sc {
-				sc[j] = math.Exp(sc[j] - m)
-				sum += sc[j]
-			}
-			for x := 0; x < D; x++ {
-				var a float64
-				for j := range sc {
-					a += sc[j] * float64(v[j*kvDim+kh*D+x])
-				}
-				o[x] = float32(a / sum)
-			}
-			lse[i*H+h] = float32(m + math.Log(sum))
-		}
-	}
-}
-
-func randSlice(r *rand.Rand, n int, scale float32) []float32 {
-	s := make([]float32, n)
-	for i := range s {
-		s[i] = (r.Float32()*2 - 1) * scale
-	}
-	return s
-}
-
-func maxDiff(a, b []float32) float64 {
-	var m float64
-	for i := range a {
-		if math.IsInf(float64(a[i]), 0) || math.IsInf(float64(b[i]), 0) {
-			if a[i] != b[i] {
-				return math.Inf(1)
-			}
-			continue
-		}
-		m = math.Max(m, math.Abs(float64(a[i]-b[i])))
-	}
-	return m
-}
-
-const tol = 1e-5
 
 func TestAttentionMatchesNaive(t *testing.T) {
 	cases := []struct {
 		nq, nk int
-		s      AttnShape
+		s      layers.AttnShape
 		causal bool
 	}{
-		{1, 1, AttnShape{1, 1, 4}, false},
-		{3, 3, AttnShape{4, 2, 8}, true},
-		{5, 200, AttnShape{8, 2, 16}, false}, // several key tiles
-		{70, 70, AttnShape{4, 4, 8}, true},   // causal across tiles
-		{4, 130, AttnShape{6, 3, 8}, true},   // queries at the end of a longer cache
-		{2, 0, AttnShape{2, 1, 4}, false},    // no keys: lse -Inf
+		{1, 1, layers.AttnShape{1, 1, 4}, false},
+		{3, 3, layers.AttnShape{4, 2, 8}, true},
+		{5, 200, layers.AttnShape{8, 2, 16}, false}, // several key tiles
+		{70, 70, layers.AttnShape{4, 4, 8}, true},   // causal across tiles
+		{4, 130, layers.AttnShape{6, 3, 8}, true},   // queries at the end of a longer cache
+		{2, 0, layers.AttnShape{2, 1, 4}, false},    // no keys: lse -Inf
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, c := range cases {
 		t.Run(fmt.Sprintf("nq%d_nk%d_h%d_kv%d_causal%v", c.nq, c.nk, c.s.H, c.s.HKV, c.causal), func(t *testing.T) {
-			q := randSlice(r, c.nq*c.s.H*c.s.D, 2)
-			k := randSlice(r, c.nk*c.s.HKV*c.s.D, 2)
-			v := randSlice(r, c.nk*c.s.HKV*c.s.D, 1)
+			q := layerstest.RandSlice(r, c.nq*c.s.H*c.s.D, 2)
+			k := layerstest.RandSlice(r, c.nk*c.s.HKV*c.s.D, 2)
+			v := layerstest.RandSlice(r, c.nk*c.s.HKV*c.s.D, 1)
 			got, gotL := make([]float32, len(q)), make([]float32, c.nq*c.s.H)
 			want, wantL := make([]float32, len(q)), make([]float32, c.nq*c.s.H)
 			for _, threads := range []int{1, 2} {
-				Attention(NewCPU(threads), got, gotL, q, k, v, c.nq, c.nk, c.s, c.causal)
-				naiveAttention(want, wantL, q, k, v, c.nq, c.nk, c.s, c.causal)
-				if d := maxDiff(got, want); d > tol {
-					t.Fatalf("threads %d: output max diff %g > %g", threads, d, tol)
+				layers.Attention(layers.NewCPU(threads), got, gotL, q, k, v, c.nq, c.nk, c.s, c.causal)
+				layerstest.NaiveAttention(want, wantL, q, k, v, c.nq, c.nk, c.s, c.causal)
+				if d := layerstest.MaxDiff(got, want); d > layerstest.Tol {
+					t.Fatalf("threads %d: output max diff %g > %g", threads, d, layerstest.Tol)
 				}
-				if d := maxDiff(gotL, wantL); d > tol {
-					t.Fatalf("threads %d: lse max diff %g > %g", threads, d, tol)
+				if d := layerstest.MaxDiff(gotL, wantL); d > layerstest.Tol {
+					t.Fatalf("threads %d: lse max diff %g > %g", threads, d, layerstest.Tol)
 				}
 			}
 		})
@@ -113,7 +48,7 @@ func TestAttentionMatchesNaive(t *testing.T) {
 // Merging the partial attentions of a split key set must equal attention
 // over the whole set, for any split, including empty parts and N = 1.
 func TestMergeEqualsAttentionOverConcatenatedKV(t *testing.T) {
-	s := AttnShape{H: 8, HKV: 2, D: 16}
+	s := layers.AttnShape{H: 8, HKV: 2, D: 16}
 	kvd := s.HKV * s.D
 	r := rand.New(rand.NewPCG(3, 4))
 	splits := [][]int{{37}, {10, 27}, {0, 37}, {12, 0, 25}, {1, 1, 1, 34}, {5, 5, 5, 5, 5, 5, 7}}
@@ -124,38 +59,38 @@ func TestMergeEqualsAttentionOverConcatenatedKV(t *testing.T) {
 				for _, x := range sp {
 					nk += x
 				}
-				q := randSlice(r, nq*s.H*s.D, 3)
-				k := randSlice(r, nk*kvd, 3)
-				v := randSlice(r, nk*kvd, 1)
-				c := NewCPU(1)
+				q := layerstest.RandSlice(r, nq*s.H*s.D, 3)
+				k := layerstest.RandSlice(r, nk*kvd, 3)
+				v := layerstest.RandSlice(r, nk*kvd, 1)
+				c := layers.NewCPU(1)
 				want, wantL := make([]float32, len(q)), make([]float32, nq*s.H)
-				Attention(c, want, wantL, q, k, v, nq, nk, s, false)
+				layers.Attention(c, want, wantL, q, k, v, nq, nk, s, false)
 				var outs, lses [][]float32
 				off := 0
 				for _, x := range sp {
 					o, l := make([]float32, len(q)), make([]float32, nq*s.H)
-					Attention(c, o, l, q, k[off*kvd:(off+x)*kvd], v[off*kvd:(off+x)*kvd], nq, x, s, false)
+					layers.Attention(c, o, l, q, k[off*kvd:(off+x)*kvd], v[off*kvd:(off+x)*kvd], nq, x, s, false)
 					outs, lses = append(outs, o), append(lses, l)
 					off += x
 				}
 				got, gotL := make([]float32, len(q)), make([]float32, nq*s.H)
-				Merge(got, gotL, outs, lses, nq, s.H, s.D)
-				if d := maxDiff(got, want); d > tol {
-					t.Fatalf("merged output max diff %g > %g", d, tol)
+				layers.Merge(got, gotL, outs, lses, nq, s.H, s.D)
+				if d := layerstest.MaxDiff(got, want); d > layerstest.Tol {
+					t.Fatalf("merged output max diff %g > %g", d, layerstest.Tol)
 				}
-				if d := maxDiff(gotL, wantL); d > tol {
-					t.Fatalf("merged lse max diff %g > %g", d, tol)
+				if d := layerstest.MaxDiff(gotL, wantL); d > layerstest.Tol {
+					t.Fatalf("merged lse max diff %g > %g", d, layerstest.Tol)
 				}
 				// pairwise folding gives the same answer
 				po, pl := append([]float32(nil), outs[0]...), append([]float32(nil), lses[0]...)
 				for p := 1; p < len(outs); p++ {
-					MergeInto(po, pl, outs[p], lses[p], s.D)
+					layers.MergeInto(po, pl, outs[p], lses[p], s.D)
 				}
-				if d := maxDiff(po, want); d > tol {
-					t.Fatalf("pairwise merged output max diff %g > %g", d, tol)
+				if d := layerstest.MaxDiff(po, want); d > layerstest.Tol {
+					t.Fatalf("pairwise merged output max diff %g > %g", d, layerstest.Tol)
 				}
-				if d := maxDiff(pl, wantL); d > tol {
-					t.Fatalf("pairwise merged lse max diff %g > %g", d, tol)
+				if d := layerstest.MaxDiff(pl, wantL); d > layerstest.Tol {
+					t.Fatalf("pairwise merged lse max diff %g > %g", d, layerstest.Tol)
 				}
 			})
 		}
@@ -194,14 +129,14 @@ func TestMergeEdgeCases(t *testing.T) {
 	}
 	check := func(t *testing.T, form string, out, lse []float32, want []float32, wantL float64) {
 		t.Helper()
-		bad := maxDiff(out, want) > 1e-6 || math.IsNaN(float64(out[0])) || math.IsNaN(float64(out[1]))
+		bad := layerstest.MaxDiff(out, want) > 1e-6 || math.IsNaN(float64(out[0])) || math.IsNaN(float64(out[1]))
 		if math.IsInf(wantL, -1) {
 			bad = bad || !math.IsInf(float64(lse[0]), -1)
 		} else if d := math.Abs(float64(lse[0]) - wantL); !(d <= 1e-6*math.Max(1, math.Abs(wantL))) {
 			bad = true
 		}
 		if bad {
-			t.Errorf("%s: out %v lse %v, want %v and %g (tolerance 1e-6; max out diff %g)", form, out, lse, want, wantL, maxDiff(out, want))
+			t.Errorf("%s: out %v lse %v, want %v and %g (tolerance 1e-6; max out diff %g)", form, out, lse, want, wantL, layerstest.MaxDiff(out, want))
 		}
 	}
 	const D = 2
@@ -214,30 +149,30 @@ func TestMergeEdgeCases(t *testing.T) {
 				packed = append(packed, p.out[0], p.out[1], p.lse)
 			}
 			out, lse := make([]float32, D), make([]float32, 1)
-			Merge(out, lse, outs, lses, 1, 1, D)
+			layers.Merge(out, lse, outs, lses, 1, 1, D)
 			check(t, "Merge", out, lse, tc.out, tc.lse)
 
 			out, lse = make([]float32, D), make([]float32, 1)
-			MergePacked(out, lse, packed, len(tc.parts), D)
+			layers.MergePacked(out, lse, packed, len(tc.parts), D)
 			check(t, "MergePacked", out, lse, tc.out, tc.lse)
 
 			out, lse = append([]float32(nil), outs[0]...), append([]float32(nil), lses[0]...)
 			for p := 1; p < len(outs); p++ {
-				MergeInto(out, lse, outs[p], lses[p], D)
+				layers.MergeInto(out, lse, outs[p], lses[p], D)
 			}
 			check(t, "MergeInto", out, lse, tc.out, tc.lse)
 
 			acc := append([]float32(nil), packed[:D+1]...)
 			for p := 1; p < len(tc.parts); p++ {
-				MergePackedInto(packed[p*(D+1):(p+1)*(D+1)], acc, D)
+				layers.MergePackedInto(packed[p*(D+1):(p+1)*(D+1)], acc, D)
 			}
-			Unpack(out, lse, acc, D)
+			layers.Unpack(out, lse, acc, D)
 			check(t, "MergePackedInto", out, lse, tc.out, tc.lse)
 		})
 	}
 	// No parts at all: -Inf.
 	out, lse := make([]float32, D), make([]float32, 1)
-	Merge(out, lse, nil, nil, 1, 1, D)
+	layers.Merge(out, lse, nil, nil, 1, 1, D)
 	check(t, "Merge of nothing", out, lse, []float32{0, 0}, math.Inf(-1))
 }
 
@@ -248,36 +183,36 @@ func TestMergePacked(t *testing.T) {
 	var outs, lses [][]float32
 	parts := make([]float32, P*rows*(D+1))
 	for p := 0; p < P; p++ {
-		o, l := randSlice(r, rows*D, 1), randSlice(r, rows, 4)
+		o, l := layerstest.RandSlice(r, rows*D, 1), layerstest.RandSlice(r, rows, 4)
 		if p == 2 {
 			l[1] = float32(math.Inf(-1)) // an empty partial in one row
 		}
 		outs, lses = append(outs, o), append(lses, l)
-		Pack(parts[p*rows*(D+1):(p+1)*rows*(D+1)], o, l, D)
+		layers.Pack(parts[p*rows*(D+1):(p+1)*rows*(D+1)], o, l, D)
 	}
 	want, wantL := make([]float32, rows*D), make([]float32, rows)
-	Merge(want, wantL, outs, lses, 1, rows, D)
+	layers.Merge(want, wantL, outs, lses, 1, rows, D)
 	got, gotL := make([]float32, rows*D), make([]float32, rows)
-	MergePacked(got, gotL, parts, P, D)
-	if maxDiff(got, want) != 0 || maxDiff(gotL, wantL) != 0 {
-		t.Fatalf("MergePacked differs from Merge: %g, %g", maxDiff(got, want), maxDiff(gotL, wantL))
+	layers.MergePacked(got, gotL, parts, P, D)
+	if layerstest.MaxDiff(got, want) != 0 || layerstest.MaxDiff(gotL, wantL) != 0 {
+		t.Fatalf("MergePacked differs from Merge: %g, %g", layerstest.MaxDiff(got, want), layerstest.MaxDiff(gotL, wantL))
 	}
 	acc := append([]float32(nil), parts[:rows*(D+1)]...)
 	for p := 1; p < P; p++ {
-		MergePackedInto(parts[p*rows*(D+1):(p+1)*rows*(D+1)], acc, D)
+		layers.MergePackedInto(parts[p*rows*(D+1):(p+1)*rows*(D+1)], acc, D)
 	}
-	Unpack(got, gotL, acc, D)
-	if d := math.Max(maxDiff(got, want), maxDiff(gotL, wantL)); d > 1e-6 {
+	layers.Unpack(got, gotL, acc, D)
+	if d := math.Max(layerstest.MaxDiff(got, want), layerstest.MaxDiff(gotL, wantL)); d > 1e-6 {
 		t.Fatalf("pairwise packed merge differs from Merge by %g", d)
 	}
 	// symmetric bit for bit
 	a := append([]float32(nil), parts[:rows*(D+1)]...)
 	b := append([]float32(nil), parts[rows*(D+1):2*rows*(D+1)]...)
 	ab := append([]float32(nil), b...)
-	MergePackedInto(a, ab, D)
+	layers.MergePackedInto(a, ab, D)
 	ba := append([]float32(nil), a...)
-	MergePackedInto(b, ba, D)
-	if maxDiff(ab, ba) != 0 {
+	layers.MergePackedInto(b, ba, D)
+	if layerstest.MaxDiff(ab, ba) != 0 {
 		t.Fatal("MergePackedInto is not symmetric")
 	}
 }

@@ -81,6 +81,16 @@ var gemmShapes = []gemmShape{
 	{"down_2048x8192", 2048, 8192},
 }
 
+// randSlice returns n values uniform in [-scale, scale) (as
+// layerstest.RandSlice, which this in-package file cannot import).
+func randSlice(r *rand.Rand, n int, scale float32) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = (r.Float32()*2 - 1) * scale
+	}
+	return s
+}
+
 func randTensor(rows, cols int, dt weights.DType, seed uint64) (weights.Tensor, []float32) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	f := make([]float32, rows*cols)

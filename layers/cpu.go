@@ -24,8 +24,8 @@ type CPU struct {
 // NewCPU returns a CPU backend with the given thread count (<= 0: all
 // cores), on the best kernels this processor supports. The environment
 // variable STAR_KERNELS overrides the choice: "go" forces the pure-Go
-// reference kernels (for the free functions of ops.go too), "avx2" or
-// "avx512" a SIMD variant (ignored if the processor lacks it).
+// reference kernels (for Attention and SwiGLU on the backend too), "avx2"
+// or "avx512" a SIMD variant (ignored if the processor lacks it).
 func NewCPU(threads int) *CPU { return newCPU(threads, defaultKernels()) }
 
 // defaultKernels is NewCPU's choice of kernels (nil: pure Go).
@@ -140,6 +140,18 @@ func (c *CPU) AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s AttnSha
 		return true
 	}
 	c.k.attention(newResources(1), nil, 1, out, lse, q, k, v, nq, nk, s, causal)
+	return true
+}
+
+// SwiGLUKernel is SwiGLU on the SIMD kernels; false if the backend runs
+// the pure-Go kernels (SwiGLU then computes it).
+func (c *CPU) SwiGLUKernel(h1, h3 []float32) bool {
+	if c.k == nil {
+		return false
+	}
+	if len(h1) > 0 {
+		c.k.swiGLU(h1, h3)
+	}
 	return true
 }
 

@@ -47,15 +47,14 @@ type kernels struct {
 	atk     int // attention key tile
 }
 
+// cpuLevel is what the processor runs (0 none, 1 AVX2+FMA+F16C, 2
+// AVX-512F), asked once at initialisation and never changed.
 var cpuLevel = int(C.star_cpu_level())
 
-func init() {
-	if k := defaultKernels(); k != nil {
-		swiGLUKernel = func(h1, h3 []float32) {
-			_ = h3[len(h1)-1]
-			C.star_swiglu(k.variant, fptr(h1), fptr(h3), C.long(len(h1)))
-		}
-	}
+// swiGLU is SwiGLU on this variant (vectorised exp); len(h1) > 0.
+func (k *kernels) swiGLU(h1, h3 []float32) {
+	_ = h3[len(h1)-1]
+	C.star_swiglu(k.variant, fptr(h1), fptr(h3), C.long(len(h1)))
 }
 
 // kernelVariants lists the variants this CPU runs, best first. emu512 (the

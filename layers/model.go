@@ -131,7 +131,7 @@ func (m *Model) Forward(s *State, tokens, pos []int, attend AttendFunc) error {
 			xb := s.XB[r0*D : (r0+nr)*D]
 			m.C.MatMul(s.H1, xb, &w.W1, nr)
 			m.C.MatMul(s.H3, xb, &w.W3, nr)
-			SwiGLU(s.H1[:nr*hd], s.H3[:nr*hd])
+			SwiGLU(m.C, s.H1[:nr*hd], s.H3[:nr*hd])
 			m.C.MatMul(s.XB2[r0*D:], s.H1, &w.W2, nr)
 		}
 		Add(s.X[:n*D], s.XB2[:n*D])

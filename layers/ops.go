@@ -63,20 +63,26 @@ func RoPE(x []float32, pos int, nHeads, headDim int, freqs []float64, halfSplit 
 	}
 }
 
+// SwiGLUKernel is implemented by backends with their own SwiGLU kernel: it
+// computes exactly what SwiGLU specifies and reports true, or reports
+// false (computing nothing) to let SwiGLU use the pure-Go loop.
+type SwiGLUKernel interface {
+	SwiGLUKernel(h1, h3 []float32) bool
+}
+
 // SwiGLU: h1[i] = silu(h1[i]) · h3[i], in place. h1, h3: [hidden].
-func SwiGLU(h1, h3 []float32) {
-	if swiGLUKernel != nil && len(h1) > 0 {
-		swiGLUKernel(h1, h3)
+//
+// If c implements SwiGLUKernel (the SIMD CPU backend does, with a
+// vectorised exp), its kernel computes the result; otherwise the loop
+// below does.
+func SwiGLU(c Compute, h1, h3 []float32) {
+	if k, ok := c.(SwiGLUKernel); ok && k.SwiGLUKernel(h1, h3) {
 		return
 	}
 	for i, g := range h1 {
 		h1[i] = g / (1 + float32(math.Exp(float64(-g)))) * h3[i]
 	}
 }
-
-// swiGLUKernel is SwiGLU on SIMD (vectorised exp), set at init where
-// NewCPU would use SIMD kernels; nil: the loop above.
-var swiGLUKernel func(h1, h3 []float32)
 
 // Add: x[i] += y[i].
 func Add(x, y []float32) {

@@ -1,4 +1,4 @@
-package layers
+package layers_test
 
 import (
 	"math"
@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/star-attn/star/internal/shared"
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/layers/layerstest"
 	"github.com/star-attn/star/weights"
 )
 
@@ -46,7 +48,7 @@ func TestRopeFreqsLlama3Reference(t *testing.T) {
 				s    *weights.RopeScaling
 				want []float64
 			}{{"unscaled", nil, c.Unscaled}, {"scaled", s, c.Scaled}} {
-				got := RopeFreqs(c.HeadDim, c.RopeTheta, v.s)
+				got := layers.RopeFreqs(c.HeadDim, c.RopeTheta, v.s)
 				if len(got) != len(v.want) || len(got) != c.HeadDim/2 {
 					t.Fatalf("%s: %d frequencies, reference %d, want head_dim/2 = %d", v.name, len(got), len(v.want), c.HeadDim/2)
 				}
@@ -83,11 +85,11 @@ func TestRopeFreqsLlama3Reference(t *testing.T) {
 func TestRoPELayouts(t *testing.T) {
 	const d, heads = 8, 2
 	r := rand.New(rand.NewPCG(5, 6))
-	x := randSlice(r, heads*d, 1)
-	freqs := RopeFreqs(d, 10000, nil)
+	x := layerstest.RandSlice(r, heads*d, 1)
+	freqs := layers.RopeFreqs(d, 10000, nil)
 	cos, sin := make([]float32, d/2), make([]float32, d/2)
 	adj := append([]float32(nil), x...)
-	RoPE(adj, 7, heads, d, freqs, false, cos, sin)
+	layers.RoPE(adj, 7, heads, d, freqs, false, cos, sin)
 	// permute into half-split layout: half-split index j*half+i <- adjacent 2i+j
 	half := d / 2
 	hs := make([]float32, len(x))
@@ -98,7 +100,7 @@ func TestRoPELayouts(t *testing.T) {
 			}
 		}
 	}
-	RoPE(hs, 7, heads, d, freqs, true, cos, sin)
+	layers.RoPE(hs, 7, heads, d, freqs, true, cos, sin)
 	for h := 0; h < heads; h++ {
 		for i := 0; i < half; i++ {
 			for j := 0; j < 2; j++ {
@@ -110,8 +112,8 @@ func TestRoPELayouts(t *testing.T) {
 	}
 	// position 0 is the identity
 	y := append([]float32(nil), x...)
-	RoPE(y, 0, heads, d, freqs, false, cos, sin)
-	if maxDiff(x, y) != 0 {
+	layers.RoPE(y, 0, heads, d, freqs, false, cos, sin)
+	if layerstest.MaxDiff(x, y) != 0 {
 		t.Fatal("RoPE at position 0 changed the vector")
 	}
 }
@@ -119,8 +121,8 @@ func TestRoPELayouts(t *testing.T) {
 func TestMatMulDTypes(t *testing.T) {
 	const rows, cols, n = 37, 45, 5
 	r := rand.New(rand.NewPCG(7, 8))
-	wf := randSlice(r, rows*cols, 1)
-	x := randSlice(r, n*cols, 1)
+	wf := layerstest.RandSlice(r, rows*cols, 1)
+	x := layerstest.RandSlice(r, n*cols, 1)
 	want := make([]float32, n*rows)
 	for i := 0; i < n; i++ {
 		for j := 0; j < rows; j++ {
@@ -135,39 +137,21 @@ func TestMatMulDTypes(t *testing.T) {
 		dt  weights.DType
 		tol float64
 	}{{weights.F32, 1e-5}, {weights.F16, 5e-3}, {weights.BF16, 5e-2}} {
-		w := tensorFrom(wf, c.dt, rows, cols)
+		w := layerstest.TensorFrom(wf, c.dt, rows, cols)
 		for _, threads := range []int{1, 2, 3} {
 			got := make([]float32, n*rows)
-			NewCPU(threads).MatMul(got, x, &w, n)
-			if d := maxDiff(got, want); d > c.tol {
+			layers.NewCPU(threads).MatMul(got, x, &w, n)
+			if d := layerstest.MaxDiff(got, want); d > c.tol {
 				t.Errorf("%v threads %d: max diff %g > %g", c.dt, threads, d, c.tol)
 			}
 		}
 	}
 }
 
-func tensorFrom(f []float32, dt weights.DType, shape ...int) weights.Tensor {
-	t := weights.Tensor{Name: "t", DType: dt, Shape: shape, Data: make([]byte, len(f)*dt.Size())}
-	for i, v := range f {
-		switch dt {
-		case weights.F32:
-			b := math.Float32bits(v)
-			t.Data[4*i], t.Data[4*i+1], t.Data[4*i+2], t.Data[4*i+3] = byte(b), byte(b>>8), byte(b>>16), byte(b>>24)
-		case weights.F16, weights.BF16:
-			h := weights.F32ToF16(v)
-			if dt == weights.BF16 {
-				h = weights.F32ToBF16(v)
-			}
-			t.Data[2*i], t.Data[2*i+1] = byte(h), byte(h>>8)
-		}
-	}
-	return t
-}
-
 func TestLogSoftmax(t *testing.T) {
 	l := []float32{1000, 1000, -math.MaxFloat32}
 	out := make([]float32, 3)
-	LogSoftmax(out, l)
+	layers.LogSoftmax(out, l)
 	if math.Abs(float64(out[0])-math.Log(0.5)) > 1e-6 || !(out[2] < -1e30) {
 		t.Fatalf("LogSoftmax(%v) = %v", l, out)
 	}

@@ -8,8 +8,9 @@ import (
 	"unsafe"
 )
 
-// Tuning of the SIMD MatMul (kern_amd64.go); variables so that tests can
-// reach every code path.
+// Tuning of the SIMD MatMul (kern_amd64.go). Variables only so that tests
+// can reach every code path and benchmarks can tune them (STAR_BENCH_GEMM,
+// SetMatMulTuning in export_test.go): nothing else assigns them.
 var (
 	// GEMM blocking: kc columns of x and w per packed panel (the packed
 	// weight micro-panel stays in L1), mc rows of x per block (in L2), nc

@@ -48,27 +48,17 @@ const ringMeta = 4
 // from RingLayout, with their tokens toks). comm may be nil in one process.
 func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) error {
 	c := &w.M.Cfg
-	kvd, sh := c.KVDim(), w.M.Shape()
-	P := 1
+	kvd := c.KVDim()
+	rp := &ringPass{comm: comm, P: 1, blocks: blocks}
 	if comm != nil {
-		P = comm.Size()
+		rp.P, rp.me = comm.Size(), comm.Rank()
 	}
-	me := 0
-	if comm != nil {
-		me = comm.Rank()
-	}
-	var seq, pos []int
-	for i, b := range blocks {
-		if len(toks[i]) != b.Len {
-			return fmt.Errorf("shard %d: %d tokens given, layout says %d", b.Index, len(toks[i]), b.Len)
-		}
-		seq = append(seq, toks[i]...)
-		for j := 0; j < b.Len; j++ {
-			pos = append(pos, b.Start+j)
-		}
+	seq, pos, err := ringTokens(blocks, toks)
+	if err != nil {
+		return err
 	}
 	if len(seq) == 0 || len(blocks) > 2 {
-		return fmt.Errorf("ring attention: rank %d holds %d shards and %d tokens", me, len(blocks), len(seq))
+		return fmt.Errorf("ring attention: rank %d holds %d shards and %d tokens", rp.me, len(blocks), len(seq))
 	}
 	if len(seq) > w.st.Cap {
 		return fmt.Errorf("ring attention: %d tokens exceed the worker capacity %d", len(seq), w.st.Cap)
@@ -78,52 +68,13 @@ func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) 
 		w.KV = append(w.KV, newKV(c.NLayers, b.Len, kvd))
 	}
 	w.prog.done, w.prog.total = 0, int64(len(seq)*c.NLayers)
-	maxRows := 2 * blocks[0].Len // every rank's message has room for two full shards
-	msgLen := ringMeta + 2*maxRows*kvd
-	cur, next := make([]float32, msgLen), make([]float32, msgLen)
-	n := len(seq)
-	acc, accL := make([]float32, n*sh.H*sh.D), make([]float32, n*sh.H)
-	part, partL := make([]float32, n*sh.H*sh.D), make([]float32, n*sh.H)
+	rp.alloc(w.M.Shape(), len(seq))
 	attend := func(l int, out, q, k, v []float32, nt int) error {
-		// keep this rank's K/V and pack them as the first message
-		off := 0
-		clear(cur[:ringMeta])
-		for i, b := range blocks {
-			w.KV[i].K[l] = append(w.KV[i].K[l], k[off*kvd:(off+b.Len)*kvd]...)
-			w.KV[i].V[l] = append(w.KV[i].V[l], v[off*kvd:(off+b.Len)*kvd]...)
-			cur[2*i], cur[2*i+1] = float32(b.Start), float32(b.Len)
-			off += b.Len
+		w.keepAndPack(rp, l, k, v)
+		if err := w.ringLayer(rp, q); err != nil {
+			return err
 		}
-		rows := off
-		copy(cur[ringMeta:], k[:rows*kvd])
-		copy(cur[ringMeta+maxRows*kvd:], v[:rows*kvd])
-		for i := range accL {
-			accL[i] = float32(math.Inf(-1))
-		}
-		clear(acc)
-		for step := 0; step < P; step++ {
-			var sreq, rreq collective.Request
-			if step < P-1 { // pass what we hold on while we compute with it
-				var err error
-				if sreq, err = comm.IsendF32(cur, (me+1)%P, ringTag); err != nil {
-					return fmt.Errorf("ring send: %w", err)
-				}
-				if rreq, err = comm.IrecvF32(next, (me+P-1)%P, ringTag); err != nil {
-					return fmt.Errorf("ring receive: %w", err)
-				}
-			}
-			w.ringStep(acc, accL, part, partL, q, cur, blocks, maxRows)
-			if step < P-1 {
-				if err := sreq.Wait(); err != nil {
-					return fmt.Errorf("ring send: %w", err)
-				}
-				if err := rreq.Wait(); err != nil {
-					return fmt.Errorf("ring receive: %w", err)
-				}
-				cur, next = next, cur
-			}
-		}
-		copy(out, acc)
+		copy(out, rp.acc)
 		w.progress(int64(l * nt))
 		return nil
 	}
@@ -135,6 +86,94 @@ func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) 
 	}
 	w.prog.done = w.prog.total
 	w.progress(0)
+	return nil
+}
+
+// ringTokens concatenates the tokens of this rank's shards, with their
+// positions in the context.
+func ringTokens(blocks []Block, toks [][]int) (seq, pos []int, err error) {
+	for i, b := range blocks {
+		if len(toks[i]) != b.Len {
+			return nil, nil, fmt.Errorf("shard %d: %d tokens given, layout says %d", b.Index, len(toks[i]), b.Len)
+		}
+		seq = append(seq, toks[i]...)
+		for j := 0; j < b.Len; j++ {
+			pos = append(pos, b.Start+j)
+		}
+	}
+	return seq, pos, nil
+}
+
+// ringPass is the state of one rank's ring attention: its place in the
+// ring, its shards, and the buffers of a layer's pass.
+type ringPass struct {
+	comm        collective.Comm // nil: one process
+	P, me       int
+	blocks      []Block   // this rank's shards, which are also its queries
+	maxRows     int       // K/V rows a message has room for
+	cur, next   []float32 // the message in hand and the one arriving: ringMeta, then K and V rows
+	acc, accL   []float32 // [n, H*D], [n, H] running merged attention of this rank's n tokens
+	part, partL []float32 // one step's partial attention, same shapes
+}
+
+// alloc makes the buffers for n tokens of attention shape sh.
+func (rp *ringPass) alloc(sh layers.AttnShape, n int) {
+	kvd := sh.HKV * sh.D
+	rp.maxRows = 2 * rp.blocks[0].Len // every rank's message has room for two full shards
+	msgLen := ringMeta + 2*rp.maxRows*kvd
+	rp.cur, rp.next = make([]float32, msgLen), make([]float32, msgLen)
+	rp.acc, rp.accL = make([]float32, n*sh.H*sh.D), make([]float32, n*sh.H)
+	rp.part, rp.partL = make([]float32, n*sh.H*sh.D), make([]float32, n*sh.H)
+}
+
+// keepAndPack keeps this rank's K/V of layer l and packs them as the
+// layer's first message.
+func (w *Worker) keepAndPack(rp *ringPass, l int, k, v []float32) {
+	kvd := w.M.Cfg.KVDim()
+	off := 0
+	clear(rp.cur[:ringMeta])
+	for i, b := range rp.blocks {
+		w.KV[i].K[l] = append(w.KV[i].K[l], k[off*kvd:(off+b.Len)*kvd]...)
+		w.KV[i].V[l] = append(w.KV[i].V[l], v[off*kvd:(off+b.Len)*kvd]...)
+		rp.cur[2*i], rp.cur[2*i+1] = float32(b.Start), float32(b.Len)
+		off += b.Len
+	}
+	rows := off
+	copy(rp.cur[ringMeta:], k[:rows*kvd])
+	copy(rp.cur[ringMeta+rp.maxRows*kvd:], v[:rows*kvd])
+}
+
+// ringLayer runs one layer's P steps from the message in hand: each step
+// passes the message on (non-blocking) while this rank attends its queries
+// q to it, then takes the next; the merged result is in rp.acc, rp.accL.
+func (w *Worker) ringLayer(rp *ringPass, q []float32) error {
+	for i := range rp.accL {
+		rp.accL[i] = float32(math.Inf(-1))
+	}
+	clear(rp.acc)
+	P, me := rp.P, rp.me
+	for step := 0; step < P; step++ {
+		var sreq, rreq collective.Request
+		if step < P-1 { // pass what we hold on while we compute with it
+			var err error
+			if sreq, err = rp.comm.IsendF32(rp.cur, (me+1)%P, ringTag); err != nil {
+				return fmt.Errorf("ring send: %w", err)
+			}
+			if rreq, err = rp.comm.IrecvF32(rp.next, (me+P-1)%P, ringTag); err != nil {
+				return fmt.Errorf("ring receive: %w", err)
+			}
+		}
+		w.ringStep(rp.acc, rp.accL, rp.part, rp.partL, q, rp.cur, rp.blocks, rp.maxRows)
+		if step < P-1 {
+			if err := sreq.Wait(); err != nil {
+				return fmt.Errorf("ring send: %w", err)
+			}
+			if err := rreq.Wait(); err != nil {
+				return fmt.Errorf("ring receive: %w", err)
+			}
+			rp.cur, rp.next = rp.next, rp.cur
+		}
+	}
 	return nil
 }
 

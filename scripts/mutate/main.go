@@ -45,47 +45,45 @@ type mutant struct {
 }
 
 var mutants = []mutant{
-	// Merging partial attentions (log-sum-exp).
-	{"merge: lse sign (Merge)", "layers/attention.go",
-		"lse[r] = float32(M + math.Log(sum))\n\t}\n}\n\n// MergeInto",
-		"lse[r] = float32(M - math.Log(sum))\n\t}\n}\n\n// MergeInto",
+	// Merging partial attentions (log-sum-exp): mergeRow holds the
+	// arithmetic of every form (Merge, MergePacked for gather and
+	// allgather, MergeInto for ring, MergePackedInto for allreduce).
+	{"merge: lse sign (mergeRow, every form)", "layers/attention.go",
+		"return float32(M + math.Log(sum))",
+		"return float32(M - math.Log(sum))",
 		[]string{"./layers"}},
-	{"merge: lse sign (MergePacked, gather and allgather)", "layers/attention.go",
-		"lse[r] = float32(M + math.Log(sum))\n\t}\n}\n\n// MergePackedInto",
-		"lse[r] = float32(M - math.Log(sum))\n\t}\n}\n\n// MergePackedInto",
+	{"merge: inverted weights exp(M - lse) (mergeRow, every form)", "layers/attention.go",
+		"wp := math.Exp(float64(l) - M)",
+		"wp := math.Exp(M - float64(l))",
 		[]string{"./layers"}},
-	{"merge: inverted weights exp(M - lse) (Merge)", "layers/attention.go",
-		"w[p] = math.Exp(x - M)",
-		"w[p] = math.Exp(M - x)",
+	{"merge: no max subtraction (mergeRow, every form)", "layers/attention.go",
+		"wp := math.Exp(float64(l) - M)",
+		"wp := math.Exp(float64(l))",
 		[]string{"./layers"}},
-	{"merge: no max subtraction (MergePacked)", "layers/attention.go",
-		"w := math.Exp(x - M)",
-		"w := math.Exp(x)",
+	{"merge: weights swapped between parts (mergeRow, every form)", "layers/attention.go",
+		"x += w[p] * float64(outs[p][d])",
+		"x += w[k-1-p] * float64(outs[p][d])",
 		[]string{"./layers"}},
-	{"merge: weights swapped (MergePackedInto, allreduce)", "layers/attention.go",
-		"wa, wb := math.Exp(la-M), math.Exp(lb-M)",
-		"wa, wb := math.Exp(lb-M), math.Exp(la-M)",
+	{"merge: running max not taken, M = the first part's lse (mergeRow, every form)", "layers/attention.go",
+		"for _, l := range lses {\n\t\tM = math.Max(M, float64(l))",
+		"for _, l := range lses[:min(1, len(lses))] {\n\t\tM = math.Max(M, float64(l))",
 		[]string{"./layers"}},
-	{"merge: running max not taken (MergeInto, ring)", "layers/attention.go",
-		"M := math.Max(a, b)",
-		"M := a",
+	{"merge: packed lse read from the last output value (MergePacked, gather and allgather)", "layers/attention.go",
+		"po[p], pl[p] = row[:D], row[D]",
+		"po[p], pl[p] = row[:D], row[D-1]",
 		[]string{"./layers"}},
 
 	// -Inf guards: a part that saw no key contributes nothing.
-	{"-Inf guard: all parts empty (MergePacked)", "layers/attention.go",
-		"M = math.Max(M, float64(parts[p*stride+r*(D+1)+D]))\n\t\t}\n\t\to := out[r*D : (r+1)*D]\n\t\tif math.IsInf(M, -1) {",
-		"M = math.Max(M, float64(parts[p*stride+r*(D+1)+D]))\n\t\t}\n\t\to := out[r*D : (r+1)*D]\n\t\tif false {",
+	{"-Inf guard: all parts empty (mergeRow, every form)", "layers/attention.go",
+		"if math.IsInf(M, -1) {\n\t\tclear(o)",
+		"if false {\n\t\tclear(o)",
 		[]string{"./layers"}},
-	// Each pairwise guard alone is redundant (exp(-Inf - M) = 0 weighs an
-	// empty part out, the other guard covers two empty parts), so the
-	// mutants drop both: two empty parts then merge to NaN.
-	{"-Inf guards: empty parts merged (MergePackedInto, allreduce)", "layers/attention.go",
-		"if math.IsInf(lb, -1) {\n\t\t\tcontinue\n\t\t}\n\t\tif math.IsInf(la, -1) {\n\t\t\tcopy(a, b)\n\t\t\tcontinue\n\t\t}\n",
-		"",
-		[]string{"./layers"}},
-	{"-Inf guards: empty parts merged (MergeInto, ring)", "layers/attention.go",
-		"if math.IsInf(b, -1) {\n\t\t\tcontinue\n\t\t}\n\t\toa, ob := o[r*D:(r+1)*D], o2[r*D:(r+1)*D]\n\t\tif math.IsInf(a, -1) {\n\t\t\tcopy(oa, ob)\n\t\t\tlse[r] = lse2[r]\n\t\t\tcontinue\n\t\t}\n",
-		"oa, ob := o[r*D:(r+1)*D], o2[r*D:(r+1)*D]\n",
+	// The guard that skips an empty part alone is redundant (exp(-Inf - M)
+	// = 0 weighs it out when M is finite, and the all-empty guard covers
+	// the rest), so the mutant drops both: empty parts then merge to NaN.
+	{"-Inf guards: empty parts merged (mergeRow, every form)", "layers/attention.go",
+		"\tif math.IsInf(M, -1) {\n\t\tclear(o)\n\t\treturn float32(M)\n\t}\n\tvar sum float64\n\tk := 0 // parts with a nonzero weight, moved to the front of outs and w\n\tfor p, l := range lses {\n\t\tif math.IsInf(float64(l), -1) {\n\t\t\tcontinue\n\t\t}\n",
+		"\tvar sum float64\n\tk := 0 // parts with a nonzero weight, moved to the front of outs and w\n\tfor p, l := range lses {\n",
 		[]string{"./layers"}},
 	{"-Inf guard: a query that sees no key (Attention, Go)", "layers/attention.go",
 		"if visible <= 0 {",

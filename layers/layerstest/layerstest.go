@@ -1,0 +1,229 @@
+// Package layerstest is the conformance suite of layers.Compute backends:
+// the checks that every backend (the CPU backend's pure-Go reference and
+// SIMD variants today, a device backend later) must pass, written against
+// the layers.Compute interface and its optional kernels
+// (layers.AttentionKernel, layers.SwiGLUKernel) and checked against
+// float64 references. A backend's tests call Run; the references and
+// helpers are exported for tests of their own.
+package layerstest
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/weights"
+)
+
+// NewBackend returns a backend under test with the given thread count.
+type NewBackend func(threads int) layers.Compute
+
+// Run runs every check of the suite, as subtests of t named name/<check>,
+// on backends that newBackend makes (several, with 1 to 3 threads).
+func Run(t *testing.T, name string, newBackend NewBackend) {
+	t.Run(name, func(t *testing.T) {
+		t.Run("MatMul", func(t *testing.T) { MatMul(t, newBackend) })
+		t.Run("MatMulConcurrentAndNested", func(t *testing.T) { MatMulConcurrentAndNested(t, newBackend) })
+		t.Run("Parallel", func(t *testing.T) { Parallel(t, newBackend) })
+		t.Run("Attention", func(t *testing.T) { Attention(t, newBackend) })
+		t.Run("SwiGLU", func(t *testing.T) { SwiGLU(t, newBackend) })
+	})
+}
+
+// Tol is the absolute tolerance of attention outputs and lse against the
+// float64 reference (NaiveAttention).
+const Tol = 1e-5
+
+// MatMul checks MatMul against a float64 reference over the weights as
+// stored (rounded to their dtype), for F32, F16 and BF16 weights and shapes
+// that cover matrix-vector and matrix-matrix paths (n = 1 to 513 rows of
+// x, edges of every tile size): |err| <= 1e-5·Σ|x·w| + 1e-6 (float32
+// accumulation), and nothing written past the output. -short runs fewer n.
+func MatMul(t *testing.T, newBackend NewBackend) {
+	shapes := []struct{ rows, cols int }{
+		{1, 1}, {5, 3}, {17, 33}, {37, 45}, {16, 64}, {130, 257}, {300, 600},
+	}
+	ns := []int{1, 2, 3, 4, 5, 7, 16, 64, 513}
+	if testing.Short() {
+		ns = []int{1, 2, 7, 64}
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, sh := range shapes {
+		wf := RandSlice(r, sh.rows*sh.cols, 1)
+		for _, dt := range []weights.DType{weights.F32, weights.F16, weights.BF16} {
+			w := TensorFrom(wf, dt, sh.rows, sh.cols)
+			wr := w.Floats()
+			for _, n := range ns {
+				if n*sh.rows*sh.cols > 20e6 {
+					continue
+				}
+				x := RandSlice(r, n*sh.cols, 1)
+				want, mag := RefMatMul(x, wr, n, sh.rows, sh.cols)
+				for threads := 1; threads <= 3; threads++ {
+					c := newBackend(threads)
+					got := make([]float32, n*sh.rows+1)
+					got[n*sh.rows] = 12345 // must stay untouched
+					c.MatMul(got[:n*sh.rows], x, &w, n)
+					if got[n*sh.rows] != 12345 {
+						t.Fatalf("threads %d %v %dx%d n=%d: wrote past the output", threads, dt, sh.rows, sh.cols, n)
+					}
+					for i := range want {
+						if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*mag[i]+1e-6) {
+							t.Fatalf("threads %d %v %dx%d n=%d: out[%d] = %g, want %g (diff %g, magnitude %g)",
+								threads, dt, sh.rows, sh.cols, n, i, got[i], want[i], d, mag[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// MatMulConcurrentAndNested checks that a backend may be used from several
+// goroutines at once and from inside its own Parallel.
+func MatMulConcurrentAndNested(t *testing.T, newBackend NewBackend) {
+	const rows, cols, n = 70, 90, 9
+	r := rand.New(rand.NewPCG(13, 14))
+	wf := RandSlice(r, rows*cols, 1)
+	w := TensorFrom(wf, weights.BF16, rows, cols)
+	x := RandSlice(r, n*cols, 1)
+	want, mag := RefMatMul(x, w.Floats(), n, rows, cols)
+	check := func(got []float32) error {
+		for i := range want {
+			if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*mag[i]+1e-6) {
+				return fmt.Errorf("out[%d] = %g, want %g", i, got[i], want[i])
+			}
+		}
+		return nil
+	}
+	c := newBackend(2)
+	errs := make(chan error, 8)
+	for g := 0; g < 4; g++ {
+		go func() {
+			got := make([]float32, n*rows)
+			for it := 0; it < 20; it++ {
+				c.MatMul(got, x, &w, n)
+				if err := check(got); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("concurrent: %v", err)
+		}
+	}
+	outs := make([][]float32, 4)
+	c.Parallel(4, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			outs[i] = make([]float32, n*rows)
+			c.MatMul(outs[i], x, &w, n)
+		}
+	})
+	for i := range outs {
+		if err := check(outs[i]); err != nil {
+			t.Fatalf("nested in Parallel: %v", err)
+		}
+	}
+}
+
+// Parallel checks that Parallel covers [0, n) exactly once, for 1 to 3
+// threads and n from 0 to more than the threads.
+func Parallel(t *testing.T, newBackend NewBackend) {
+	for threads := 1; threads <= 3; threads++ {
+		c := newBackend(threads)
+		for _, n := range []int{0, 1, 2, 3, 7, 100} {
+			hits := make([]int, n)
+			c.Parallel(n, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					hits[i]++
+				}
+			})
+			for i, h := range hits {
+				if h != 1 {
+					t.Fatalf("threads %d n %d: index %d covered %d times", threads, n, i, h)
+				}
+			}
+		}
+	}
+}
+
+// Attention checks layers.Attention on the backend (its AttentionKernel
+// where it has one) against the float64 textbook reference
+// (NaiveAttention), within Tol: causal and not, GQA groups 1/4/8, head
+// sizes 8/64/128, key counts from 0 to several key tiles, query counts from
+// 1 to several query blocks, including causal queries that see no key;
+// every output must be written.
+func Attention(t *testing.T, newBackend NewBackend) {
+	type cs struct{ nq, nk int }
+	sizes := []cs{{1, 0}, {1, 1}, {1, 63}, {1, 64}, {1, 65}, {3, 3}, {5, 3}, {7, 130}, {30, 30}, {70, 200}, {33, 33}}
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, D := range []int{8, 64, 128} {
+		for _, G := range []int{1, 4, 8} {
+			HKV := 2
+			if G == 8 {
+				HKV = 1
+			}
+			s := layers.AttnShape{H: G * HKV, HKV: HKV, D: D}
+			for _, sz := range sizes {
+				if D == 128 && sz.nq*sz.nk > 2000 {
+					continue
+				}
+				for _, causal := range []bool{false, true} {
+					q := RandSlice(r, sz.nq*s.H*D, 2)
+					k := RandSlice(r, sz.nk*s.HKV*D, 2)
+					v := RandSlice(r, sz.nk*s.HKV*D, 1)
+					want, wantL := make([]float32, len(q)), make([]float32, sz.nq*s.H)
+					NaiveAttention(want, wantL, q, k, v, sz.nq, sz.nk, s, causal)
+					for _, threads := range []int{1, 3} {
+						c := newBackend(threads)
+						got, gotL := make([]float32, len(q)), make([]float32, sz.nq*s.H)
+						for i := range got {
+							got[i] = float32(math.NaN()) // every output must be written
+						}
+						layers.Attention(c, got, gotL, q, k, v, sz.nq, sz.nk, s, causal)
+						if d := MaxDiff(got, want); !(d <= Tol) {
+							t.Fatalf("threads %d D%d G%d nq%d nk%d causal %v: output max diff %g",
+								threads, D, G, sz.nq, sz.nk, causal, d)
+						}
+						if d := MaxDiff(gotL, wantL); !(d <= Tol) {
+							t.Fatalf("threads %d D%d G%d nq%d nk%d causal %v: lse max diff %g",
+								threads, D, G, sz.nq, sz.nk, causal, d)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// SwiGLU checks layers.SwiGLU on the backend (its SwiGLUKernel where it
+// has one) against silu(g)·u in float64, within 1e-6 relative, including
+// arguments whose exp overflows.
+func SwiGLU(t *testing.T, newBackend NewBackend) {
+	c := newBackend(1)
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, n := range []int{0, 1, 7, 8, 33, 1000} {
+		h1, h3 := RandSlice(r, n, 30), RandSlice(r, n, 2)
+		if n > 0 {
+			h1[0] = -100 // exp overflow side
+		}
+		if n > 1 {
+			h1[1] = 100
+		}
+		got := append([]float32(nil), h1...)
+		layers.SwiGLU(c, got, h3)
+		for i := range h1 {
+			g := float64(h1[i])
+			want := g / (1 + math.Exp(-g)) * float64(h3[i])
+			if d := math.Abs(float64(got[i]) - want); !(d <= 1e-6*math.Abs(want)+1e-30) {
+				t.Fatalf("n %d: SwiGLU(%g, %g) = %g, want %g", n, h1[i], h3[i], got[i], want)
+			}
+		}
+	}
+}
