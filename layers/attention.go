@@ -152,6 +152,21 @@ func mergeRow(o []float32, outs [][]float32, lses []float32, w []float64) float3
 	return float32(M + math.Log(sum))
 }
 
+// mergeScratch holds one row's parts for mergeRow: on the stack for up to
+// 16 parts (ranks' or blocks' partials), allocated beyond.
+type mergeScratch struct {
+	po [16][]float32
+	pl [16]float32
+	w  [16]float64
+}
+
+func (sc *mergeScratch) get(P int) ([][]float32, []float32, []float64) {
+	if P <= len(sc.po) {
+		return sc.po[:P], sc.pl[:P], sc.w[:P]
+	}
+	return make([][]float32, P), make([]float32, P), make([]float64, P)
+}
+
 // Merge combines P partial attentions of the same n·H (token, head) rows,
 // each over a disjoint set of keys, into attention over the union (see
 // mergeRow), folding parts in the given order.
@@ -160,8 +175,8 @@ func mergeRow(o []float32, outs [][]float32, lses []float32, w []float64) float3
 //
 // out and lse may alias outs[0] and lses[0].
 func Merge(out, lse []float32, outs, lses [][]float32, n, H, D int) {
-	P := len(outs)
-	po, pl, w := make([][]float32, P), make([]float32, P), make([]float64, P)
+	var sc mergeScratch
+	po, pl, w := sc.get(len(outs))
 	for r := 0; r < n*H; r++ {
 		for p := range po {
 			po[p], pl[p] = outs[p][r*D:(r+1)*D], lses[p][r]
@@ -212,7 +227,8 @@ func Unpack(out, lse, src []float32, D int) {
 func MergePacked(out, lse, parts []float32, P, D int) {
 	rows := len(lse)
 	stride := rows * (D + 1)
-	po, pl, w := make([][]float32, P), make([]float32, P), make([]float64, P)
+	var sc mergeScratch
+	po, pl, w := sc.get(P)
 	for r := 0; r < rows; r++ {
 		for p := range po {
 			row := parts[p*stride+r*(D+1) : p*stride+(r+1)*(D+1)]

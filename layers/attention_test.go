@@ -216,3 +216,21 @@ func TestMergePacked(t *testing.T) {
 		t.Fatal("MergePackedInto is not symmetric")
 	}
 }
+
+// The merges allocate nothing for up to 16 parts: they run once per layer
+// and step.
+func TestMergeNoAllocs(t *testing.T) {
+	const n, H, D, P = 3, 4, 8, 5
+	outs, lses := make([][]float32, P), make([][]float32, P)
+	parts := make([]float32, P*n*H*(D+1))
+	for p := range outs {
+		outs[p], lses[p] = make([]float32, n*H*D), make([]float32, n*H)
+	}
+	out, lse := make([]float32, n*H*D), make([]float32, n*H)
+	if a := testing.AllocsPerRun(20, func() { layers.Merge(out, lse, outs, lses, n, H, D) }); a != 0 {
+		t.Fatalf("Merge allocates %v times per call", a)
+	}
+	if a := testing.AllocsPerRun(20, func() { layers.MergePacked(out, lse, parts, P, D) }); a != 0 {
+		t.Fatalf("MergePacked allocates %v times per call", a)
+	}
+}
