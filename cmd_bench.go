@@ -8,7 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/star-attn/star/jobs"
-	"github.com/star-attn/star/layers/benchref"
 )
 
 // cmdBench measures phase 1, time to first token and decode speed.
@@ -40,9 +39,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		e := r.e
 		if r.w.rank == 0 {
 			o.Progress = stderr
-			threads := e.M.C.Threads()
-			o.SgemmGFLOPS = func(m, n, k int) float64 { return benchref.GFLOPS(m, n, k, threads) }
-			o.ReadBandwidth = func() float64 { return benchref.ReadBandwidth(threads, 512<<20) }
+			o.SgemmGFLOPS, o.ReadBandwidth = jobs.Yardsticks(e.M.C.Threads())
 		}
 		var rows []jobs.BenchRow
 		err := e.Bench(o, func(row jobs.BenchRow) {

@@ -7,7 +7,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/star-attn/star/jobs"
-	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 )
@@ -79,11 +78,7 @@ func setup(c *cli.Context, w *world, o rankSetup) (*rankRun, error) {
 	if threads == 0 {
 		threads = max(runtime.NumCPU()/w.local, 1)
 	}
-	var comp layers.Compute = layers.NewCPU(threads)
-	if o.counting {
-		comp = &jobs.Counting{Compute: comp}
-	}
-	e := jobs.NewEngine(m, comp)
+	e := jobs.NewCPUEngine(m, threads, o.counting)
 	e.Comm, e.Merge, e.LocalRanks, e.Hook = w.comm, o.merge, w.local, testHook
 	if w.wd != nil {
 		e.Phase = w.wd.SetPhase

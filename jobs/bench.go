@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/layers/benchref"
 	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 )
@@ -53,6 +54,14 @@ func (c *Counting) reset() {
 	c.LinearNanos.Store(0)
 	c.AttnFlops.Store(0)
 	c.AttnNanos.Store(0)
+}
+
+// Yardsticks are the reference measurements bench prints beside its own
+// on threads threads: OpenBLAS's sgemm throughput and the memory read
+// bandwidth.
+func Yardsticks(threads int) (sgemm func(m, n, k int) float64, readBandwidth func() float64) {
+	return func(m, n, k int) float64 { return benchref.GFLOPS(m, n, k, threads) },
+		func() float64 { return benchref.ReadBandwidth(threads, 512<<20) }
 }
 
 // BenchOptions describe `star bench`.

@@ -60,6 +60,16 @@ type Engine struct {
 	Tok tokenizer.Tokenizer // needed on rank 0 only
 }
 
+// NewCPUEngine wraps a loaded model with the CPU backend on threads
+// threads; counting wraps the backend to count its work (bench).
+func NewCPUEngine(w *weights.Model, threads int, counting bool) *Engine {
+	var c layers.Compute = layers.NewCPU(threads)
+	if counting {
+		c = &Counting{Compute: c}
+	}
+	return NewEngine(w, c)
+}
+
 // NewEngine wraps a loaded model with a compute backend.
 func NewEngine(w *weights.Model, c layers.Compute) *Engine {
 	return &Engine{Engine: rank.NewEngine(w, c), Tok: w.Tokenizer}
