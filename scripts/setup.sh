@@ -14,6 +14,8 @@ fi
 # (procps), prlimit (util-linux), git (scripts/mutate).
 need=()
 command -v gcc >/dev/null || need+=(gcc)
+command -v g++ >/dev/null || need+=(g++)          # the CUDA stand-in's kernels (nccl/standin)
+command -v clang-14 >/dev/null || need+=(clang-14) # compile check of the CUDA kernels (layers/cuda)
 command -v bash >/dev/null || need+=(bash)
 command -v timeout >/dev/null || need+=(coreutils)
 command -v pgrep >/dev/null || need+=(procps)
