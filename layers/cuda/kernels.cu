@@ -8,7 +8,7 @@
 // Each kernel is extern "C" so the driver finds it by name. Launch shapes
 // are given per kernel; 32 threads make a warp. A prelude (prelude_*.h)
 // comes first and defines the few things the compilers differ on: the
-// math functions star_expf, star_logf, star_sinf, star_cosf, star_rsqrtf,
+// math functions star_expf, star_logf, star_rsqrtf,
 // star_fmaxf, the warp shuffles star_shfl_xor and star_shfl, and the bit
 // casts star_as_float and star_as_int.
 
@@ -114,16 +114,17 @@ extern "C" __global__ void star_rmsnorm(float *out, const float *x, const float 
 
 // star_rope rotates each head of x in place by its token's position:
 // adjacent pairs (2j, 2j+1), or half-split pairs (j, j+hd/2) when half is
-// set, with angle pos * freq[j] (freq: the inverse frequencies, Llama 3
-// scaling included). grid (n), block (128). x [n, heads*hd], pos [n],
-// freq [hd/2].
-extern "C" __global__ void star_rope(float *x, const int *pos, const float *freq, int heads, int hd, int half) {
+// set. cos and sin hold, per token, the cosine and sine of pos * freq[j]
+// (computed on the host in float64: an angle of a million radians in
+// float32 would be off by a tenth). grid (n), block (128).
+// x [n, heads*hd], cos, sin [n, hd/2].
+extern "C" __global__ void star_rope(float *x, const float *cos, const float *sin, int heads, int hd, int half) {
 	int i = blockIdx.x, pairs = hd / 2;
 	float *xi = x + (long long)i * heads * hd;
+	const float *ci = cos + (long long)i * pairs, *si = sin + (long long)i * pairs;
 	for (int t = threadIdx.x; t < heads * pairs; t += blockDim.x) {
 		int h = t / pairs, j = t % pairs;
-		float a = (float)pos[i] * freq[j];
-		float c = star_cosf(a), s = star_sinf(a);
+		float c = ci[j], s = si[j];
 		int p = half ? h * hd + j : h * hd + 2 * j;
 		int q = half ? p + pairs : p + 1;
 		float x0 = xi[p], x1 = xi[q];

@@ -10,8 +10,6 @@
 #define __syncthreads() __nvvm_bar_sync(0)
 __device__ __forceinline__ float star_expf(float x) { return __nvvm_ex2_approx_f(x * 1.4426950408889634f); }
 __device__ __forceinline__ float star_logf(float x) { return __nvvm_lg2_approx_f(x) * 0.6931471805599453f; }
-__device__ __forceinline__ float star_sinf(float x) { return __nvvm_sin_approx_f(x); }
-__device__ __forceinline__ float star_cosf(float x) { return __nvvm_cos_approx_f(x); }
 __device__ __forceinline__ float star_rsqrtf(float x) { return __nvvm_rsqrt_approx_f(x); }
 __device__ __forceinline__ float star_fmaxf(float a, float b) { return __nvvm_fmax_f(a, b); }
 __device__ __forceinline__ float star_shfl_xor(float v, int m) { return __nvvm_shfl_sync_bfly_f32(0xffffffffu, v, m, 0x1f); }

@@ -1,8 +1,6 @@
 // Prelude of kernels.cu for NVRTC (CUDA's device functions are built in).
 #define star_expf(x) expf(x)
 #define star_logf(x) logf(x)
-#define star_sinf(x) sinf(x)
-#define star_cosf(x) cosf(x)
 #define star_rsqrtf(x) rsqrtf(x)
 #define star_fmaxf(a, b) fmaxf(a, b)
 #define star_shfl_xor(v, m) __shfl_xor_sync(0xffffffffu, v, m)

@@ -17,8 +17,6 @@ extern "C" float star_shfl(float v, int src);
 #define __syncthreads() star_syncthreads()
 static inline float star_expf(float x) { return expf(x); }
 static inline float star_logf(float x) { return logf(x); }
-static inline float star_sinf(float x) { return sinf(x); }
-static inline float star_cosf(float x) { return cosf(x); }
 static inline float star_rsqrtf(float x) { return 1.0f / sqrtf(x); }
 static inline float star_fmaxf(float a, float b) { return fmaxf(a, b); }
 static inline float star_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
