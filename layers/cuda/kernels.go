@@ -24,9 +24,9 @@ func Source() string { return preludeNVRTC + "\n" + kernelsCU }
 
 // Kernels are the compiled kernels on one device.
 type Kernels struct {
-	D     *nccl.Device
-	Image string // "cubin" or "ptx"
-	mod   *nccl.Module
+	D                                                         *nccl.Device
+	Image                                                     string // "cubin" or "ptx"
+	mod                                                       *nccl.Module
 	embed, rmsnorm, rope, swiglu, add, to16, attention, merge *nccl.Kernel
 }
 

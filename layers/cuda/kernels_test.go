@@ -207,7 +207,7 @@ func TestKernelsMatchCPU(t *testing.T) {
 	t.Run("attention", func(t *testing.T) {
 		for _, c := range []struct {
 			nq, nk, H, HKV, D int
-			causal           bool
+			causal            bool
 		}{{1, 1, 1, 1, 8, true}, {5, 5, 4, 2, 16, true}, {3, 70, 4, 1, 64, false}, {4, 40, 8, 4, 128, true}, {2, 0, 2, 2, 8, false}} {
 			q, kk, v := randn(r, c.nq*c.H*c.D), randn(r, max(c.nk, 1)*c.HKV*c.D), randn(r, max(c.nk, 1)*c.HKV*c.D)
 			want, wlse := make([]float32, c.nq*c.H*c.D), make([]float32, c.nq*c.H)
