@@ -196,19 +196,21 @@ func (d *qa) fine(n int) int {
 }
 
 // render is the first n documents in their shuffled order, numbered as
-// RULER numbers them, then f bytes of one more.
+// RULER numbers them, then f bytes of one more as a last paragraph
+// without a header (a header's tokens would leave gaps no byte count
+// fills).
 func (d *qa) render(n, f int) parts {
 	items := make([]keyed, n)
 	for i := range items {
 		items[i] = keyed{d.keys[i], d.set.Docs[d.order[i]]}
 	}
 	docs := byKey(items)
-	if f > 0 && n < len(d.order) {
-		docs = append(docs, haystack{unit: func(int) string { return d.set.Docs[d.order[n]] }}.tail(0, f))
-	}
 	s := make([]string, len(docs))
 	for i, doc := range docs {
 		s[i] = fmt.Sprintf("Document %d:\n%s", i+1, doc)
+	}
+	if f > 0 && n < len(d.order) {
+		s = append(s, haystack{unit: func(int) string { return d.set.Docs[d.order[n]] }}.tail(0, f))
 	}
 	return parts{
 		context: fill(qaTemplate.context, "{context}", strings.Join(s, "\n\n")),
