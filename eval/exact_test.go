@@ -33,9 +33,12 @@ func TestStarOneBlockPredictsAsGlobal(t *testing.T) {
 		task, _ := FindTask(n)
 		tasks = append(tasks, task)
 	}
-	plan, err := PrepareRuler(RulerInput{Tasks: tasks, Lengths: []int{400}, Samples: 2, Gen: g, SeqLen: e.M.Cfg.SeqLen, Dir: t.TempDir()})
+	plan, err := PrepareRuler(RulerInput{Tasks: tasks, Lengths: []int{480}, Samples: 2, Gen: g, SeqLen: e.M.Cfg.SeqLen, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(plan.Samples) != 6 {
+		t.Fatalf("%d samples (skipped: %v), want 6", len(plan.Samples), plan.Skipped)
 	}
 	settings, _, err := Settings([]rank.Attention{rank.Global, rank.Star}, []int{0, 4096, 32}, []int{-1, 16})
 	if err != nil {

@@ -93,6 +93,7 @@ func Settings(modes []rank.Attention, blocks, anchors []int) (out []Setting, not
 		if m != rank.Star {
 			continue
 		}
+		n := len(out)
 		for _, b := range blocks {
 			for _, a := range anchors {
 				if b > 0 && a > b {
@@ -102,9 +103,9 @@ func Settings(modes []rank.Attention, blocks, anchors []int) (out []Setting, not
 				out = append(out, Setting{Attention: rank.Star, Block: b, Anchor: a})
 			}
 		}
-	}
-	if len(out) == 0 {
-		return nil, notes, fmt.Errorf("no setting to run: every --anchor-size exceeds every --block-size")
+		if len(out) == n {
+			return nil, notes, fmt.Errorf("no Star setting to run: every --anchor-size exceeds every --block-size")
+		}
 	}
 	return out, notes, nil
 }
