@@ -72,9 +72,9 @@ func PrepareRuler(in RulerInput) (*RulerPlan, error) {
 			}
 			if skip != nil {
 				p.Skipped = append(p.Skipped, *skip)
-				if in.Log != nil {
-					fmt.Fprintf(in.Log, "star eval: skipped: %s\n", skip.Why)
-				}
+				say(in.Log, "star eval: skipped: %s\n", skip.Why)
+			} else {
+				say(in.Log, "star eval: %s at %d tokens: %d samples of %s tokens\n", t.Name, L, len(ss), span(ss))
 			}
 			p.Samples = append(p.Samples, ss...)
 		}
@@ -106,6 +106,18 @@ func generateGroup(g *Generator, t Task, L, n int) ([]*Sample, *Skip, error) {
 		out = append(out, s)
 	}
 	return out, nil, nil
+}
+
+// span is the range of the samples' lengths.
+func span(ss []*Sample) string {
+	lo, hi := ss[0].Tokens, ss[0].Tokens
+	for _, s := range ss {
+		lo, hi = min(lo, s.Tokens), max(hi, s.Tokens)
+	}
+	if lo == hi {
+		return fmt.Sprint(lo)
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
 }
 
 // readData reads the data files (one per task).
