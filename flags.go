@@ -199,6 +199,9 @@ var intRules = []intRule{
 	{"score-tokens", 0, jobs.MaxGenTokens, "tokens (0: skip scoring)"},
 	{"query-tokens", 1, jobs.MaxGenTokens, "query tokens"},
 	{"context-tokens", 1, weights.MaxContextLength, "context tokens"},
+	{"continuation", 1, weights.MaxContextLength, "tokens scored per window"},
+	{"max-windows", 0, 1 << 30, "windows (0: as many as the file holds)"},
+	{"samples", 1, 100000, "samples per task and length"},
 }
 
 // positiveDurations are the duration flags for which 0 is no value.

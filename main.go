@@ -127,6 +127,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				),
 				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdBench(c, stdout, stderr) }) },
 			},
+			evalCommand(stdout, stderr),
 			{
 				Name:  "inspect",
 				Usage: "show a model's architecture, size, tokenizer and the memory a run needs",

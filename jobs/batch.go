@@ -556,6 +556,9 @@ func (b *batch) fingerprints(rec *Record, doc []byte, derr error) []string {
 			qs := resolveQuery(rec.Queries[q], s, b.o.Logprobs)
 			fmt.Fprintf(h, "chat %t\x00query %q\x00max_tokens %d\x00temperature %v\x00top_p %v\x00seed %d\x00stop %q\x00logprobs %t\x00",
 				b.o.Chat, rec.Queries[q].Text, qs.MaxTokens, qs.Sampling.Temperature, qs.Sampling.TopP, qs.Sampling.Seed, qs.Sampling.Stop, qs.Logprobs)
+			if p := rec.Queries[q].AnswerPrefix; p != "" { // absent before answer prefixes existed: older results keep their fingerprints
+				fmt.Fprintf(h, "answer_prefix %q\x00", p)
+			}
 			fmt.Fprintf(h, "attention %s\x00block %d\x00anchor %d\x00", s.Attention, s.BlockSize, s.AnchorSize)
 			if s.Attention == "star" && s.BlockSize <= 0 { // the layout follows the rank count
 				fmt.Fprintf(h, "ranks %d\x00", b.e.Ranks())
@@ -569,7 +572,7 @@ func (b *batch) fingerprints(rec *Record, doc []byte, derr error) []string {
 // runQuery answers query q of rec on the encoded document ctx.
 func (e *Engine) runQuery(l *rank.Leader, rec *Record, q int, text string, ctx []int, o BatchOptions, s Settings) (*Output, error) {
 	qq := rec.Queries[q]
-	qt, err := EncodeQuery(e.Tok, text, qq.Text, o.Chat)
+	qt, err := EncodeQueryAnswer(e.Tok, text, qq.Text, qq.AnswerPrefix, o.Chat)
 	if err != nil {
 		return nil, rank.Shared(fmt.Errorf("%s query %d: %v", rec.where(), q, err))
 	}

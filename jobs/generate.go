@@ -239,6 +239,17 @@ func (e *Engine) Score(t Tokens, cont []int, s Settings) (*ScoreResult, error) {
 	return res, nil
 }
 
+// ScoreOpen teacher-forces cont after the query q on the document open
+// in l (rank 0 leads; the other ranks Follow) and returns each
+// continuation token's log-probability. Callers that score many
+// documents in one run (perplexity over windows) open each with l.Doc.
+func (e *Engine) ScoreOpen(l *rank.Leader, q, cont []int) ([]float64, error) {
+	if len(q) == 0 || len(cont) == 0 {
+		return nil, fmt.Errorf("scoring needs a query and a continuation (got %d and %d tokens)", len(q), len(cont))
+	}
+	return e.scoreTokens(l, q, cont)
+}
+
 // scoreTokens teacher-forces cont after the query q on the open document
 // and returns each continuation token's log-probability (rank 0). Row i
 // of the steps predicts token i+1: the query's last row predicts cont[0].

@@ -110,15 +110,23 @@ func EncodeContext(tok tokenizer.Tokenizer, ctx string, chat bool) ([]int, error
 // EncodeQuery tokenizes a query (no BOS) asked about document ctx, in the
 // chat format when chat is set.
 func EncodeQuery(tok tokenizer.Tokenizer, ctx, q string, chat bool) ([]int, error) {
+	return EncodeQueryAnswer(tok, ctx, q, "", chat)
+}
+
+// EncodeQueryAnswer is EncodeQuery with the start of the answer given
+// (RULER's answer prefixes, such as " Answer:"): plain, the prefix follows
+// the query's text; in the chat format, it follows the assistant header,
+// where the model's answer begins. The prefix is encoded as the query is.
+func EncodeQueryAnswer(tok tokenizer.Tokenizer, ctx, q, prefix string, chat bool) ([]int, error) {
 	if strings.TrimSpace(q) == "" {
 		return nil, fmt.Errorf("the query is empty: give a non-empty --query or --query-file")
 	}
 	var qt []int
 	var err error
 	if chat {
-		qt, err = chatFormat(tok).query(tok, ctx, q)
+		qt, err = chatFormat(tok).query(tok, ctx, q, prefix)
 	} else {
-		qt, err = tok.Encode(q, false)
+		qt, err = tok.Encode(q+prefix, false)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tokenize query: %w", err)
@@ -177,8 +185,9 @@ func (f chat) context(tok tokenizer.Tokenizer, doc string) ([]int, error) {
 	return encodePieces(tok, ps, bos)
 }
 
-// query is the question in the chat format, after document ctx.
-func (f chat) query(tok tokenizer.Tokenizer, ctx, q string) ([]int, error) {
+// query is the question in the chat format, after document ctx, with
+// the start of the answer (prefix) after the assistant's header.
+func (f chat) query(tok tokenizer.Tokenizer, ctx, q, prefix string) ([]int, error) {
 	sep := ""
 	if !strings.HasSuffix(ctx, "\n") {
 		sep = "\n\n"
@@ -186,6 +195,13 @@ func (f chat) query(tok tokenizer.Tokenizer, ctx, q string) ([]int, error) {
 	ps := append([]piece{{sep + strings.TrimSpace(q), false}}, f.queryTail...)
 	if !ps[1].special { // text after the question: one text piece
 		ps = append([]piece{{ps[0].text + ps[1].text, false}}, ps[2:]...)
+	}
+	if prefix != "" {
+		if last := &ps[len(ps)-1]; !last.special {
+			last.text += prefix
+		} else {
+			ps = append(ps, piece{prefix, false})
+		}
 	}
 	return encodePieces(tok, ps, false)
 }

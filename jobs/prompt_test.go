@@ -148,3 +148,43 @@ func TestDocumentTextIsNeverAControlToken(t *testing.T) {
 		}
 	}
 }
+
+// An answer prefix (RULER's " Answer:") follows the question as plain
+// text, and with --chat follows the assistant header, where the model's
+// answer starts; the prefix of a record's query reaches the query's own
+// setting, the record's being the default.
+func TestAnswerPrefix(t *testing.T) {
+	l3, err := tokenizer.LoadHF(shared.Path(t, "tokenizers/llama3/tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2, err := tokenizer.LoadLlama2C(shared.Path(t, "tokenizers/llama2/tokenizer.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		tok  tokenizer.Tokenizer
+		chat bool
+		want string // the query's text, decoded
+	}{
+		{"plain", l3, false, "Who found it? Answer:"},
+		{"llama3 chat", l3, true, "Who found it?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n Answer:"},
+		{"llama2 chat", l2, true, " Who found it? [/INST] Answer:"}, // SentencePiece's leading space
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			q, err := EncodeQueryAnswer(c.tok, "Lily found a ball.\n", "Who found it?", " Answer:", c.chat)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.tok.Decode(q); got != c.want {
+				t.Fatalf("query %q, want %q", got, c.want)
+			}
+		})
+	}
+	recs := readAll(t, `{"context":"a","queries":["q",{"query":"r","answer_prefix":" B:"}],"answer_prefix":" A:"}`+"\n", "jsonl")
+	if got := []string{recs[0].Queries[0].AnswerPrefix, recs[0].Queries[1].AnswerPrefix}; got[0] != " A:" || got[1] != " B:" {
+		t.Fatalf("answer prefixes %q, want the record's then the query's own", got)
+	}
+}

@@ -25,6 +25,9 @@ type Query struct {
 	Seed        *uint64
 	Stop        []string
 	Logprobs    *bool
+	// AnswerPrefix starts the answer: after the query (plain), or after
+	// the assistant header (chat), as RULER's answer prefixes go.
+	AnswerPrefix string
 }
 
 // Record is one document and its queries, as read from a batch input.
@@ -34,7 +37,7 @@ type Query struct {
 //	{"id": "doc-1", "context": "…" | "context_file": "path",
 //	 "queries": ["question", {"query": "…", "max_tokens": 32, "temperature": 0,
 //	             "top_p": 1, "seed": 1, "stop": ["\n"], "logprobs": true}],
-//	 "max_tokens": 64, …record-wide defaults…}
+//	 "max_tokens": 64, "answer_prefix": " Answer:", …record-wide defaults…}
 //
 // or the RULER-style fields Star Attention's reference code reads:
 //
@@ -426,6 +429,14 @@ func parseQuerySettings(q *Query, m map[string]any, fail func(string, ...any)) {
 			fail(`"logprobs" must be true or false`)
 		} else {
 			q.Logprobs = &b
+		}
+	}
+	if x, ok := m["answer_prefix"]; ok {
+		s, ok := x.(string)
+		if !ok {
+			fail(`"answer_prefix" must be a string`)
+		} else {
+			q.AnswerPrefix = s
 		}
 	}
 	if x, ok := m["stop"]; ok {

@@ -50,6 +50,8 @@ func TestRecordParsing(t *testing.T) {
 		{"bad temperature", `{"context":"a","query":"q","temperature":"hot"}`, "record-1", 1, "temperature"},
 		{"bad top_p", `{"context":"a","query":"q","top_p":0}`, "record-1", 1, "top_p"},
 		{"bad stop", `{"context":"a","query":"q","stop":[1]}`, "record-1", 1, "stop"},
+		{"answer prefix", `{"context":"a","queries":[{"query":"q","answer_prefix":" Answer:"}],"answer_prefix":" A:"}`, "record-1", 1, ""},
+		{"bad answer prefix", `{"context":"a","query":"q","answer_prefix":3}`, "record-1", 1, "answer_prefix"},
 		{"context not string", `{"context":5,"query":"q"}`, "record-1", 1, "string"},
 		{"not an object", `["context","q"]`, "record-1", 0, "object"},
 		{"malformed", `{"context": "a", `, "record-1", 0, "malformed JSON"},
