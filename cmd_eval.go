@@ -60,6 +60,7 @@ func evalCommand(stdout, stderr io.Writer) *cli.Command {
 					&cli.StringFlag{Name: "hotpotqa", Usage: "HotpotQA JSON `FILE` for qa_2"},
 					&cli.StringSliceFlag{Name: "data", Usage: "RULER data file prepared elsewhere, TASK=FILE or TASK/validation.jsonl (JSON Lines with input_context, input_query, outputs; repeatable)"},
 					&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "time between progress lines when stderr is not a terminal"},
+					&cli.BoolFlag{Name: "redo-changed", Usage: "answer again the predictions made with another model or samples than now (default: refuse to resume)"},
 				}),
 				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdEvalRuler(c, stdout, stderr) }) },
 			},
@@ -274,7 +275,7 @@ func cmdEvalRuler(c *cli.Context, stdout, stderr io.Writer) error {
 	}
 	return onRanks(c, stderr, rankSetup{merge: a.merge, tokenizer: true, more: prepare}, func(r *rankRun) error {
 		defer plan.Close()
-		o := eval.RunOptions{Chat: c.Bool("chat"), Terminal: isTerminal(stderr), Interval: c.Duration("progress-interval"), Stop: stop}
+		o := eval.RunOptions{Chat: c.Bool("chat"), RedoChanged: c.Bool("redo-changed"), Terminal: isTerminal(stderr), Interval: c.Duration("progress-interval"), Stop: stop}
 		if r.w.rank == 0 {
 			o.Progress = stderr
 		}

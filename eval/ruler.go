@@ -193,11 +193,12 @@ func (g *Generator) Measure(s *Sample) (int, error) {
 
 // RunOptions say how the batch jobs of an evaluation report and stop.
 type RunOptions struct {
-	Chat     bool
-	Progress io.Writer // rank 0: progress and a line per setting
-	Terminal bool
-	Interval time.Duration
-	Stop     *jobs.Stop
+	Chat        bool
+	RedoChanged bool      // predictions made from other samples or another model are made again
+	Progress    io.Writer // rank 0: progress and a line per setting
+	Terminal    bool
+	Interval    time.Duration
+	Stop        *jobs.Stop
 }
 
 // SettingRun is one setting's batch job.
@@ -214,7 +215,7 @@ type SettingRun struct {
 func RunRuler(e *jobs.Engine, plan *RulerPlan, settings []Setting, o RunOptions) ([]SettingRun, error) {
 	var runs []SettingRun
 	for i, s := range settings {
-		bo := jobs.BatchOptions{InputFormat: "jsonl", Chat: o.Chat,
+		bo := jobs.BatchOptions{InputFormat: "jsonl", Chat: o.Chat, RedoChanged: o.RedoChanged,
 			Settings: jobs.Settings{Settings: s.rank(e.Ranks()), TopP: 1},
 			Progress: o.Progress, Terminal: o.Terminal, Interval: o.Interval, Stop: o.Stop}
 		if plan != nil {
