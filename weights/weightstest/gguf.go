@@ -13,7 +13,11 @@ import (
 const (
 	GGMLTypeF32  uint32 = 0
 	GGMLTypeF16  uint32 = 1
-	GGMLTypeQ8_0 uint32 = 8 // not readable by package weights; for error tests
+	GGMLTypeQ4_0 uint32 = 2
+	GGMLTypeQ8_0 uint32 = 8
+	GGMLTypeQ4_K uint32 = 12
+	GGMLTypeQ5_K uint32 = 13
+	GGMLTypeQ6_K uint32 = 14
 	GGMLTypeBF16 uint32 = 30
 )
 
