@@ -1,10 +1,13 @@
 package layers
 
 import (
+	"fmt"
 	"os"
+	"strings"
 	"runtime"
 	"sync"
 
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 )
 
@@ -14,7 +17,7 @@ import (
 // of Threads() goroutines.
 type CPU struct {
 	threads int
-	bufs    sync.Pool // *[]float32 row-conversion buffers for 16-bit weights (pure Go)
+	bufs    sync.Pool // *[]float32 row-conversion buffers for 16-bit and quantized weights (pure Go)
 	k       *kernels  // nil: pure-Go kernels
 	pool    *workerPool
 	res     *resources // the SIMD kernels' tasks and scratch; guarded by pool.mu
@@ -23,24 +26,75 @@ type CPU struct {
 
 // NewCPU returns a CPU backend with the given thread count (<= 0: all
 // cores), on the best kernels this processor supports. The environment
-// variable STAR_KERNELS overrides the choice: "go" forces the pure-Go
-// reference kernels (for Attention and SwiGLU on the backend too), "avx2"
-// or "avx512" a SIMD variant (ignored if the processor lacks it).
-func NewCPU(threads int) *CPU { return newCPU(threads, defaultKernels()) }
-
-// defaultKernels is NewCPU's choice of kernels (nil: pure Go).
-func defaultKernels() *kernels {
-	switch v := os.Getenv("STAR_KERNELS"); v {
-	case "go":
-		return nil
-	case "", "auto":
-		return bestKernels()
-	default:
-		if k := newKernels(v); k != nil {
-			return k
-		}
-		return bestKernels()
+// variable STAR_KERNELS overrides the choice (see NewCPUKernels); a
+// choice the processor cannot run is ignored.
+func NewCPU(threads int) *CPU {
+	k, err := parseKernels(os.Getenv("STAR_KERNELS"))
+	if err != nil {
+		k, _ = parseKernels("")
 	}
+	return newCPU(threads, k)
+}
+
+// NewCPUKernels returns a CPU backend on the kernels spec names, as
+// STAR_KERNELS does: "" or "auto" the best this processor runs; "go" the
+// pure-Go reference kernels (for Attention and SwiGLU on the backend
+// too); a SIMD variant ("avx512", "avx2", "emu512"); any of those but
+// "go" followed by ",exact" (or "exact" alone) for products in exact
+// float32 arithmetic on every weight dtype, without the faster paths that
+// round activations (see Rounding). A variant this processor cannot run
+// is an error.
+func NewCPUKernels(threads int, spec string) (*CPU, error) {
+	k, err := parseKernels(spec)
+	if err != nil {
+		return nil, err
+	}
+	return newCPU(threads, k), nil
+}
+
+// KernelSpecs lists the kernel choices this processor runs, for tests
+// and benchmarks that try each: "go", then each SIMD variant as chosen
+// by default and with ",exact" where that differs.
+func KernelSpecs() []string {
+	out := []string{"go"}
+	for _, v := range kernelVariants() {
+		out = append(out, v)
+		if k := newKernels(v); k != nil && k.rounds() {
+			out = append(out, v+",exact")
+		}
+	}
+	return out
+}
+
+// parseKernels reads a kernel spec (nil: pure Go).
+func parseKernels(spec string) (*kernels, error) {
+	variant, exact := spec, false
+	if v, ok := strings.CutSuffix(spec, ",exact"); ok {
+		variant, exact = v, true
+	} else if spec == "exact" {
+		variant, exact = "", true
+	}
+	var k *kernels
+	switch variant {
+	case "go":
+		if exact {
+			return nil, fmt.Errorf("kernels %q: the pure-Go kernels are always exact; use \"go\"", spec)
+		}
+		return nil, nil
+	case "", "auto":
+		k = bestKernels()
+		if k == nil {
+			return nil, nil
+		}
+	default:
+		if k = newKernels(variant); k == nil {
+			return nil, fmt.Errorf("kernels %q: this processor does not run %q (it runs: go %s)", spec, variant, strings.Join(kernelVariants(), " "))
+		}
+	}
+	if exact {
+		k = k.exactOnly()
+	}
+	return k, nil
 }
 
 // NewCPUReference returns a CPU backend on the pure-Go reference kernels.
@@ -112,7 +166,7 @@ func (c *CPU) MatMul(out, x []float32, w *weights.Tensor, n int) {
 	if n <= 0 {
 		return
 	}
-	if c.k == nil || w.Rows() == 0 || w.Cols() == 0 {
+	if c.k == nil || w.Rows() == 0 || w.Cols() == 0 || w.DType.Quantized() { // TODO(quant kernels)
 		c.matMulGo(out, x, w, n)
 		return
 	}
@@ -156,7 +210,9 @@ func (c *CPU) SwiGLUKernel(h1, h3 []float32) bool {
 }
 
 // matMulGo is MatMul on the pure-Go kernels. Work is split over the rows of
-// w so that each weight row is read (and, for F16/BF16, widened) once.
+// w so that each weight row is read (and, for F16/BF16, widened, for the
+// quantized types dequantized by package quant) once: the product is
+// exact float32 arithmetic on the dequantized weights.
 func (c *CPU) matMulGo(out, x []float32, w *weights.Tensor, n int) {
 	rows, cols := w.Rows(), w.Cols()
 	const rowTile = 16
@@ -179,7 +235,7 @@ func (c *CPU) matMulGo(out, x []float32, w *weights.Tensor, n int) {
 				wt = w.F32()[r0*cols : (r0+nr)*cols]
 			} else {
 				wt = buf[:nr*cols]
-				w.RowsTo(wt, r0, nr)
+				quant.RowsTo(wt, w, r0, nr)
 			}
 			for i := 0; i < n; i++ {
 				xi := x[i*cols : (i+1)*cols]

@@ -43,8 +43,20 @@ import (
 type kernels struct {
 	variant C.int
 	name    string
-	mr, nr  int // register tile
-	atk     int // attention key tile
+	mr, nr  int  // register tile
+	atk     int  // attention key tile
+	exact   bool // no product rounds its activations (",exact")
+}
+
+// rounds reports whether some product of these kernels rounds its
+// activations (and an ",exact" choice differs).
+func (k *kernels) rounds() bool { return false }
+
+// exactOnly is k without the paths that round activations.
+func (k *kernels) exactOnly() *kernels {
+	e := *k
+	e.exact = true
+	return &e
 }
 
 // cpuLevel is what the processor runs (0 none, 1 AVX2+FMA+F16C, 2
@@ -192,7 +204,7 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 	rows, cols := w.Rows(), w.Cols()
 	_ = out[n*rows-1]
 	_ = x[n*cols-1]
-	if len(w.Data) < rows*cols*w.DType.Size() {
+	if int64(len(w.Data)) < w.Bytes() {
 		panic("layers: MatMul: weight " + w.Name + " is shorter than its shape")
 	}
 	g := &res.gemm

@@ -17,6 +17,10 @@ func kernelVariants() []string { return nil }
 
 func newKernels(name string) *kernels { return nil }
 
+func (k *kernels) rounds() bool { return false }
+
+func (k *kernels) exactOnly() *kernels { return k }
+
 func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32, w *weights.Tensor, n int) {
 	panic("layers: no SIMD kernels in this build")
 }
