@@ -3,8 +3,8 @@ package layers
 import (
 	"fmt"
 	"os"
-	"strings"
 	"runtime"
+	"strings"
 	"sync"
 
 	"github.com/star-attn/star/layers/quant"
