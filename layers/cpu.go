@@ -166,7 +166,7 @@ func (c *CPU) MatMul(out, x []float32, w *weights.Tensor, n int) {
 	if n <= 0 {
 		return
 	}
-	if c.k == nil || w.Rows() == 0 || w.Cols() == 0 || w.DType.Quantized() { // TODO(quant kernels)
+	if c.k == nil || w.Rows() == 0 || w.Cols() == 0 {
 		c.matMulGo(out, x, w, n)
 		return
 	}

@@ -10,7 +10,16 @@ enum {
 };
 
 // Weight dtypes, as weights.DType.
-enum { STAR_F32 = 0, STAR_F16 = 1, STAR_BF16 = 2 };
+enum {
+	STAR_F32 = 0,
+	STAR_F16 = 1,
+	STAR_BF16 = 2,
+	STAR_Q8_0 = 3,
+	STAR_Q4_0 = 4,
+	STAR_Q4_K = 5,
+	STAR_Q5_K = 6,
+	STAR_Q6_K = 7,
+};
 
 // star_cpu_level: 0 no usable SIMD, 1 AVX2+FMA+F16C, 2 also AVX-512F.
 int star_cpu_level(void);

@@ -106,7 +106,44 @@ static inline __attribute__((always_inline)) void pack_b_dt(float *dst, const vo
 	}
 }
 
+#include "kern_quant.h"
+
+// pack_b_q is pack_b for a quantized dtype: ldw is the row length in
+// weights, k0 and kc multiples of the block. Up to 256 columns of 8 rows
+// are dequantized at a time, then transposed into dst.
+static void pack_b_q(float *dst, const void *w, int dt, long ldw, long j0, int nr, long k0, int kc, int nrr) {
+	const long rowb = dt_bytes(dt, ldw);
+	float tmp[8 * 256];
+	for (int c0 = 0; c0 < kc; c0 += 256) {
+		int cc = kc - c0 < 256 ? kc - c0 : 256;
+		for (int g = 0; g < nrr; g += 8) {
+			int rows = nr - g < 8 ? nr - g : 8;
+			if (rows < 0)
+				rows = 0;
+			for (int i = 0; i < 8; i++) {
+				if (i < rows)
+					deq_row((const uint8_t *)w + (j0 + g + i) * rowb, dt, k0 + c0, cc, tmp + i * 256);
+				else
+					memset(tmp + i * 256, 0, sizeof(float) * cc);
+			}
+			float *d = dst + (long)c0 * nrr + g;
+			for (int k = 0; k < cc; k += 8) {
+				__m256 r[8];
+				for (int i = 0; i < 8; i++)
+					r[i] = _mm256_loadu_ps(tmp + i * 256 + k);
+				tr8x8(r);
+				for (int i = 0; i < 8; i++)
+					_mm256_storeu_ps(d + (long)(k + i) * nrr, r[i]);
+			}
+		}
+	}
+}
+
 static void pack_b(float *dst, const void *w, int dt, long ldw, long j0, int nr, long k0, int kc, int nrr) {
+	if (dt >= STAR_Q8_0) {
+		pack_b_q(dst, w, dt, ldw, j0, nr, k0, kc, nrr);
+		return;
+	}
 	switch (dt) {
 	case STAR_F32:
 		pack_b_dt(dst, w, STAR_F32, ldw, j0, nr, k0, kc, nrr);

@@ -101,15 +101,9 @@ func newKernels(name string) *kernels {
 
 func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
 
-func dtypeOf(w *weights.Tensor) C.int {
-	switch w.DType {
-	case weights.F16:
-		return C.STAR_F16
-	case weights.BF16:
-		return C.STAR_BF16
-	}
-	return C.STAR_F32
-}
+// dtypeOf is w's dtype as the C kernels name it (kern.h: the same
+// numbers as weights.DType).
+func dtypeOf(w *weights.Tensor) C.int { return C.int(w.DType) }
 
 // resources are the task and scratch objects of one pool, reused call to
 // call (no allocation in steady state).
@@ -137,6 +131,7 @@ type gemmTask struct {
 	w       unsafe.Pointer
 	dt      C.int
 	M, N, K int
+	kc      int       // GEMM: columns per packed panel (whole blocks of a quantized dtype)
 	ap      []float32 // packed x (GEMM) or x as the gemv kernel wants it
 	next    atomic.Int64
 	items   int // work units: x panels, blocks of NR columns or of 4 rows
@@ -157,7 +152,7 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemm_packa(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), fptr(g.ap), C.long(p0), C.long(p1))
 		}
 	case phaseCols: // blocks of NR output columns
-		kc := min(gemmKC, g.K)
+		kc := g.kc
 		buf := g.res.tws[tid].get(kc*g.chunk*k.nr + k.mr*k.nr)
 		bp, tmp := buf[:kc*g.chunk*k.nr], buf[kc*g.chunk*k.nr:]
 		for {
@@ -240,7 +235,9 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 			run(min(nt, panels))
 		}
 		g.phase = phaseCols
-		g.items = (rows + k.nr - 1) / k.nr // blocks of NR columns, claimed in runs of up to chunk
+		be := w.DType.BlockElems()
+		g.kc = min((gemmKC+be-1)/be*be, cols) // cols is whole blocks
+		g.items = (rows + k.nr - 1) / k.nr    // blocks of NR columns, claimed in runs of up to chunk
 		g.chunk = max(1, gemmNC/k.nr)
 		run(min(nt, g.items))
 	}
