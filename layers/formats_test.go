@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/weightstest"
 )
@@ -129,4 +130,126 @@ func roundedModel(m *weights.Model, dt weights.DType) *weights.Model {
 		}
 	}
 	return m
+}
+
+// GGUFs quantized by weightstest's quantizer (every type and a Q4_K_M-like
+// mix, two shapes and seeds) compute what their dequantized F32 twins
+// compute, on every kernel choice: within 1e-4 in the logits where the
+// backend keeps activations exact, and within the rounding's own bound
+// (quantRoundedLogitTol) where it rounds them.
+func TestQuantizedGGUFMatchesDequantizedTwin(t *testing.T) {
+	cfgs := []struct {
+		cfg   weights.Config
+		seed  int64
+		types []weights.DType
+	}{
+		{weights.Config{Dim: 256, HiddenDim: 768, NLayers: 2, NHeads: 4, NKVHeads: 2, VocabSize: 70, SeqLen: 64}, 41, weights.QuantTypes()},
+		{weights.Config{Dim: 96, HiddenDim: 160, NLayers: 1, NHeads: 3, NKVHeads: 1, VocabSize: 33, SeqLen: 64, TiedEmbeddings: true}, 42,
+			[]weights.DType{weights.Q8_0, weights.Q4_0}},
+	}
+	toks := []int{1, 5, 9, 2, 30, 7, 7, 3, 11, 0, 31, 4, 12, 17, 6, 8, 2, 9, 25, 3}
+	for ci, c := range cfgs {
+		src := weightstest.RandomModel(c.cfg, c.seed)
+		mixes := map[string]func(string) weights.DType{}
+		for _, dt := range c.types {
+			mixes[dt.String()] = func(string) weights.DType { return dt }
+		}
+		if len(c.types) == len(weights.QuantTypes()) {
+			mixes["Q4_K_M-like"] = func(name string) weights.DType {
+				if name == "output.weight" || name == "blk.1.ffn_down.weight" || name == "blk.0.attn_v.weight" {
+					return weights.Q6_K
+				}
+				return weights.Q4_K
+			}
+		}
+		for name, typeOf := range mixes {
+			t.Run(fmt.Sprintf("cfg%d/%s", ci, name), func(t *testing.T) {
+				path := filepath.Join(t.TempDir(), "q.gguf")
+				if err := weightstest.WriteGGUFTypes(path, src, typeOf); err != nil {
+					t.Fatal(err)
+				}
+				w, err := weights.Load(path, weights.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close()
+				twin := dequantizedTwin(w)
+				want := logitsOn(t, twin, layers.NewCPUReference(2), toks)
+				for _, spec := range layers.KernelSpecs() {
+					c, err := layers.NewCPUKernels(2, spec)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := logitsOn(t, w, c, toks)
+					d := maxAbsDiff(got, want)
+					tol, rnd := 1e-4, layers.RoundingOf(c, w.DType())
+					if rnd != layers.RoundNone {
+						tol = quantRoundedLogitTol
+					}
+					t.Logf("%s (%s) on %s (%v): max logit diff %.3g", name, w.WeightTypes(), spec, rnd, d)
+					if !(d <= tol) {
+						t.Errorf("%s on %s (%v): logits differ from the dequantized twin's by %.3g > %g", name, spec, rnd, d, tol)
+					}
+				}
+			})
+		}
+	}
+}
+
+// quantRoundedLogitTol bounds the logit differences of products that round
+// activations to 8 bits (or bfloat16) on these small random models.
+const quantRoundedLogitTol = 0.05
+
+// dequantizedTwin is w with every tensor dequantized to F32 (the model a
+// quantized file defines).
+func dequantizedTwin(w *weights.Model) *weights.Model {
+	tw := *w
+	tw.Layers = append([]weights.Layer(nil), w.Layers...)
+	deq := func(t *weights.Tensor) {
+		rows := 1
+		if len(t.Shape) == 2 {
+			rows = t.Rows()
+		}
+		f := make([]float32, t.Numel())
+		quant.RowsTo(f, t, 0, rows)
+		*t = weightstest.F32Tensor(t.Name, f, t.Shape...)
+	}
+	deq(&tw.TokEmb)
+	deq(&tw.FinalNorm)
+	if tw.Config.TiedEmbeddings {
+		tw.Output = tw.TokEmb
+	} else {
+		deq(&tw.Output)
+	}
+	for i := range tw.Layers {
+		l := &tw.Layers[i]
+		for _, t := range []*weights.Tensor{&l.AttnNorm, &l.WQ, &l.WK, &l.WV, &l.WO, &l.FFNNorm, &l.W1, &l.W2, &l.W3} {
+			deq(t)
+		}
+	}
+	return &tw
+}
+
+// logitsOn is logitsOf on backend c.
+func logitsOn(t *testing.T, w *weights.Model, c layers.Compute, toks []int) []float32 {
+	t.Helper()
+	m := layers.NewModel(w, c)
+	n := len(toks)
+	st := m.NewState(n)
+	pos := make([]int, n)
+	rows := make([]int, n)
+	for i := range pos {
+		pos[i], rows[i] = i, i
+	}
+	lse := make([]float32, n*m.Cfg.NHeads)
+	err := m.Forward(st, toks, pos, func(l int, out, q, k, v []float32, n int) error {
+		layers.Attention(m.C, out, lse, q, k, v, n, n, m.Shape(), true)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, n*m.Cfg.VocabSize)
+	m.Logits(out, st, rows)
+	return out
 }
