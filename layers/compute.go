@@ -73,3 +73,18 @@ func RoundingOf(c Compute, dt weights.DType) Rounding {
 	}
 	return RoundNone
 }
+
+// MatMulKernel is implemented by backends that name the kernel their
+// MatMul runs for weights of a dtype (for benchmarks: "cpu-avx512vnni").
+type MatMulKernel interface {
+	MatMulKernel(dt weights.DType) string
+}
+
+// KernelOf names the kernel c runs for weights of dtype dt: its
+// MatMulKernel, else its Name.
+func KernelOf(c Compute, dt weights.DType) string {
+	if k, ok := c.(MatMulKernel); ok {
+		return k.MatMulKernel(dt)
+	}
+	return c.Name()
+}

@@ -127,6 +127,31 @@ func (c *CPU) Name() string {
 	return "cpu-" + c.k.name
 }
 
+// ActivationRounding is how MatMul rounds activations for weights of
+// dtype dt (see Rounding): RoundNone on the pure-Go kernels and with
+// ",exact".
+func (c *CPU) ActivationRounding(dt weights.DType) Rounding {
+	if c.k == nil {
+		return RoundNone
+	}
+	return c.k.rounding(dt)
+}
+
+// MatMulKernel names the kernel MatMul runs for weights of dtype dt:
+// Name() for exact float32 products, with the instruction set of the
+// rounded ones ("cpu-avx512vnni" for int8 dot products,
+// "cpu-avx512bf16" for bfloat16 ones; emulated on emu512:
+// "cpu-emu512vnni", "cpu-emu512bf16").
+func (c *CPU) MatMulKernel(dt weights.DType) string {
+	switch c.ActivationRounding(dt) {
+	case RoundInt8:
+		return c.Name() + "vnni"
+	case RoundBF16:
+		return c.Name() + "bf16"
+	}
+	return c.Name()
+}
+
 func (c *CPU) Parallel(n int, f func(lo, hi int)) {
 	if n <= 0 {
 		return

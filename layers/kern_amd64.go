@@ -50,7 +50,19 @@ type kernels struct {
 
 // rounds reports whether some product of these kernels rounds its
 // activations (and an ",exact" choice differs).
-func (k *kernels) rounds() bool { return false }
+func (k *kernels) rounds() bool {
+	for _, dt := range weights.DTypes() {
+		if k.rounding(dt) != RoundNone {
+			return true
+		}
+	}
+	return false
+}
+
+// rounding is how the kernels round activations for weights of dtype dt.
+func (k *kernels) rounding(dt weights.DType) Rounding {
+	return RoundNone
+}
 
 // exactOnly is k without the paths that round activations.
 func (k *kernels) exactOnly() *kernels {

@@ -19,6 +19,8 @@ func newKernels(name string) *kernels { return nil }
 
 func (k *kernels) rounds() bool { return false }
 
+func (k *kernels) rounding(dt weights.DType) Rounding { return RoundNone }
+
 func (k *kernels) exactOnly() *kernels { return k }
 
 func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32, w *weights.Tensor, n int) {

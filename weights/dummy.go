@@ -70,6 +70,16 @@ func DummyBytes(cfg Config, dtype DType) (int64, error) {
 	if err := cfg.Check(); err != nil {
 		return 0, err
 	}
+	if be := dtype.BlockElems(); be > 1 {
+		for _, d := range []struct {
+			name string
+			n    int
+		}{{"hidden_size", cfg.Dim}, {"intermediate_size", cfg.HiddenDim}, {"heads x head_dim", cfg.QDim()}} {
+			if d.n%be != 0 {
+				return 0, fmt.Errorf("%v weights come in blocks of %d along each row: %s %d is not a multiple of %d", dtype, be, d.name, d.n, be)
+			}
+		}
+	}
 	var mats, norms float64
 	CheckOrder.specs(func(s *TensorSpec) {
 		switch {
