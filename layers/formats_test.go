@@ -135,8 +135,8 @@ func roundedModel(m *weights.Model, dt weights.DType) *weights.Model {
 // GGUFs quantized by weightstest's quantizer (every type and a Q4_K_M-like
 // mix, two shapes and seeds) compute what their dequantized F32 twins
 // compute, on every kernel choice: within 1e-4 in the logits where the
-// backend keeps activations exact, and within the rounding's own bound
-// (quantRoundedLogitTol) where it rounds them.
+// backend keeps activations exact, and where it rounds them within
+// roundedLogprobMax/Mean in the next-token log-probabilities.
 func TestQuantizedGGUFMatchesDequantizedTwin(t *testing.T) {
 	cfgs := []struct {
 		cfg   weights.Config
@@ -181,14 +181,22 @@ func TestQuantizedGGUFMatchesDequantizedTwin(t *testing.T) {
 						t.Fatal(err)
 					}
 					got := logitsOn(t, w, c, toks)
-					d := maxAbsDiff(got, want)
-					tol, rnd := 1e-4, layers.RoundingOf(c, w.DType())
-					if rnd != layers.RoundNone {
-						tol = quantRoundedLogitTol
+					rnd := layers.RoundingOf(c, w.DType())
+					if rnd == layers.RoundNone {
+						d := maxAbsDiff(got, want)
+						t.Logf("%s (%s) on %s (%v): max logit diff %.3g", name, w.WeightTypes(), spec, rnd, d)
+						if !(d <= 1e-4) {
+							t.Errorf("%s on %s (%v): logits differ from the dequantized twin's by %.3g > 1e-4", name, spec, rnd, d)
+						}
+						continue
 					}
-					t.Logf("%s (%s) on %s (%v): max logit diff %.3g", name, w.WeightTypes(), spec, rnd, d)
-					if !(d <= tol) {
-						t.Errorf("%s on %s (%v): logits differ from the dequantized twin's by %.3g > %g", name, spec, rnd, d, tol)
+					// Rounded activations: each position's log-probability of
+					// the next token within roundedLogprobMax/Mean.
+					mx, mean := nextTokenLogprobDiff(got, want, toks, w.Config.VocabSize)
+					t.Logf("%s (%s) on %s (%v): next-token logprob diff max %.3g mean %.3g", name, w.WeightTypes(), spec, rnd, mx, mean)
+					if !(mx <= roundedLogprobMax && mean <= roundedLogprobMean) {
+						t.Errorf("%s on %s (%v): next-token logprobs differ from the dequantized twin's by max %.3g (bound %g), mean %.3g (bound %g)",
+							name, spec, rnd, mx, roundedLogprobMax, mean, roundedLogprobMean)
 					}
 				}
 			})
@@ -196,9 +204,43 @@ func TestQuantizedGGUFMatchesDequantizedTwin(t *testing.T) {
 	}
 }
 
-// quantRoundedLogitTol bounds the logit differences of products that round
-// activations to 8 bits (or bfloat16) on these small random models.
-const quantRoundedLogitTol = 0.05
+// Bounds of next-token log-probability differences under rounded
+// activations on these random models. The accuracy contract of quantized
+// files (0.06 max, 0.015 mean: jobs' test on llama.cpp's files, measured
+// 0.018 and 0.0056 there) is for real files; these random models, whose
+// logits spread wider, move about three times as much (measured here with
+// int8 activations: max 0.03-0.061, mean 0.014-0.016, the same for every
+// weight type: it is the activations' rounding, spread evenly over the
+// layers), so they are held to twice the contract. A wrong block layout
+// or scale moves them by whole units.
+const (
+	roundedLogprobMax  = 0.12
+	roundedLogprobMean = 0.03
+)
+
+// nextTokenLogprobDiff compares, at each position but the last, the
+// log-probability of the next token under two sets of logits ([n, V]):
+// the largest and the mean absolute difference.
+func nextTokenLogprobDiff(a, b []float32, toks []int, V int) (mx, mean float64) {
+	lp := func(l []float32, next int) float64 {
+		m := math.Inf(-1)
+		for _, v := range l {
+			m = math.Max(m, float64(v))
+		}
+		var s float64
+		for _, v := range l {
+			s += math.Exp(float64(v) - m)
+		}
+		return float64(l[next]) - m - math.Log(s)
+	}
+	n := len(toks) - 1
+	for i := 0; i < n; i++ {
+		d := math.Abs(lp(a[i*V:(i+1)*V], toks[i+1]) - lp(b[i*V:(i+1)*V], toks[i+1]))
+		mx = math.Max(mx, d)
+		mean += d / float64(n)
+	}
+	return mx, mean
+}
 
 // dequantizedTwin is w with every tensor dequantized to F32 (the model a
 // quantized file defines).

@@ -2,6 +2,8 @@
 #ifndef STAR_KERN_H
 #define STAR_KERN_H
 
+#include <stdint.h>
+
 // Kernel variants. Each is one instantiation of kern_impl.h.
 enum {
 	STAR_AVX2 = 1,   // 8-lane AVX2/FMA/F16C
@@ -24,6 +26,12 @@ enum {
 // star_cpu_level: 0 no usable SIMD, 1 AVX2+FMA+F16C, 2 also AVX-512F.
 int star_cpu_level(void);
 
+// star_cpu_features: what the processor adds to AVX-512 (level 2), as
+// bits: VNNI (integer dot products vpdpbusd, with AVX512BW/VL) and BF16
+// (vdpbf16ps).
+enum { STAR_FEAT_VNNI = 1, STAR_FEAT_BF16 = 2 };
+int star_cpu_features(void);
+
 // star_params reports the register tile (mr x nr), the attention key tile
 // and the x packing chunk of variant v.
 void star_params(int v, int *mr, int *nr, int *atk, int *chunk);
@@ -39,6 +47,21 @@ void star_gemm_cols(int v, const float *ap, long M, long K, const void *w, int d
 void star_pack_x(int v, int dt, const float *x, long n, long K, float *xp);
 void star_gemv(int v, const void *w, int dt, long K, const float *xp, long n,
                float *out, long N, long r0, long r1);
+
+// Integer dot products for quantized weights (RoundInt8), on variant
+// avx512 (native VNNI; only where star_cpu_features says so) or emu512.
+// Matrix-vector: star_quant_x quantizes the n rows of x (xq: n*Kp bytes,
+// Kp = K rounded up to 64; xl: n*Kp/4 floats; xs: n*K/G floats, G = 16
+// for Q6_K, else 32), star_gemv_i8 computes rows [r0, r1). GEMM: x packed
+// into panels of 6 rows, K*6 + 8*(K/G)*6 bytes each, then output columns
+// [j0, j1) with kc*32 + 8*(kc/G)*32 bytes of bp per 32 columns and 6*32
+// floats of tmp.
+void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, float *xl, float *xs);
+void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const float *xl, const float *xs, long n,
+                  float *out, long N, long r0, long r1);
+void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *ap, long p0, long p1);
+void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+                       long j1, uint8_t *bp, float *tmp, int kc, int mc);
 
 // h1[i] = silu(h1[i]) * h3[i].
 void star_swiglu(int v, float *h1, const float *h3, long n);

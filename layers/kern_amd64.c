@@ -30,6 +30,18 @@ int star_cpu_level(void) {
 	return 1;
 }
 
+int star_cpu_features(void) {
+	__builtin_cpu_init();
+	int f = 0;
+	if (star_cpu_level() >= 2 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+		if (__builtin_cpu_supports("avx512vnni"))
+			f |= STAR_FEAT_VNNI;
+		if (__builtin_cpu_supports("avx512bf16"))
+			f |= STAR_FEAT_BF16;
+	}
+	return f;
+}
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -374,6 +386,134 @@ EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
 #undef VF16
 #undef VBF16PAIR
 
+// emu512's integer kernels: vpdpbusd emulated exactly (bytes widened to
+// 16 bits, vpmaddwd, pairs added).
+typedef struct {
+	__m256i a, b;
+} ie16;
+
+EI __m256i dpbusd8(__m256i acc, __m256i u, __m256i s) {
+	__m256i ulo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(u)), uhi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(u, 1));
+	__m256i slo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)), shi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1));
+	__m256i h = _mm256_hadd_epi32(_mm256_madd_epi16(ulo, slo), _mm256_madd_epi16(uhi, shi));
+	return _mm256_add_epi32(acc, _mm256_permute4x64_epi64(h, _MM_SHUFFLE(3, 1, 2, 0)));
+}
+EI ie16 ie16_zero(void) { return (ie16){_mm256_setzero_si256(), _mm256_setzero_si256()}; }
+EI ie16 ie16_load(const void *p) {
+	return (ie16){_mm256_loadu_si256((const __m256i *)p), _mm256_loadu_si256((const __m256i *)((const char *)p + 32))};
+}
+EI ie16 ie16_bcast4(const void *p) {
+	int v;
+	memcpy(&v, p, 4);
+	return (ie16){_mm256_set1_epi32(v), _mm256_set1_epi32(v)};
+}
+EI ie16 ie16_dpbusd(ie16 acc, ie16 u, ie16 s) { return (ie16){dpbusd8(acc.a, u.a, s.a), dpbusd8(acc.b, u.b, s.b)}; }
+EI e16 ie16_cvt(ie16 v) { return (e16){_mm256_cvtepi32_ps(v.a), _mm256_cvtepi32_ps(v.b)}; }
+
+#define SFX emu512
+#define VL 16
+#define MRI 6
+#define V e16
+#define VZERO e16_zero
+#define VLOAD e16_load
+#define VSTORE e16_store
+#define VBCAST e16_bcast
+#define VSET1 e16_set1
+#define VFMA e16_fma
+#define VMUL e16_mul
+#define VADD e16_add
+#define VHSUM e16_hsum
+#define IV ie16
+#define IZERO ie16_zero
+#define ILOAD ie16_load
+#define IBCAST4 ie16_bcast4
+#define IDPBUSD ie16_dpbusd
+#define ICVT ie16_cvt
+#include "kern_i8.h"
+#undef SFX
+#undef VL
+#undef MRI
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHSUM
+#undef IV
+#undef IZERO
+#undef ILOAD
+#undef IBCAST4
+#undef IDPBUSD
+#undef ICVT
+
+// Activations for gemv_i8: rows of x quantized (quant_x), zero padded to
+// Kp = K rounded up to 64, with each lane's (4 activations') scale.
+static void quant_x_rows(int G, const float *x, long n, long K, int8_t *xq, float *xl, float *xs) {
+	const long Kp = (K + 63) & ~63L;
+	float dx[Kp / 32 + 2];
+	for (long t = 0; t < n; t++) {
+		int8_t *q = xq + t * Kp;
+		float *l = xl + t * (Kp / 4);
+		quant_x(x + t * K, K, G, q, dx, xs + t * (K / G));
+		memset(q + K, 0, Kp - K);
+		for (long j = 0; j < Kp / 4; j++)
+			l[j] = 4 * j < K ? dx[j / 8] : 0.0f;
+	}
+}
+
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// avx512 with AVX512_VNNI: the integer kernels (called only where
+// star_cpu_features reports VNNI).
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+
+#define SFX avx512
+#define VL 16
+#define MRI 6
+#define V __m512
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VBCAST(p) _mm512_set1_ps(*(p))
+#define VSET1(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VMUL _mm512_mul_ps
+#define VADD _mm512_add_ps
+#define VHSUM _mm512_reduce_add_ps
+#define IV __m512i
+#define IZERO() _mm512_setzero_si512()
+#define ILOAD(p) _mm512_loadu_si512((const void *)(p))
+#define IBCAST4(p) _mm512_set1_epi32(*(const int *)(p))
+#define IDPBUSD(a, u, s) _mm512_dpbusd_epi32(a, u, s)
+#define ICVT(v) _mm512_cvtepi32_ps(v)
+#include "kern_i8.h"
+#undef SFX
+#undef VL
+#undef MRI
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHSUM
+#undef IV
+#undef IZERO
+#undef ILOAD
+#undef IBCAST4
+#undef IDPBUSD
+#undef ICVT
+
 #pragma GCC pop_options
 
 // ---------------------------------------------------------------------------
@@ -492,5 +632,40 @@ void star_attn(int v, const float *q, const float *k, const float *vv, float *ou
                long H, long HKV, long D, int causal, long i0, long i1, long kh, float *ws) {
 #define C_(s) attn_##s(q, k, vv, out, lse, nq, nk, H, HKV, D, causal, i0, i1, kh, ws)
 	DISPATCH(v, C_)
+#undef C_
+}
+
+// Integer dot products: avx512 (native VNNI) or emu512.
+#define DISPATCH_I8(v, call)        \
+	switch (v) {                \
+	case STAR_AVX512:           \
+		call(avx512);       \
+		break;              \
+	default:                    \
+		call(emu512);       \
+		break;              \
+	}
+
+void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, float *xl, float *xs) {
+	quant_x_rows(dt == STAR_Q6_K ? 16 : 32, x, n, K, xq, xl, xs);
+}
+
+void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const float *xl, const float *xs, long n,
+                  float *out, long N, long r0, long r1) {
+#define C_(s) gemv_i8_##s(w, dt, K, xq, xl, xs, n, out, N, r0, r1)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *ap, long p0, long p1) {
+#define C_(s) gemm_packa_i8_##s(x, M, K, dt == STAR_Q6_K ? 16 : 32, ap, p0, p1)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+                       long j1, uint8_t *bp, float *tmp, int kc, int mc) {
+#define C_(s) gemm_cols_i8_##s(ap, M, K, w, dt, out, N, j0, j1, bp, tmp, kc, mc)
+	DISPATCH_I8(v, C_)
 #undef C_
 }

@@ -46,7 +46,11 @@ type kernels struct {
 	mr, nr  int  // register tile
 	atk     int  // attention key tile
 	exact   bool // no product rounds its activations (",exact")
+	int8    bool // integer dot products for quantized weights (native VNNI, or emulated on emu512)
 }
+
+// cpuFeatures is what the processor adds to AVX-512 (C.STAR_FEAT_* bits).
+var cpuFeatures = int(C.star_cpu_features())
 
 // rounds reports whether some product of these kernels rounds its
 // activations (and an ",exact" choice differs).
@@ -61,6 +65,12 @@ func (k *kernels) rounds() bool {
 
 // rounding is how the kernels round activations for weights of dtype dt.
 func (k *kernels) rounding(dt weights.DType) Rounding {
+	if k.exact {
+		return RoundNone
+	}
+	if dt.Quantized() && k.int8 {
+		return RoundInt8
+	}
 	return RoundNone
 }
 
@@ -108,7 +118,14 @@ func newKernels(name string) *kernels {
 	}
 	var mr, nr, atk, chunk C.int
 	C.star_params(v, &mr, &nr, &atk, &chunk)
-	return &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk)}
+	k := &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk)}
+	switch v {
+	case C.STAR_AVX512:
+		k.int8 = cpuFeatures&C.STAR_FEAT_VNNI != 0
+	case C.STAR_EMU512:
+		k.int8 = true
+	}
+	return k
 }
 
 func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
@@ -132,7 +149,13 @@ const (
 	phasePackA = iota
 	phaseCols
 	phaseGemv
+	phasePackAI8
+	phaseColsI8
+	phaseGemvI8
 )
+
+// Tiles of the integer GEMM (kern_i8.h): MRI rows of x, NRI columns.
+const mri, nri = 6, 32
 
 type gemmTask struct {
 	k       *kernels
@@ -145,9 +168,14 @@ type gemmTask struct {
 	M, N, K int
 	kc      int       // GEMM: columns per packed panel (whole blocks of a quantized dtype)
 	ap      []float32 // packed x (GEMM) or x as the gemv kernel wants it
-	next    atomic.Int64
-	items   int // work units: x panels, blocks of NR columns or of 4 rows
-	chunk   int // units per claim (at most)
+	// Integer paths: x quantized (gemv: xq, xl, xs; GEMM: panels of
+	// panelA bytes in ap) and the bytes of a B panel of NRI columns.
+	xq             unsafe.Pointer
+	xl, xs         []float32
+	panelA, panelB int
+	next           atomic.Int64
+	items          int // work units: x panels, blocks of NR columns or of 4 rows
+	chunk          int // units per claim (at most)
 }
 
 func (g *gemmTask) run(tid int) {
@@ -175,6 +203,39 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemm_cols(k.variant, fptr(g.ap), C.long(g.M), C.long(g.K), g.w, g.dt, fptr(g.out), C.long(g.N),
 				C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), fptr(bp), fptr(tmp), C.int(kc), C.int(gemmMC))
 		}
+	case phasePackAI8:
+		panels := (g.M + mri - 1) / mri
+		for {
+			p0 := int(g.next.Add(1)-1) * g.chunk
+			if p0 >= panels {
+				return
+			}
+			p1 := min(p0+g.chunk, panels)
+			C.star_gemm_packa_i8(k.variant, g.dt, fptr(g.x), C.long(g.M), C.long(g.K), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))),
+				C.long(p0), C.long(p1))
+		}
+	case phaseColsI8:
+		pb := (g.chunk*g.panelB + 3) / 4
+		buf := g.res.tws[tid].get(pb + mri*nri)
+		bp, tmp := buf[:pb], buf[pb:]
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemm_cols_i8(k.variant, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), g.w, g.dt,
+				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(bp))),
+				fptr(tmp), C.int(g.kc), C.int(gemmMC))
+		}
+	case phaseGemvI8:
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemv_i8(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), fptr(g.xl), fptr(g.xs), C.long(g.M),
+				fptr(g.out), C.long(g.N), C.long(b0*4), C.long(min(b1*4, g.N)))
+		}
 	case phaseGemv: // blocks of 4 rows
 		for {
 			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
@@ -184,6 +245,18 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemv(k.variant, g.w, g.dt, C.long(g.K), fptr(g.ap), C.long(g.M), fptr(g.out), C.long(g.N),
 				C.long(b0*4), C.long(min(b1*4, g.N)))
 		}
+	}
+}
+
+// runOn runs the task's current phase on nt threads of pool p (nil: on
+// the caller).
+func (g *gemmTask) runOn(p *workerPool, nt int) {
+	g.next.Store(0)
+	g.nt = nt
+	if p == nil {
+		runInline(g)
+	} else {
+		p.run(nt, g)
 	}
 }
 
@@ -217,16 +290,10 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 	g := &res.gemm
 	*g = gemmTask{k: k, res: res, x: x, out: out, w: unsafe.Pointer(unsafe.SliceData(w.Data)), dt: dtypeOf(w),
 		M: n, N: rows, K: cols}
-	run := func(nt int) {
-		g.next.Store(0)
-		g.nt = nt
-		if p == nil {
-			runInline(g)
-		} else {
-			p.run(nt, g)
-		}
-	}
-	if n <= gemvMaxN {
+	run := func(nt int) { g.runOn(p, nt) }
+	if k.rounding(w.DType) == RoundInt8 {
+		k.matMulI8(g, res, p, n, rows, cols, nt)
+	} else if n <= gemvMaxN {
 		g.phase = phaseGemv
 		g.ap = x[:n*cols]
 		if g.dt == C.STAR_BF16 {
@@ -253,7 +320,50 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 		g.chunk = max(1, gemmNC/k.nr)
 		run(min(nt, g.items))
 	}
-	g.x, g.out, g.ap, g.w = nil, nil, nil, nil
+	g.x, g.out, g.ap, g.w, g.xq, g.xl, g.xs = nil, nil, nil, nil, nil, nil, nil
+}
+
+// matMulI8 is matMul with integer dot products (RoundInt8) for a
+// quantized weight: x rounded to int8 per block of 32, then
+// matrix-vector (n <= gemvMaxN) or the integer GEMM.
+func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, cols, nt int) {
+	run := func(nt int) { g.runOn(p, nt) }
+	if n <= gemvMaxN {
+		kp := (cols + 63) &^ 63
+		grp := 32
+		if g.dt == C.STAR_Q6_K {
+			grp = 16
+		}
+		buf := res.shared.get(n*kp/4 + n*kp/4 + n*cols/grp)
+		xq, xl, xs := buf[:n*kp/4], buf[n*kp/4:n*kp/2], buf[n*kp/2:]
+		C.star_quant_x(g.dt, fptr(g.x), C.long(n), C.long(cols), (*C.int8_t)(unsafe.Pointer(unsafe.SliceData(xq))), fptr(xl), fptr(xs))
+		g.phase = phaseGemvI8
+		g.xq, g.xl, g.xs = unsafe.Pointer(unsafe.SliceData(xq)), xl, xs
+		g.items = (rows + 3) / 4
+		g.chunk = max(4, g.items/(4*nt))
+		run(min(nt, (g.items+3)/4))
+		return
+	}
+	blk := 32 // weights per block
+	if g.dt >= C.STAR_Q4_K {
+		blk = 256
+	}
+	g.kc = min((gemmKC+blk-1)/blk*blk, cols)
+	grp := 32
+	if g.dt == C.STAR_Q6_K {
+		grp = 16
+	}
+	// kern_i8.h's panel_a_bytes and panel_b_bytes
+	g.panelA, g.panelB = cols*mri+8*(cols/grp)*mri, g.kc*nri+8*(g.kc/grp)*nri
+	panels := (n + mri - 1) / mri
+	g.ap = res.shared.get((panels*g.panelA + 3) / 4)
+	g.phase = phasePackAI8
+	g.chunk = max(1, panels/(4*nt))
+	run(min(nt, panels))
+	g.phase = phaseColsI8
+	g.items = (rows + nri - 1) / nri
+	g.chunk = max(1, gemmNC/nri)
+	run(min(nt, g.items))
 }
 
 type attnTask struct {

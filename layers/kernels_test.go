@@ -146,12 +146,18 @@ func TestSIMDNoAllocs(t *testing.T) {
 	q, k, v := layerstest.RandSlice(r, 9*8*16, 1), layerstest.RandSlice(r, 70*2*16, 1), layerstest.RandSlice(r, 70*2*16, 1)
 	o, lse := make([]float32, len(q)), make([]float32, 9*8)
 	f := func(lo, hi int) {}
+	wq := layerstest.TensorFrom(layerstest.RandSlice(r, 64*256, 1), weights.Q4_K, 64, 256)
+	xq := layerstest.RandSlice(r, 40*256, 1)
 	for _, b := range bs {
 		c := b.new(2)
 		for _, n := range []int{1, 40} {
 			c.MatMul(out, x, &w, n)
 			if a := testing.AllocsPerRun(20, func() { c.MatMul(out, x, &w, n) }); a != 0 {
 				t.Errorf("%s: MatMul n=%d allocates %v times per call", b.name, n, a)
+			}
+			c.MatMul(out, xq, &wq, n)
+			if a := testing.AllocsPerRun(20, func() { c.MatMul(out, xq, &wq, n) }); a != 0 {
+				t.Errorf("%s: MatMul of Q4_K weights n=%d (%v) allocates %v times per call", b.name, n, c.ActivationRounding(weights.Q4_K), a)
 			}
 		}
 		layers.Attention(c, o, lse, q, k, v, 9, 70, s, true)
