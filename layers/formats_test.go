@@ -133,7 +133,7 @@ func roundedModel(m *weights.Model, dt weights.DType) *weights.Model {
 }
 
 // GGUFs quantized by weightstest's quantizer (every type and a Q4_K_M-like
-// mix, two shapes and seeds) compute what their dequantized F32 twins
+// mix, two shapes and seeds; and BF16) compute what their F32 twins
 // compute, on every kernel choice: within 1e-4 in the logits where the
 // backend keeps activations exact, and where it rounds them within
 // roundedLogprobMax/Mean in the next-token log-probabilities.
@@ -143,9 +143,10 @@ func TestQuantizedGGUFMatchesDequantizedTwin(t *testing.T) {
 		seed  int64
 		types []weights.DType
 	}{
-		{weights.Config{Dim: 256, HiddenDim: 768, NLayers: 2, NHeads: 4, NKVHeads: 2, VocabSize: 70, SeqLen: 64}, 41, weights.QuantTypes()},
+		{weights.Config{Dim: 256, HiddenDim: 768, NLayers: 2, NHeads: 4, NKVHeads: 2, VocabSize: 70, SeqLen: 64}, 41,
+			append(weights.QuantTypes(), weights.BF16)},
 		{weights.Config{Dim: 96, HiddenDim: 160, NLayers: 1, NHeads: 3, NKVHeads: 1, VocabSize: 33, SeqLen: 64, TiedEmbeddings: true}, 42,
-			[]weights.DType{weights.Q8_0, weights.Q4_0}},
+			[]weights.DType{weights.Q8_0, weights.Q4_0, weights.BF16}},
 	}
 	toks := []int{1, 5, 9, 2, 30, 7, 7, 3, 11, 0, 31, 4, 12, 17, 6, 8, 2, 9, 25, 3}
 	for ci, c := range cfgs {
@@ -154,7 +155,7 @@ func TestQuantizedGGUFMatchesDequantizedTwin(t *testing.T) {
 		for _, dt := range c.types {
 			mixes[dt.String()] = func(string) weights.DType { return dt }
 		}
-		if len(c.types) == len(weights.QuantTypes()) {
+		if len(c.types) > len(weights.QuantTypes()) {
 			mixes["Q4_K_M-like"] = func(name string) weights.DType {
 				if name == "output.weight" || name == "blk.1.ffn_down.weight" || name == "blk.0.attn_v.weight" {
 					return weights.Q6_K

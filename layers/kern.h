@@ -63,6 +63,17 @@ void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *
 void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
                        long j1, uint8_t *bp, float *tmp, int kc, int mc);
 
+// bfloat16 dot products for BF16 weights (RoundBF16), on variant avx512
+// (native AVX512_BF16; only where star_cpu_features says so) or emu512,
+// rows of even length K. star_to_bf16 rounds x to bfloat16 (nearest
+// even). Matrix-vector: star_gemv_bf on the n rounded rows. GEMM: the
+// rounded rows packed by star_gemm_packa as floats of K/2 columns (pairs),
+// then output columns [j0, j1) with kc2*roundup(j1-j0, 32) words of bp.
+void star_to_bf16(const float *x, long n, uint16_t *y);
+void star_gemv_bf(int v, const void *w, long K, const uint16_t *xb, long n, float *out, long N, long r0, long r1);
+void star_gemm_cols_bf(int v, const uint32_t *ap, long M, long K2, const void *w, float *out, long N, long j0, long j1,
+                       uint32_t *bp, float *tmp, int kc2, int mc);
+
 // h1[i] = silu(h1[i]) * h3[i].
 void star_swiglu(int v, float *h1, const float *h3, long n);
 

@@ -465,6 +465,110 @@ static void quant_x_rows(int G, const float *x, long n, long K, int8_t *xq, floa
 	}
 }
 
+static inline __attribute__((always_inline)) float bf16_f32(uint16_t h) {
+	uint32_t b = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &b, 4);
+	return f;
+}
+
+// to_bf16 rounds x[0:n] to bfloat16, to nearest even (NaN stays NaN).
+static void to_bf16(const float *x, long n, uint16_t *y) {
+	long i = 0;
+	const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), q = _mm256_set1_epi32(0x400000);
+	for (; i + 16 <= n; i += 16) {
+		__m256i r[2];
+		for (int h = 0; h < 2; h++) {
+			__m256 f = _mm256_loadu_ps(x + i + 8 * h);
+			__m256i b = _mm256_castps_si256(f);
+			__m256i rn = _mm256_add_epi32(b, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(b, 16), one)));
+			__m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+			r[h] = _mm256_srli_epi32(_mm256_blendv_epi8(rn, _mm256_or_si256(b, q), nan), 16);
+		}
+		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), _MM_SHUFFLE(3, 1, 2, 0));
+		_mm256_storeu_si256((__m256i *)(y + i), p);
+	}
+	for (; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, x + i, 4);
+		y[i] = x[i] != x[i] ? (uint16_t)((b | 0x400000) >> 16) : (uint16_t)((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+	}
+}
+
+// emu512's bfloat16 dot products: vdpbf16ps as two FMAs per lane (each
+// product of two bfloat16 is exact in float32).
+EI __m256 dpbf16_8(__m256 acc, __m256i b, __m256i c) {
+	const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+	acc = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(c, 16)), acc);
+	return _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(b, hi)), _mm256_castsi256_ps(_mm256_and_si256(c, hi)), acc);
+}
+EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c.a), dpbf16_8(acc.b, b.b, c.b)}; }
+
+#define SFX emu512
+#define VL 16
+#define MRB 14
+#define V e16
+#define VZERO e16_zero
+#define VLOAD e16_load
+#define VSTORE e16_store
+#define VADD e16_add
+#define VHSUM e16_hsum
+#define BV ie16
+#define BLOAD ie16_load
+#define BBCAST2 ie16_bcast4
+#define VDPBF16 e16_dpbf16
+#include "kern_bf16.h"
+#undef SFX
+#undef VL
+#undef MRB
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VADD
+#undef VHSUM
+#undef BV
+#undef BLOAD
+#undef BBCAST2
+#undef VDPBF16
+
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// avx512 with AVX512_BF16: the bfloat16 dot-product kernels (called only
+// where star_cpu_features reports BF16).
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")
+
+#define SFX avx512
+#define VL 16
+#define MRB 14
+#define V __m512
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VADD _mm512_add_ps
+#define VHSUM _mm512_reduce_add_ps
+#define BV __m512bh
+#define BLOAD(p) ((__m512bh)_mm512_loadu_si512((const void *)(p)))
+#define BBCAST2(p) ((__m512bh)_mm512_set1_epi32(*(const int *)(p)))
+#define VDPBF16(a, b, c) _mm512_dpbf16_ps(a, b, c)
+#include "kern_bf16.h"
+#undef SFX
+#undef VL
+#undef MRB
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VADD
+#undef VHSUM
+#undef BV
+#undef BLOAD
+#undef BBCAST2
+#undef VDPBF16
+
 #pragma GCC pop_options
 
 // ---------------------------------------------------------------------------
@@ -666,6 +770,22 @@ void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *
 void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
                        long j1, uint8_t *bp, float *tmp, int kc, int mc) {
 #define C_(s) gemm_cols_i8_##s(ap, M, K, w, dt, out, N, j0, j1, bp, tmp, kc, mc)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+// bfloat16 dot products: avx512 (native AVX512_BF16) or emu512.
+void star_to_bf16(const float *x, long n, uint16_t *y) { to_bf16(x, n, y); }
+
+void star_gemv_bf(int v, const void *w, long K, const uint16_t *xb, long n, float *out, long N, long r0, long r1) {
+#define C_(s) gemv_bf_##s(w, K, xb, n, out, N, r0, r1)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+void star_gemm_cols_bf(int v, const uint32_t *ap, long M, long K2, const void *w, float *out, long N, long j0, long j1,
+                       uint32_t *bp, float *tmp, int kc2, int mc) {
+#define C_(s) gemm_cols_bf_##s(ap, M, K2, w, out, N, j0, j1, bp, tmp, kc2, mc)
 	DISPATCH_I8(v, C_)
 #undef C_
 }

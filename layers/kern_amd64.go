@@ -47,6 +47,7 @@ type kernels struct {
 	atk     int  // attention key tile
 	exact   bool // no product rounds its activations (",exact")
 	int8    bool // integer dot products for quantized weights (native VNNI, or emulated on emu512)
+	bf16    bool // bfloat16 dot products for BF16 weights (native AVX512_BF16, or emulated on emu512)
 }
 
 // cpuFeatures is what the processor adds to AVX-512 (C.STAR_FEAT_* bits).
@@ -70,6 +71,9 @@ func (k *kernels) rounding(dt weights.DType) Rounding {
 	}
 	if dt.Quantized() && k.int8 {
 		return RoundInt8
+	}
+	if dt == weights.BF16 && k.bf16 {
+		return RoundBF16 // rows of odd length are computed exactly
 	}
 	return RoundNone
 }
@@ -122,8 +126,9 @@ func newKernels(name string) *kernels {
 	switch v {
 	case C.STAR_AVX512:
 		k.int8 = cpuFeatures&C.STAR_FEAT_VNNI != 0
+		k.bf16 = cpuFeatures&C.STAR_FEAT_BF16 != 0
 	case C.STAR_EMU512:
-		k.int8 = true
+		k.int8, k.bf16 = true, true
 	}
 	return k
 }
@@ -152,6 +157,8 @@ const (
 	phasePackAI8
 	phaseColsI8
 	phaseGemvI8
+	phaseColsBF
+	phaseGemvBF
 )
 
 // Tiles of the integer GEMM (kern_i8.h): MRI rows of x, NRI columns.
@@ -236,6 +243,28 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemv_i8(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), fptr(g.xl), fptr(g.xs), C.long(g.M),
 				fptr(g.out), C.long(g.N), C.long(b0*4), C.long(min(b1*4, g.N)))
 		}
+	case phaseColsBF: // blocks of NR output columns; K/2 words of bfloat16 pairs
+		kc2 := g.kc / 2
+		buf := g.res.tws[tid].get(kc2*g.chunk*k.nr + k.mr*k.nr)
+		bp, tmp := buf[:kc2*g.chunk*k.nr], buf[kc2*g.chunk*k.nr:]
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemm_cols_bf(k.variant, (*C.uint32_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K/2), g.w,
+				fptr(g.out), C.long(g.N), C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), (*C.uint32_t)(unsafe.Pointer(unsafe.SliceData(bp))),
+				fptr(tmp), C.int(kc2), C.int(gemmMC))
+		}
+	case phaseGemvBF:
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemv_bf(k.variant, g.w, C.long(g.K), (*C.uint16_t)(g.xq), C.long(g.M), fptr(g.out), C.long(g.N),
+				C.long(b0*4), C.long(min(b1*4, g.N)))
+		}
 	case phaseGemv: // blocks of 4 rows
 		for {
 			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
@@ -291,8 +320,10 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 	*g = gemmTask{k: k, res: res, x: x, out: out, w: unsafe.Pointer(unsafe.SliceData(w.Data)), dt: dtypeOf(w),
 		M: n, N: rows, K: cols}
 	run := func(nt int) { g.runOn(p, nt) }
-	if k.rounding(w.DType) == RoundInt8 {
+	if r := k.rounding(w.DType); r == RoundInt8 {
 		k.matMulI8(g, res, p, n, rows, cols, nt)
+	} else if r == RoundBF16 && cols%2 == 0 {
+		k.matMulBF(g, res, p, n, rows, cols, nt)
 	} else if n <= gemvMaxN {
 		g.phase = phaseGemv
 		g.ap = x[:n*cols]
@@ -321,6 +352,37 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 		run(min(nt, g.items))
 	}
 	g.x, g.out, g.ap, g.w, g.xq, g.xl, g.xs = nil, nil, nil, nil, nil, nil, nil
+}
+
+// matMulBF is matMul with bfloat16 dot products (RoundBF16) for a BF16
+// weight with rows of even length: x rounded to bfloat16, then
+// matrix-vector (n <= gemvMaxN) or the bfloat16 GEMM (x packed as pairs).
+func (k *kernels) matMulBF(g *gemmTask, res *resources, p *workerPool, n, rows, cols, nt int) {
+	run := func(nt int) { g.runOn(p, nt) }
+	if n <= gemvMaxN {
+		xb := res.shared.get(n * cols / 2)
+		C.star_to_bf16(fptr(g.x), C.long(n*cols), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(xb))))
+		g.phase = phaseGemvBF
+		g.xq = unsafe.Pointer(unsafe.SliceData(xb))
+		g.items = (rows + 3) / 4
+		g.chunk = max(4, g.items/(4*nt))
+		run(min(nt, (g.items+3)/4))
+		return
+	}
+	panels := (n + k.mr - 1) / k.mr
+	buf := res.shared.get(n*cols/2 + panels*k.mr*cols/2)
+	xb, ap := buf[:n*cols/2], buf[n*cols/2:]
+	C.star_to_bf16(fptr(g.x), C.long(n*cols), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(xb))))
+	g.x, g.K, g.ap = xb, cols/2, ap // pack the pairs as floats of cols/2 columns
+	g.phase = phasePackA
+	g.chunk = max(1, panels/(4*nt))
+	run(min(nt, panels))
+	g.K = cols
+	g.kc = min(gemmKC+gemmKC%2, cols) // whole pairs
+	g.phase = phaseColsBF
+	g.items = (rows + k.nr - 1) / k.nr
+	g.chunk = max(1, gemmNC/k.nr)
+	run(min(nt, g.items))
 }
 
 // matMulI8 is matMul with integer dot products (RoundInt8) for a

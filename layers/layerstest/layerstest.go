@@ -158,15 +158,16 @@ func MatMulConcurrentAndNested(t *testing.T, newBackend NewBackend) {
 	w := TensorFrom(wf, weights.BF16, rows, cols)
 	x := RandSlice(r, n*cols, 1)
 	want, mag := RefMatMul(x, w.Floats(), n, rows, cols)
+	c := newBackend(2)
+	bound := MatMulBound(layers.RoundingOf(c, w.DType), x, w.Floats(), mag, n, rows, cols)
 	check := func(got []float32) error {
 		for i := range want {
-			if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*mag[i]+1e-6) {
-				return fmt.Errorf("out[%d] = %g, want %g", i, got[i], want[i])
+			if d := math.Abs(float64(got[i]) - want[i]); !(d <= bound[i]) {
+				return fmt.Errorf("out[%d] = %g, want %g (bound %g)", i, got[i], want[i], bound[i])
 			}
 		}
 		return nil
 	}
-	c := newBackend(2)
 	errs := make(chan error, 8)
 	for g := 0; g < 4; g++ {
 		go func() {
