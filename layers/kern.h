@@ -50,15 +50,15 @@ void star_gemv(int v, const void *w, int dt, long K, const float *xp, long n,
 
 // Integer dot products for quantized weights (RoundInt8), on variant
 // avx512 (native VNNI; only where star_cpu_features says so) or emu512.
-// Matrix-vector: star_quant_x quantizes the n rows of x (xq: n*Kp bytes,
-// Kp = K rounded up to 64; xl: n*Kp/4 floats; xs: n*K/G floats, G = 16
-// for Q6_K, else 32), star_gemv_i8 computes rows [r0, r1). GEMM: x packed
-// into panels of 6 rows, K*6 + 8*(K/G)*6 bytes each, then output columns
-// [j0, j1) with kc*32 + 8*(kc/G)*32 bytes of bp per 32 columns and 6*32
-// floats of tmp.
-void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, float *xl, float *xs);
-void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const float *xl, const float *xs, long n,
-                  float *out, long N, long r0, long r1);
+// Matrix-vector: star_quant_x prepares the n rows of x for dtype dt (per
+// row: xq Kp bytes, Kp = K rounded up to 64; xc Kp/4 int32; xs and dxn
+// Kp/32 + 8 floats; dx16 Kp/16 + 8 floats), star_gemv_i8 computes rows
+// [r0, r1). GEMM: x packed into panels of 6 rows, K*6 + 8*(K/G)*6 bytes
+// each (G = 16 for Q6_K, else 32), then output columns [j0, j1) with
+// kc*32 + 8*(kc/G)*32 bytes of bp per 32 columns and 6*32 floats of tmp.
+void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, int32_t *xc, float *xs, float *dxn, float *dx16);
+void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                  const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1);
 void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *ap, long p0, long p1);
 void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
                        long j1, uint8_t *bp, float *tmp, int kc, int mc);

@@ -409,6 +409,21 @@ EI ie16 ie16_bcast4(const void *p) {
 }
 EI ie16 ie16_dpbusd(ie16 acc, ie16 u, ie16 s) { return (ie16){dpbusd8(acc.a, u.a, s.a), dpbusd8(acc.b, u.b, s.b)}; }
 EI e16 ie16_cvt(ie16 v) { return (e16){_mm256_cvtepi32_ps(v.a), _mm256_cvtepi32_ps(v.b)}; }
+EI ie16 ie16_join(__m256i a, __m256i b) { return (ie16){a, b}; }
+EI ie16 ie16_and(ie16 x, ie16 y) { return (ie16){_mm256_and_si256(x.a, y.a), _mm256_and_si256(x.b, y.b)}; }
+EI ie16 ie16_or(ie16 x, ie16 y) { return (ie16){_mm256_or_si256(x.a, y.a), _mm256_or_si256(x.b, y.b)}; }
+EI ie16 ie16_set1b(int c) { return (ie16){_mm256_set1_epi8((char)c), _mm256_set1_epi8((char)c)}; }
+EI ie16 ie16_bcast32(const void *p) {
+	__m256i v = _mm256_loadu_si256((const __m256i *)p);
+	return (ie16){v, v};
+}
+#define ie16_srl16(v, n) ((ie16){_mm256_srli_epi16((v).a, n), _mm256_srli_epi16((v).b, n)})
+#define ie16_sll16(v, n) ((ie16){_mm256_slli_epi16((v).a, n), _mm256_slli_epi16((v).b, n)})
+#define ie16_srlv16h(v, x, y) ((ie16){_mm256_srli_epi16((v).a, x), _mm256_srli_epi16((v).b, y)})
+EI e16 e16_perm8(__m256 v, const int *idx) {
+	return (e16){_mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)idx)),
+	             _mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)(idx + 8)))};
+}
 
 #define SFX emu512
 #define VL 16
@@ -429,6 +444,15 @@ EI e16 ie16_cvt(ie16 v) { return (e16){_mm256_cvtepi32_ps(v.a), _mm256_cvtepi32_
 #define IBCAST4 ie16_bcast4
 #define IDPBUSD ie16_dpbusd
 #define ICVT ie16_cvt
+#define IJOIN ie16_join
+#define VPERM8 e16_perm8
+#define IAND ie16_and
+#define IOR ie16_or
+#define ISET1B ie16_set1b
+#define ISRL16 ie16_srl16
+#define ISLL16 ie16_sll16
+#define IBCAST32 ie16_bcast32
+#define ISRLV16H ie16_srlv16h
 #include "kern_i8.h"
 #undef SFX
 #undef VL
@@ -449,19 +473,51 @@ EI e16 ie16_cvt(ie16 v) { return (e16){_mm256_cvtepi32_ps(v.a), _mm256_cvtepi32_
 #undef IBCAST4
 #undef IDPBUSD
 #undef ICVT
+#undef IJOIN
+#undef VPERM8
+#undef IAND
+#undef IOR
+#undef ISET1B
+#undef ISRL16
+#undef ISLL16
+#undef IBCAST32
+#undef ISRLV16H
 
-// Activations for gemv_i8: rows of x quantized (quant_x), zero padded to
-// Kp = K rounded up to 64, with each lane's (4 activations') scale.
-static void quant_x_rows(int G, const float *x, long n, long K, int8_t *xq, float *xl, float *xs) {
-	const long Kp = (K + 63) & ~63L;
-	float dx[Kp / 32 + 2];
+// Activations for gemv_i8 with weights of dtype dt (see kern_i8.h): each
+// row of x quantized per block of 32 (quant_x), zero padded to Kp = K
+// rounded up to 64, its bytes moved into the lane order of the dtype's
+// unpacked weights (16-byte pieces: Q4_0 swaps the middle two of each 64,
+// Q4_K and Q5_K order each 256 as sub-blocks 0 2 1 3 4 6 5 7); xc each
+// lane's -c·Σq for the offset c of the dtype's unsigned quants (128 for
+// Q8_0, 8 for Q4_0, 32 for Q6_K, 0 for the K-quants with mins); per block
+// xs = dx·Σq and dxn = dx, per group of 16 dx16 = dx (zero past K).
+static void quant_x_rows(int dt, const float *x, long n, long K, int8_t *xq, int32_t *xc, float *xs, float *dxn,
+                         float *dx16) {
+	const long Kp = (K + 63) & ~63L, nb = Kp / 32, B = nb + 8, B16 = Kp / 16 + 8;
+	int8_t qn[Kp];
+	const int c = dt == STAR_Q8_0 ? 128 : dt == STAR_Q4_0 ? 8 : dt == STAR_Q6_K ? 32 : 0;
+	static const int k4[8] = {0, 2, 1, 3, 4, 6, 5, 7}, q40[4] = {0, 2, 1, 3};
 	for (long t = 0; t < n; t++) {
 		int8_t *q = xq + t * Kp;
-		float *l = xl + t * (Kp / 4);
-		quant_x(x + t * K, K, G, q, dx, xs + t * (K / G));
-		memset(q + K, 0, Kp - K);
+		int32_t *cc = xc + t * (Kp / 4);
+		float *s = xs + t * B, *d = dxn + t * B, *d16 = dx16 + t * B16;
+		memset(s, 0, sizeof(float) * B);
+		memset(d, 0, sizeof(float) * B);
+		memset(d16, 0, sizeof(float) * B16);
+		quant_x(x + t * K, K, 32, qn, d, s);
+		memset(qn + K, 0, Kp - K);
+		for (long b = 0; b < K / 32; b++)
+			d16[2 * b] = d16[2 * b + 1] = d[b];
+		for (long pc = 0; pc < Kp / 16; pc++) { // destination 16-byte piece
+			long src = pc;
+			if (dt == STAR_Q4_K || dt == STAR_Q5_K)
+				src = pc / 16 * 16 + 2 * k4[pc / 2 % 8] + pc % 2;
+			else if (dt == STAR_Q4_0)
+				src = pc / 4 * 4 + q40[pc % 4];
+			memcpy(q + 16 * pc, qn + 16 * src, 16);
+		}
 		for (long j = 0; j < Kp / 4; j++)
-			l[j] = 4 * j < K ? dx[j / 8] : 0.0f;
+			cc[j] = -c * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
 	}
 }
 
@@ -597,6 +653,16 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #define IBCAST4(p) _mm512_set1_epi32(*(const int *)(p))
 #define IDPBUSD(a, u, s) _mm512_dpbusd_epi32(a, u, s)
 #define ICVT(v) _mm512_cvtepi32_ps(v)
+#define IJOIN(a, b) _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)
+#define VPERM8(v, idx) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), _mm512_castps256_ps512(v))
+#define IAND _mm512_and_si512
+#define IOR _mm512_or_si512
+#define ISET1B(c) _mm512_set1_epi8((char)(c))
+#define ISRL16(v, n) _mm512_srli_epi16(v, n)
+#define ISLL16(v, n) _mm512_slli_epi16(v, n)
+#define IBCAST32(p) _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p)))
+#define ISRLV16H(v, x, y) \
+	_mm512_srlv_epi16(v, _mm512_inserti64x4(_mm512_set1_epi16(x), _mm256_set1_epi16(y), 1))
 #include "kern_i8.h"
 #undef SFX
 #undef VL
@@ -617,6 +683,15 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #undef IBCAST4
 #undef IDPBUSD
 #undef ICVT
+#undef IJOIN
+#undef VPERM8
+#undef IAND
+#undef IOR
+#undef ISET1B
+#undef ISRL16
+#undef ISLL16
+#undef IBCAST32
+#undef ISRLV16H
 
 #pragma GCC pop_options
 
@@ -750,13 +825,13 @@ void star_attn(int v, const float *q, const float *k, const float *vv, float *ou
 		break;              \
 	}
 
-void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, float *xl, float *xs) {
-	quant_x_rows(dt == STAR_Q6_K ? 16 : 32, x, n, K, xq, xl, xs);
+void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, int32_t *xc, float *xs, float *dxn, float *dx16) {
+	quant_x_rows(dt, x, n, K, xq, xc, xs, dxn, dx16);
 }
 
-void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const float *xl, const float *xs, long n,
-                  float *out, long N, long r0, long r1) {
-#define C_(s) gemv_i8_##s(w, dt, K, xq, xl, xs, n, out, N, r0, r1)
+void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                  const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1) {
+#define C_(s) gemv_i8_##s(w, dt, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1)
 	DISPATCH_I8(v, C_)
 #undef C_
 }

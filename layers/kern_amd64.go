@@ -177,8 +177,8 @@ type gemmTask struct {
 	ap      []float32 // packed x (GEMM) or x as the gemv kernel wants it
 	// Integer paths: x quantized (gemv: xq, xl, xs; GEMM: panels of
 	// panelA bytes in ap) and the bytes of a B panel of NRI columns.
-	xq             unsafe.Pointer
-	xl, xs         []float32
+	xq, xc         unsafe.Pointer
+	xs, dxn, dx16  []float32
 	panelA, panelB int
 	next           atomic.Int64
 	items          int // work units: x panels, blocks of NR columns or of 4 rows
@@ -240,7 +240,7 @@ func (g *gemmTask) run(tid int) {
 			if !ok {
 				return
 			}
-			C.star_gemv_i8(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), fptr(g.xl), fptr(g.xs), C.long(g.M),
+			C.star_gemv_i8(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), (*C.int32_t)(g.xc), fptr(g.xs), fptr(g.dxn), fptr(g.dx16), C.long(g.M),
 				fptr(g.out), C.long(g.N), C.long(b0*4), C.long(min(b1*4, g.N)))
 		}
 	case phaseColsBF: // blocks of NR output columns; K/2 words of bfloat16 pairs
@@ -351,7 +351,7 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 		g.chunk = max(1, gemmNC/k.nr)
 		run(min(nt, g.items))
 	}
-	g.x, g.out, g.ap, g.w, g.xq, g.xl, g.xs = nil, nil, nil, nil, nil, nil, nil
+	g.x, g.out, g.ap, g.w, g.xq, g.xc, g.xs, g.dxn, g.dx16 = nil, nil, nil, nil, nil, nil, nil, nil, nil
 }
 
 // matMulBF is matMul with bfloat16 dot products (RoundBF16) for a BF16
@@ -392,15 +392,13 @@ func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, 
 	run := func(nt int) { g.runOn(p, nt) }
 	if n <= gemvMaxN {
 		kp := (cols + 63) &^ 63
-		grp := 32
-		if g.dt == C.STAR_Q6_K {
-			grp = 16
-		}
-		buf := res.shared.get(n*kp/4 + n*kp/4 + n*cols/grp)
-		xq, xl, xs := buf[:n*kp/4], buf[n*kp/4:n*kp/2], buf[n*kp/2:]
-		C.star_quant_x(g.dt, fptr(g.x), C.long(n), C.long(cols), (*C.int8_t)(unsafe.Pointer(unsafe.SliceData(xq))), fptr(xl), fptr(xs))
+		q, b, b16 := n*kp/4, n*(kp/32+8), n*(kp/16+8) // floats of xq (and of xc); of xs (and dxn); of dx16
+		buf := res.shared.get(2*q + 2*b + b16)
+		xq, xc, xs, dxn, dx16 := buf[:q], buf[q:2*q], buf[2*q:2*q+b], buf[2*q+b:2*q+2*b], buf[2*q+2*b:]
+		C.star_quant_x(g.dt, fptr(g.x), C.long(n), C.long(cols), (*C.int8_t)(unsafe.Pointer(unsafe.SliceData(xq))),
+			(*C.int32_t)(unsafe.Pointer(unsafe.SliceData(xc))), fptr(xs), fptr(dxn), fptr(dx16))
 		g.phase = phaseGemvI8
-		g.xq, g.xl, g.xs = unsafe.Pointer(unsafe.SliceData(xq)), xl, xs
+		g.xq, g.xc, g.xs, g.dxn, g.dx16 = unsafe.Pointer(unsafe.SliceData(xq)), unsafe.Pointer(unsafe.SliceData(xc)), xs, dxn, dx16
 		g.items = (rows + 3) / 4
 		g.chunk = max(4, g.items/(4*nt))
 		run(min(nt, (g.items+3)/4))
