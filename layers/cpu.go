@@ -39,11 +39,13 @@ func NewCPU(threads int) *CPU {
 // NewCPUKernels returns a CPU backend on the kernels spec names, as
 // STAR_KERNELS does: "" or "auto" the best this processor runs; "go" the
 // pure-Go reference kernels (for Attention and SwiGLU on the backend
-// too); a SIMD variant ("avx512", "avx2", "emu512"); any of those but
-// "go" followed by ",exact" (or "exact" alone) for products in exact
-// float32 arithmetic on every weight dtype, without the faster paths that
-// round activations (see Rounding). A variant this processor cannot run
-// is an error.
+// too); a SIMD variant ("avx512", "avx2", "emu512"); either of the last
+// two forms followed by options after commas (or the options alone):
+// "exact" for products in exact float32 arithmetic on every weight dtype,
+// without the paths that round activations (see Rounding); "bf16" for
+// bfloat16 dot products on BF16 weights where the processor has them but
+// they are not the default (Intel: vdpbf16ps runs at half the rate of its
+// FMAs there). A choice this processor cannot run is an error.
 func NewCPUKernels(threads int, spec string) (*CPU, error) {
 	k, err := parseKernels(spec)
 	if err != nil {
@@ -53,8 +55,9 @@ func NewCPUKernels(threads int, spec string) (*CPU, error) {
 }
 
 // KernelSpecs lists the kernel choices this processor runs, for tests
-// and benchmarks that try each: "go", then each SIMD variant as chosen
-// by default and with ",exact" where that differs.
+// and benchmarks that try each: "go", then each SIMD variant as chosen by
+// default, with ",exact" where that differs, and with ",bf16" where that
+// differs.
 func KernelSpecs() []string {
 	out := []string{"go"}
 	for _, v := range kernelVariants() {
@@ -62,28 +65,32 @@ func KernelSpecs() []string {
 		if k := newKernels(v); k != nil && k.rounds() {
 			out = append(out, v+",exact")
 		}
+		if k := newKernels(v); k != nil && !k.bf16Default() && k.withBF16() != nil {
+			out = append(out, v+",bf16")
+		}
 	}
 	return out
 }
 
 // parseKernels reads a kernel spec (nil: pure Go).
 func parseKernels(spec string) (*kernels, error) {
-	variant, exact := spec, false
-	if v, ok := strings.CutSuffix(spec, ",exact"); ok {
-		variant, exact = v, true
-	} else if spec == "exact" {
-		variant, exact = "", true
+	parts := strings.Split(spec, ",")
+	variant, opts := parts[0], parts[1:]
+	if variant == "exact" || variant == "bf16" {
+		variant, opts = "", parts
 	}
 	var k *kernels
 	switch variant {
 	case "go":
-		if exact {
-			return nil, fmt.Errorf("kernels %q: the pure-Go kernels are always exact; use \"go\"", spec)
+		if len(opts) > 0 {
+			return nil, fmt.Errorf("kernels %q: the pure-Go kernels take no options (they are exact)", spec)
 		}
 		return nil, nil
 	case "", "auto":
-		k = bestKernels()
-		if k == nil {
+		if k = bestKernels(); k == nil {
+			if len(opts) > 0 {
+				return nil, fmt.Errorf("kernels %q: this processor runs only the pure-Go kernels, which take no options", spec)
+			}
 			return nil, nil
 		}
 	default:
@@ -91,8 +98,26 @@ func parseKernels(spec string) (*kernels, error) {
 			return nil, fmt.Errorf("kernels %q: this processor does not run %q (it runs: go %s)", spec, variant, strings.Join(kernelVariants(), " "))
 		}
 	}
-	if exact {
+	exact, bf16 := false, false
+	for _, o := range opts {
+		switch o {
+		case "exact":
+			exact = true
+		case "bf16":
+			bf16 = true
+		default:
+			return nil, fmt.Errorf("kernels %q: unknown option %q (options: exact, bf16)", spec, o)
+		}
+	}
+	switch {
+	case exact && bf16:
+		return nil, fmt.Errorf("kernels %q: exact and bf16 exclude each other", spec)
+	case exact:
 		k = k.exactOnly()
+	case bf16:
+		if k = k.withBF16(); k == nil {
+			return nil, fmt.Errorf("kernels %q: variant %s has no bfloat16 dot products on this processor", spec, variant)
+		}
 	}
 	return k, nil
 }

@@ -28,8 +28,8 @@ int star_cpu_level(void);
 
 // star_cpu_features: what the processor adds to AVX-512 (level 2), as
 // bits: VNNI (integer dot products vpdpbusd, with AVX512BW/VL) and BF16
-// (vdpbf16ps).
-enum { STAR_FEAT_VNNI = 1, STAR_FEAT_BF16 = 2 };
+// (vdpbf16ps); and AMD, the vendor (where vdpbf16ps outruns the FMAs).
+enum { STAR_FEAT_VNNI = 1, STAR_FEAT_BF16 = 2, STAR_FEAT_AMD = 4 };
 int star_cpu_features(void);
 
 // star_params reports the register tile (mr x nr), the attention key tile

@@ -39,6 +39,8 @@ int star_cpu_features(void) {
 		if (__builtin_cpu_supports("avx512bf16"))
 			f |= STAR_FEAT_BF16;
 	}
+	if (__builtin_cpu_is("amd"))
+		f |= STAR_FEAT_AMD;
 	return f;
 }
 
