@@ -2,9 +2,9 @@ package layers_test
 
 import (
 	"math"
-	"strings"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 
