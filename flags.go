@@ -25,7 +25,7 @@ func modelFlags() []cli.Flag {
 		&cli.IntFlag{Name: "context-length", Usage: "override the model's context length from its metadata"},
 		&cli.StringFlag{Name: "load-format", Value: "auto", Usage: "auto (from the model path) or dummy (random weights of --model-config's shape)"},
 		&cli.StringFlag{Name: "model-config", Usage: "Hugging Face config.json giving the shape for --load-format dummy (see configs/)"},
-		&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "dtype of dummy weights: f32, f16 or bf16"},
+		&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "dtype of dummy weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k"},
 	}
 }
 

@@ -193,7 +193,7 @@ func TestBenchJSON(t *testing.T) {
 			t.Fatalf("not JSON: %q", l)
 		}
 		for _, f := range []string{"attention", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s",
-			"decode_tok_s", "linear_gflops", "attention_gflops", "peak_rss_bytes"} {
+			"decode_tok_s", "linear_gflops", "attention_gflops", "peak_rss_bytes", "weight_dtype", "kv_dtype", "kernel"} {
 			if _, ok := r[f]; !ok {
 				t.Fatalf("bench JSON lacks %q: %s", f, l)
 			}
@@ -204,6 +204,9 @@ func TestBenchJSON(t *testing.T) {
 			if v, ok := r[f].(float64); !ok || v < 0 || math.IsInf(v, 0) {
 				t.Fatalf("%s = %v, want a non-negative number: %s", f, r[f], l)
 			}
+		}
+		if r["weight_dtype"] != "F32" || r["kv_dtype"] != "f32" || !strings.HasPrefix(r["kernel"].(string), "cpu-") {
+			t.Fatalf("weight_dtype %v, kv_dtype %v, kernel %v: want F32, f32 and a cpu kernel: %s", r["weight_dtype"], r["kv_dtype"], r["kernel"], l)
 		}
 		if r["ttft_s"].(float64) < r["phase1_s"].(float64) {
 			t.Fatalf("ttft_s < phase1_s: the first token comes after phase 1: %s", l)
@@ -270,5 +273,32 @@ func TestBenchJSON(t *testing.T) {
 	code, _, errOut = star(t, "bench", "--load-format", "dummy", "--context", "64")
 	if code == 0 || !strings.Contains(errOut, "--model-config") {
 		t.Fatalf("dummy without config: exit %d, %q", code, errOut)
+	}
+}
+
+// Bench on dummy quantized weights names their dtype and kernel in the
+// JSON and the table; a shape whose rows are not whole blocks of the
+// dtype is refused in one line.
+func TestBenchQuantizedDummy(t *testing.T) {
+	code, out, errOut := star(t, "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--dtype", "q4_0",
+		"--context", "32", "--attention", "global", "--decode-tokens", "2", "--json")
+	if code != 0 {
+		t.Fatalf("bench: exit %d: %s", code, errOut)
+	}
+	var r map[string]any
+	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &r); err != nil {
+		t.Fatalf("not one JSON line: %q", out)
+	}
+	if r["weight_dtype"] != "Q4_0" || !strings.HasPrefix(r["kernel"].(string), "cpu-") {
+		t.Fatalf("weight_dtype %v kernel %v, want Q4_0 and a cpu kernel", r["weight_dtype"], r["kernel"])
+	}
+	code, out, errOut = star(t, "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--dtype", "Q8_0",
+		"--context", "32", "--attention", "global", "--decode-tokens", "2")
+	if code != 0 || !strings.Contains(out, "Q8_0") || !strings.Contains(out, "kernel") {
+		t.Fatalf("bench table: exit %d, want the weight type and kernel:\n%s%s", code, out, errOut)
+	}
+	code, _, errOut = star(t, "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json", "--dtype", "q4_k", "--context", "32")
+	if code == 0 || !strings.Contains(errOut, "hidden_size 64 is not a multiple of 256") || strings.Count(strings.TrimSpace(errOut), "\n") > 0 {
+		t.Fatalf("q4_k on a 64-wide model: exit %d, %q", code, errOut)
 	}
 }

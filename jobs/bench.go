@@ -49,6 +49,13 @@ func (c *Counting) AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s la
 	return true
 }
 
+// ActivationRounding and MatMulKernel are the backend's (see layers).
+func (c *Counting) ActivationRounding(dt weights.DType) layers.Rounding {
+	return layers.RoundingOf(c.Compute, dt)
+}
+
+func (c *Counting) MatMulKernel(dt weights.DType) string { return layers.KernelOf(c.Compute, dt) }
+
 func (c *Counting) reset() {
 	c.LinearFlops.Store(0)
 	c.LinearNanos.Store(0)
@@ -103,6 +110,12 @@ type BenchRow struct {
 	MemBWGBs        float64 `json:"membw_gbs,omitempty"`          // measured read bandwidth, GB/s
 	DecodeBound     float64 `json:"decode_bound_tok_s,omitempty"` // membw / weight bytes read per decode step
 	Kernels         string  `json:"kernels"`
+	// The model's matrices: their dtype ("Q4_K", "mixed Q4_K/Q6_K"),
+	// the K/V cache's, and the kernel MatMul runs for the main one
+	// ("cpu-avx512vnni": see layers.CPU.MatMulKernel).
+	WeightDType string `json:"weight_dtype"`
+	KVDType     string `json:"kv_dtype"`
+	Kernel      string `json:"kernel"`
 	// Accuracy: mean negative log-likelihood of ScoreTokens continuation
 	// tokens (the same tokens for every mode of a context), its ratio to
 	// the exact baseline's (global, else ring) measured in the same run,
@@ -192,7 +205,8 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	s.Defaults()
 	s.Ranks = e.Ranks()
 	row := BenchRow{Attention: string(cf.att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: b.sgemm,
-		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, DecodeBound: b.bound}
+		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, DecodeBound: b.bound,
+		WeightDType: e.W.WeightTypes(), KVDType: "f32", Kernel: layers.KernelOf(e.M.C, e.W.DType())}
 	if lay, err := s.Layout(n); err == nil && cf.att == rank.Star {
 		row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
 	} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && cf.att == rank.Ring {
@@ -350,12 +364,12 @@ func resetPeakRSS() {
 // PrintBenchTable writes rows for people: one line per configuration,
 // then the yardsticks (sgemm, memory bandwidth and decode's bound).
 func PrintBenchTable(w io.Writer, rows []BenchRow) {
-	fmt.Fprintf(w, "%-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-9s %-8s %-9s %-9s %-8s %-8s %-9s %s\n",
-		"attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "%bound", "lin_GF/s", "attn_GF/s", "rss_GiB", "nll", "nll_ratio", "lp_maxdiff")
+	fmt.Fprintf(w, "%-16s %-16s %-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-9s %-8s %-9s %-9s %-8s %-8s %-9s %s\n",
+		"weights", "kernel", "attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "%bound", "lin_GF/s", "attn_GF/s", "rss_GiB", "nll", "nll_ratio", "lp_maxdiff")
 	var ref *BenchRow
 	for i, r := range rows {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "%-7s %-5d %-7d %-8d skipped: %s\n", r.Attention, r.Ranks, r.Threads, r.Context, r.Skipped)
+			fmt.Fprintf(w, "%-16s %-16s %-7s %-5d %-7d %-8d skipped: %s\n", r.WeightDType, r.Kernel, r.Attention, r.Ranks, r.Threads, r.Context, r.Skipped)
 			continue
 		}
 		ref = &rows[i]
@@ -369,8 +383,8 @@ func PrintBenchTable(w io.Writer, rows []BenchRow) {
 		if r.DecodeBound > 0 {
 			bound = fmt.Sprintf("%.0f%%", 100*r.DecodeTPS/r.DecodeBound)
 		}
-		fmt.Fprintf(w, "%-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-9.2f %-8s %-9.1f %-9.1f %-8.2f %-8s %-9s %s\n",
-			r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS, bound,
+		fmt.Fprintf(w, "%-16s %-16s %-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-9.2f %-8s %-9.1f %-9.1f %-8.2f %-8s %-9s %s\n",
+			r.WeightDType, r.Kernel, r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS, bound,
 			r.LinearGFLOPS, r.AttentionGFLOPS, gib(r.PeakRSS), nll, ratio, diff)
 	}
 	if ref == nil {

@@ -30,7 +30,7 @@ type Report struct {
 // tokens in blocks of block tokens with anchor tokens over ranks ranks.
 func Inspect(m *weights.Model, ctx, block, anchor, ranks int) (Report, error) {
 	c := m.Config
-	r := Report{Path: m.Path, Format: m.Format, Architecture: c.Arch, Config: c, DType: m.DType().String(),
+	r := Report{Path: m.Path, Format: m.Format, Architecture: c.Arch, Config: c, DType: m.WeightTypes(),
 		Parameters: m.ParamCount(), ContextLength: c.SeqLen, Fingerprint: m.Fingerprint}
 	if m.Tokenizer != nil {
 		r.Tokenizer, r.TokenizerSize = m.Tokenizer.Kind(), m.Tokenizer.VocabSize()

@@ -4,8 +4,9 @@ package layers
 // b.ReportMetric and, where there is one, the yardstick beside it:
 //
 //	BenchmarkGEMM       Llama-3.2-1B linear shapes, n = 1, 16, 512 tokens,
-//	                    F32 and BF16 weights (GFLOP/s), and OpenBLAS
-//	                    cblas_sgemm on F32 copies of the same weights
+//	                    F32, F16, BF16, Q8_0, Q4_K and Q6_K weights
+//	                    (GFLOP/s), and OpenBLAS cblas_sgemm on F32 copies
+//	                    of the same weights
 //	BenchmarkMatVec     decode products (n = 1) in every dtype: GB/s of
 //	                    weights streamed (from memory, not cache) and the
 //	                    fraction of the memory read bandwidth measured
@@ -33,6 +34,7 @@ import (
 	"time"
 
 	"github.com/star-attn/star/layers/benchref"
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/weightstest"
 )
@@ -91,6 +93,8 @@ func randSlice(r *rand.Rand, n int, scale float32) []float32 {
 	return s
 }
 
+// randTensor is a random matrix stored as dt, with its float32 values
+// (those of the stored weights).
 func randTensor(rows, cols int, dt weights.DType, seed uint64) (weights.Tensor, []float32) {
 	r := rand.New(rand.NewPCG(seed, 1))
 	f := make([]float32, rows*cols)
@@ -98,7 +102,8 @@ func randTensor(rows, cols int, dt weights.DType, seed uint64) (weights.Tensor, 
 		f[i] = float32(r.NormFloat64() * 0.02)
 	}
 	w := weights.Tensor{Name: "w", DType: dt, Shape: []int{rows, cols}, Data: weightstest.EncodeFloats(f, dt)}
-	return w, weightstest.Round(f, dt)
+	quant.RowsTo(f, &w, 0, rows)
+	return w, f
 }
 
 func BenchmarkGEMM(b *testing.B) {
@@ -111,10 +116,10 @@ func BenchmarkGEMM(b *testing.B) {
 			x := randSlice(rand.New(rand.NewPCG(1, uint64(n))), n*sh.cols, 1)
 			out := make([]float32, n*sh.rows)
 			flops := 2 * float64(n) * float64(sh.rows) * float64(sh.cols)
-			for _, dt := range []weights.DType{weights.F32, weights.BF16} {
+			for _, dt := range []weights.DType{weights.F32, weights.F16, weights.BF16, weights.Q8_0, weights.Q4_K, weights.Q6_K} {
 				w, wf := randTensor(sh.rows, sh.cols, dt, 7)
 				c := NewCPU(threads)
-				b.Run(fmt.Sprintf("%s/n%d/%v/%s/t%d", sh.name, n, dt, c.Name(), threads), func(b *testing.B) {
+				b.Run(fmt.Sprintf("%s/n%d/%v/%s/t%d", sh.name, n, dt, KernelOf(c, dt), threads), func(b *testing.B) {
 					c.MatMul(out, x, &w, n)
 					b.ResetTimer()
 					m := startCPU()
@@ -152,7 +157,7 @@ func BenchmarkMatVec(b *testing.B) {
 	for _, sh := range []gemmShape{{"q_2048x2048", 2048, 2048}, {"gateup_8192x2048", 8192, 2048}, {"down_2048x8192", 2048, 8192}, {"vocab_32000x2048", 32000, 2048}} {
 		x := randSlice(rand.New(rand.NewPCG(3, 4)), sh.cols, 1)
 		out := make([]float32, sh.rows)
-		for _, dt := range []weights.DType{weights.F32, weights.F16, weights.BF16} {
+		for _, dt := range weights.DTypes() {
 			w, _ := randTensor(sh.rows, sh.cols, dt, 9)
 			ws := []weights.Tensor{w}
 			for len(ws)*len(w.Data) < 256<<20 {
@@ -161,7 +166,7 @@ func BenchmarkMatVec(b *testing.B) {
 				ws = append(ws, c)
 			}
 			c := NewCPU(threads)
-			b.Run(fmt.Sprintf("%s/%v/%s/t%d", sh.name, dt, c.Name(), threads), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/%v/%s/t%d", sh.name, dt, KernelOf(c, dt), threads), func(b *testing.B) {
 				for i := range ws {
 					c.MatMul(out, x, &ws[i], 1)
 				}

@@ -1,10 +1,13 @@
 package layers
 
 import (
+	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 )
 
@@ -14,7 +17,7 @@ import (
 // of Threads() goroutines.
 type CPU struct {
 	threads int
-	bufs    sync.Pool // *[]float32 row-conversion buffers for 16-bit weights (pure Go)
+	bufs    sync.Pool // *[]float32 row-conversion buffers for 16-bit and quantized weights (pure Go)
 	k       *kernels  // nil: pure-Go kernels
 	pool    *workerPool
 	res     *resources // the SIMD kernels' tasks and scratch; guarded by pool.mu
@@ -23,24 +26,100 @@ type CPU struct {
 
 // NewCPU returns a CPU backend with the given thread count (<= 0: all
 // cores), on the best kernels this processor supports. The environment
-// variable STAR_KERNELS overrides the choice: "go" forces the pure-Go
-// reference kernels (for Attention and SwiGLU on the backend too), "avx2"
-// or "avx512" a SIMD variant (ignored if the processor lacks it).
-func NewCPU(threads int) *CPU { return newCPU(threads, defaultKernels()) }
-
-// defaultKernels is NewCPU's choice of kernels (nil: pure Go).
-func defaultKernels() *kernels {
-	switch v := os.Getenv("STAR_KERNELS"); v {
-	case "go":
-		return nil
-	case "", "auto":
-		return bestKernels()
-	default:
-		if k := newKernels(v); k != nil {
-			return k
-		}
-		return bestKernels()
+// variable STAR_KERNELS overrides the choice (see NewCPUKernels); a
+// choice the processor cannot run is ignored.
+func NewCPU(threads int) *CPU {
+	k, err := parseKernels(os.Getenv("STAR_KERNELS"))
+	if err != nil {
+		k, _ = parseKernels("")
 	}
+	return newCPU(threads, k)
+}
+
+// NewCPUKernels returns a CPU backend on the kernels spec names, as
+// STAR_KERNELS does: "" or "auto" the best this processor runs; "go" the
+// pure-Go reference kernels (for Attention and SwiGLU on the backend
+// too); a SIMD variant ("avx512", "avx2", "emu512"); either of the last
+// two forms followed by options after commas (or the options alone):
+// "exact" for products in exact float32 arithmetic on every weight dtype,
+// without the paths that round activations (see Rounding); "bf16" for
+// bfloat16 dot products on BF16 weights where the processor has them but
+// they are not the default (Intel: vdpbf16ps runs at half the rate of its
+// FMAs there). A choice this processor cannot run is an error.
+func NewCPUKernels(threads int, spec string) (*CPU, error) {
+	k, err := parseKernels(spec)
+	if err != nil {
+		return nil, err
+	}
+	return newCPU(threads, k), nil
+}
+
+// KernelSpecs lists the kernel choices this processor runs, for tests
+// and benchmarks that try each: "go", then each SIMD variant as chosen by
+// default, with ",exact" where that differs, and with ",bf16" where that
+// differs.
+func KernelSpecs() []string {
+	out := []string{"go"}
+	for _, v := range kernelVariants() {
+		out = append(out, v)
+		if k := newKernels(v); k != nil && k.rounds() {
+			out = append(out, v+",exact")
+		}
+		if k := newKernels(v); k != nil && !k.bf16Default() && k.withBF16() != nil {
+			out = append(out, v+",bf16")
+		}
+	}
+	return out
+}
+
+// parseKernels reads a kernel spec (nil: pure Go).
+func parseKernels(spec string) (*kernels, error) {
+	parts := strings.Split(spec, ",")
+	variant, opts := parts[0], parts[1:]
+	if variant == "exact" || variant == "bf16" {
+		variant, opts = "", parts
+	}
+	var k *kernels
+	switch variant {
+	case "go":
+		if len(opts) > 0 {
+			return nil, fmt.Errorf("kernels %q: the pure-Go kernels take no options (they are exact)", spec)
+		}
+		return nil, nil
+	case "", "auto":
+		if k = bestKernels(); k == nil {
+			if len(opts) > 0 {
+				return nil, fmt.Errorf("kernels %q: this processor runs only the pure-Go kernels, which take no options", spec)
+			}
+			return nil, nil
+		}
+	default:
+		if k = newKernels(variant); k == nil {
+			return nil, fmt.Errorf("kernels %q: this processor does not run %q (it runs: go %s)", spec, variant, strings.Join(kernelVariants(), " "))
+		}
+	}
+	exact, bf16 := false, false
+	for _, o := range opts {
+		switch o {
+		case "exact":
+			exact = true
+		case "bf16":
+			bf16 = true
+		default:
+			return nil, fmt.Errorf("kernels %q: unknown option %q (options: exact, bf16)", spec, o)
+		}
+	}
+	switch {
+	case exact && bf16:
+		return nil, fmt.Errorf("kernels %q: exact and bf16 exclude each other", spec)
+	case exact:
+		k = k.exactOnly()
+	case bf16:
+		if k = k.withBF16(); k == nil {
+			return nil, fmt.Errorf("kernels %q: variant %s has no bfloat16 dot products on this processor", spec, variant)
+		}
+	}
+	return k, nil
 }
 
 // NewCPUReference returns a CPU backend on the pure-Go reference kernels.
@@ -71,6 +150,31 @@ func (c *CPU) Name() string {
 		return "cpu-go"
 	}
 	return "cpu-" + c.k.name
+}
+
+// ActivationRounding is how MatMul rounds activations for weights of
+// dtype dt (see Rounding): RoundNone on the pure-Go kernels and with
+// ",exact".
+func (c *CPU) ActivationRounding(dt weights.DType) Rounding {
+	if c.k == nil {
+		return RoundNone
+	}
+	return c.k.rounding(dt)
+}
+
+// MatMulKernel names the kernel MatMul runs for weights of dtype dt:
+// Name() for exact float32 products, with the instruction set of the
+// rounded ones ("cpu-avx512vnni" for int8 dot products,
+// "cpu-avx512bf16" for bfloat16 ones; emulated on emu512:
+// "cpu-emu512vnni", "cpu-emu512bf16").
+func (c *CPU) MatMulKernel(dt weights.DType) string {
+	switch c.ActivationRounding(dt) {
+	case RoundInt8:
+		return c.Name() + "vnni"
+	case RoundBF16:
+		return c.Name() + "bf16"
+	}
+	return c.Name()
 }
 
 func (c *CPU) Parallel(n int, f func(lo, hi int)) {
@@ -156,7 +260,9 @@ func (c *CPU) SwiGLUKernel(h1, h3 []float32) bool {
 }
 
 // matMulGo is MatMul on the pure-Go kernels. Work is split over the rows of
-// w so that each weight row is read (and, for F16/BF16, widened) once.
+// w so that each weight row is read (and, for F16/BF16, widened, for the
+// quantized types dequantized by package quant) once: the product is
+// exact float32 arithmetic on the dequantized weights.
 func (c *CPU) matMulGo(out, x []float32, w *weights.Tensor, n int) {
 	rows, cols := w.Rows(), w.Cols()
 	const rowTile = 16
@@ -179,7 +285,7 @@ func (c *CPU) matMulGo(out, x []float32, w *weights.Tensor, n int) {
 				wt = w.F32()[r0*cols : (r0+nr)*cols]
 			} else {
 				wt = buf[:nr*cols]
-				w.RowsTo(wt, r0, nr)
+				quant.RowsTo(wt, w, r0, nr)
 			}
 			for i := 0; i < n; i++ {
 				xi := x[i*cols : (i+1)*cols]

@@ -2,6 +2,8 @@
 #ifndef STAR_KERN_H
 #define STAR_KERN_H
 
+#include <stdint.h>
+
 // Kernel variants. Each is one instantiation of kern_impl.h.
 enum {
 	STAR_AVX2 = 1,   // 8-lane AVX2/FMA/F16C
@@ -10,10 +12,25 @@ enum {
 };
 
 // Weight dtypes, as weights.DType.
-enum { STAR_F32 = 0, STAR_F16 = 1, STAR_BF16 = 2 };
+enum {
+	STAR_F32 = 0,
+	STAR_F16 = 1,
+	STAR_BF16 = 2,
+	STAR_Q8_0 = 3,
+	STAR_Q4_0 = 4,
+	STAR_Q4_K = 5,
+	STAR_Q5_K = 6,
+	STAR_Q6_K = 7,
+};
 
 // star_cpu_level: 0 no usable SIMD, 1 AVX2+FMA+F16C, 2 also AVX-512F.
 int star_cpu_level(void);
+
+// star_cpu_features: what the processor adds to AVX-512 (level 2), as
+// bits: VNNI (integer dot products vpdpbusd, with AVX512BW/VL) and BF16
+// (vdpbf16ps); and AMD, the vendor (where vdpbf16ps outruns the FMAs).
+enum { STAR_FEAT_VNNI = 1, STAR_FEAT_BF16 = 2, STAR_FEAT_AMD = 4 };
+int star_cpu_features(void);
 
 // star_params reports the register tile (mr x nr), the attention key tile
 // and the x packing chunk of variant v.
@@ -30,6 +47,32 @@ void star_gemm_cols(int v, const float *ap, long M, long K, const void *w, int d
 void star_pack_x(int v, int dt, const float *x, long n, long K, float *xp);
 void star_gemv(int v, const void *w, int dt, long K, const float *xp, long n,
                float *out, long N, long r0, long r1);
+
+// Integer dot products for quantized weights (RoundInt8), on variant
+// avx512 (native VNNI; only where star_cpu_features says so) or emu512.
+// Matrix-vector: star_quant_x prepares the n rows of x for dtype dt (per
+// row: xq Kp bytes, Kp = K rounded up to 64; xc Kp/4 int32; xs and dxn
+// Kp/32 + 8 floats; dx16 Kp/16 + 8 floats), star_gemv_i8 computes rows
+// [r0, r1). GEMM: x packed into panels of 6 rows, K*6 + 8*(K/G)*6 bytes
+// each (G = 16 for Q6_K, else 32), then output columns [j0, j1) with
+// kc*32 + 8*(kc/G)*32 bytes of bp per 32 columns and 6*32 floats of tmp.
+void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, int32_t *xc, float *xs, float *dxn, float *dx16);
+void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                  const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1);
+void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *ap, long p0, long p1);
+void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+                       long j1, uint8_t *bp, float *tmp, int kc, int mc);
+
+// bfloat16 dot products for BF16 weights (RoundBF16), on variant avx512
+// (native AVX512_BF16; only where star_cpu_features says so) or emu512,
+// rows of even length K. star_to_bf16 rounds x to bfloat16 (nearest
+// even). Matrix-vector: star_gemv_bf on the n rounded rows. GEMM: the
+// rounded rows packed by star_gemm_packa as floats of K/2 columns (pairs),
+// then output columns [j0, j1) with kc2*roundup(j1-j0, 32) words of bp.
+void star_to_bf16(const float *x, long n, uint16_t *y);
+void star_gemv_bf(int v, const void *w, long K, const uint16_t *xb, long n, float *out, long N, long r0, long r1);
+void star_gemm_cols_bf(int v, const uint32_t *ap, long M, long K2, const void *w, float *out, long N, long j0, long j1,
+                       uint32_t *bp, float *tmp, int kc2, int mc);
 
 // h1[i] = silu(h1[i]) * h3[i].
 void star_swiglu(int v, float *h1, const float *h3, long n);

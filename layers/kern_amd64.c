@@ -30,6 +30,20 @@ int star_cpu_level(void) {
 	return 1;
 }
 
+int star_cpu_features(void) {
+	__builtin_cpu_init();
+	int f = 0;
+	if (star_cpu_level() >= 2 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+		if (__builtin_cpu_supports("avx512vnni"))
+			f |= STAR_FEAT_VNNI;
+		if (__builtin_cpu_supports("avx512bf16"))
+			f |= STAR_FEAT_BF16;
+	}
+	if (__builtin_cpu_is("amd"))
+		f |= STAR_FEAT_AMD;
+	return f;
+}
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -106,7 +120,44 @@ static inline __attribute__((always_inline)) void pack_b_dt(float *dst, const vo
 	}
 }
 
+#include "kern_quant.h"
+
+// pack_b_q is pack_b for a quantized dtype: ldw is the row length in
+// weights, k0 and kc multiples of the block. Up to 256 columns of 8 rows
+// are dequantized at a time, then transposed into dst.
+static void pack_b_q(float *dst, const void *w, int dt, long ldw, long j0, int nr, long k0, int kc, int nrr) {
+	const long rowb = dt_bytes(dt, ldw);
+	float tmp[8 * 256];
+	for (int c0 = 0; c0 < kc; c0 += 256) {
+		int cc = kc - c0 < 256 ? kc - c0 : 256;
+		for (int g = 0; g < nrr; g += 8) {
+			int rows = nr - g < 8 ? nr - g : 8;
+			if (rows < 0)
+				rows = 0;
+			for (int i = 0; i < 8; i++) {
+				if (i < rows)
+					deq_row((const uint8_t *)w + (j0 + g + i) * rowb, dt, k0 + c0, cc, tmp + i * 256);
+				else
+					memset(tmp + i * 256, 0, sizeof(float) * cc);
+			}
+			float *d = dst + (long)c0 * nrr + g;
+			for (int k = 0; k < cc; k += 8) {
+				__m256 r[8];
+				for (int i = 0; i < 8; i++)
+					r[i] = _mm256_loadu_ps(tmp + i * 256 + k);
+				tr8x8(r);
+				for (int i = 0; i < 8; i++)
+					_mm256_storeu_ps(d + (long)(k + i) * nrr, r[i]);
+			}
+		}
+	}
+}
+
 static void pack_b(float *dst, const void *w, int dt, long ldw, long j0, int nr, long k0, int kc, int nrr) {
+	if (dt >= STAR_Q8_0) {
+		pack_b_q(dst, w, dt, ldw, j0, nr, k0, kc, nrr);
+		return;
+	}
 	switch (dt) {
 	case STAR_F32:
 		pack_b_dt(dst, w, STAR_F32, ldw, j0, nr, k0, kc, nrr);
@@ -337,6 +388,313 @@ EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
 #undef VF16
 #undef VBF16PAIR
 
+// emu512's integer kernels: vpdpbusd emulated exactly (bytes widened to
+// 16 bits, vpmaddwd, pairs added).
+typedef struct {
+	__m256i a, b;
+} ie16;
+
+EI __m256i dpbusd8(__m256i acc, __m256i u, __m256i s) {
+	__m256i ulo = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(u)), uhi = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(u, 1));
+	__m256i slo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(s)), shi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(s, 1));
+	__m256i h = _mm256_hadd_epi32(_mm256_madd_epi16(ulo, slo), _mm256_madd_epi16(uhi, shi));
+	return _mm256_add_epi32(acc, _mm256_permute4x64_epi64(h, _MM_SHUFFLE(3, 1, 2, 0)));
+}
+EI ie16 ie16_zero(void) { return (ie16){_mm256_setzero_si256(), _mm256_setzero_si256()}; }
+EI ie16 ie16_load(const void *p) {
+	return (ie16){_mm256_loadu_si256((const __m256i *)p), _mm256_loadu_si256((const __m256i *)((const char *)p + 32))};
+}
+EI ie16 ie16_bcast4(const void *p) {
+	int v;
+	memcpy(&v, p, 4);
+	return (ie16){_mm256_set1_epi32(v), _mm256_set1_epi32(v)};
+}
+EI ie16 ie16_dpbusd(ie16 acc, ie16 u, ie16 s) { return (ie16){dpbusd8(acc.a, u.a, s.a), dpbusd8(acc.b, u.b, s.b)}; }
+EI e16 ie16_cvt(ie16 v) { return (e16){_mm256_cvtepi32_ps(v.a), _mm256_cvtepi32_ps(v.b)}; }
+EI ie16 ie16_join(__m256i a, __m256i b) { return (ie16){a, b}; }
+EI ie16 ie16_and(ie16 x, ie16 y) { return (ie16){_mm256_and_si256(x.a, y.a), _mm256_and_si256(x.b, y.b)}; }
+EI ie16 ie16_or(ie16 x, ie16 y) { return (ie16){_mm256_or_si256(x.a, y.a), _mm256_or_si256(x.b, y.b)}; }
+EI ie16 ie16_set1b(int c) { return (ie16){_mm256_set1_epi8((char)c), _mm256_set1_epi8((char)c)}; }
+EI ie16 ie16_bcast32(const void *p) {
+	__m256i v = _mm256_loadu_si256((const __m256i *)p);
+	return (ie16){v, v};
+}
+#define ie16_srl16(v, n) ((ie16){_mm256_srli_epi16((v).a, n), _mm256_srli_epi16((v).b, n)})
+#define ie16_sll16(v, n) ((ie16){_mm256_slli_epi16((v).a, n), _mm256_slli_epi16((v).b, n)})
+#define ie16_srlv16h(v, x, y) ((ie16){_mm256_srli_epi16((v).a, x), _mm256_srli_epi16((v).b, y)})
+EI e16 e16_perm8(__m256 v, const int *idx) {
+	return (e16){_mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)idx)),
+	             _mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)(idx + 8)))};
+}
+
+#define SFX emu512
+#define VL 16
+#define MRI 6
+#define V e16
+#define VZERO e16_zero
+#define VLOAD e16_load
+#define VSTORE e16_store
+#define VBCAST e16_bcast
+#define VSET1 e16_set1
+#define VFMA e16_fma
+#define VMUL e16_mul
+#define VADD e16_add
+#define VHSUM e16_hsum
+#define IV ie16
+#define IZERO ie16_zero
+#define ILOAD ie16_load
+#define IBCAST4 ie16_bcast4
+#define IDPBUSD ie16_dpbusd
+#define ICVT ie16_cvt
+#define IJOIN ie16_join
+#define VPERM8 e16_perm8
+#define IAND ie16_and
+#define IOR ie16_or
+#define ISET1B ie16_set1b
+#define ISRL16 ie16_srl16
+#define ISLL16 ie16_sll16
+#define IBCAST32 ie16_bcast32
+#define ISRLV16H ie16_srlv16h
+#include "kern_i8.h"
+#undef SFX
+#undef VL
+#undef MRI
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHSUM
+#undef IV
+#undef IZERO
+#undef ILOAD
+#undef IBCAST4
+#undef IDPBUSD
+#undef ICVT
+#undef IJOIN
+#undef VPERM8
+#undef IAND
+#undef IOR
+#undef ISET1B
+#undef ISRL16
+#undef ISLL16
+#undef IBCAST32
+#undef ISRLV16H
+
+// Activations for gemv_i8 with weights of dtype dt (see kern_i8.h): each
+// row of x quantized per block of 32 (quant_x), zero padded to Kp = K
+// rounded up to 64, its bytes moved into the lane order of the dtype's
+// unpacked weights (16-byte pieces: Q4_0 swaps the middle two of each 64,
+// Q4_K and Q5_K order each 256 as sub-blocks 0 2 1 3 4 6 5 7); xc each
+// lane's -c·Σq for the offset c of the dtype's unsigned quants (128 for
+// Q8_0, 8 for Q4_0, 32 for Q6_K, 0 for the K-quants with mins); per block
+// xs = dx·Σq and dxn = dx, per group of 16 dx16 = dx (zero past K).
+static void quant_x_rows(int dt, const float *x, long n, long K, int8_t *xq, int32_t *xc, float *xs, float *dxn,
+                         float *dx16) {
+	const long Kp = (K + 63) & ~63L, nb = Kp / 32, B = nb + 8, B16 = Kp / 16 + 8;
+	int8_t qn[Kp];
+	const int c = dt == STAR_Q8_0 ? 128 : dt == STAR_Q4_0 ? 8 : dt == STAR_Q6_K ? 32 : 0;
+	static const int k4[8] = {0, 2, 1, 3, 4, 6, 5, 7}, q40[4] = {0, 2, 1, 3};
+	for (long t = 0; t < n; t++) {
+		int8_t *q = xq + t * Kp;
+		int32_t *cc = xc + t * (Kp / 4);
+		float *s = xs + t * B, *d = dxn + t * B, *d16 = dx16 + t * B16;
+		memset(s, 0, sizeof(float) * B);
+		memset(d, 0, sizeof(float) * B);
+		memset(d16, 0, sizeof(float) * B16);
+		quant_x(x + t * K, K, 32, qn, d, s);
+		memset(qn + K, 0, Kp - K);
+		for (long b = 0; b < K / 32; b++)
+			d16[2 * b] = d16[2 * b + 1] = d[b];
+		for (long pc = 0; pc < Kp / 16; pc++) { // destination 16-byte piece
+			long src = pc;
+			if (dt == STAR_Q4_K || dt == STAR_Q5_K)
+				src = pc / 16 * 16 + 2 * k4[pc / 2 % 8] + pc % 2;
+			else if (dt == STAR_Q4_0)
+				src = pc / 4 * 4 + q40[pc % 4];
+			memcpy(q + 16 * pc, qn + 16 * src, 16);
+		}
+		for (long j = 0; j < Kp / 4; j++)
+			cc[j] = -c * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
+	}
+}
+
+static inline __attribute__((always_inline)) float bf16_f32(uint16_t h) {
+	uint32_t b = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &b, 4);
+	return f;
+}
+
+// to_bf16 rounds x[0:n] to bfloat16, to nearest even (NaN stays NaN).
+static void to_bf16(const float *x, long n, uint16_t *y) {
+	long i = 0;
+	const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff), q = _mm256_set1_epi32(0x400000);
+	for (; i + 16 <= n; i += 16) {
+		__m256i r[2];
+		for (int h = 0; h < 2; h++) {
+			__m256 f = _mm256_loadu_ps(x + i + 8 * h);
+			__m256i b = _mm256_castps_si256(f);
+			__m256i rn = _mm256_add_epi32(b, _mm256_add_epi32(bias, _mm256_and_si256(_mm256_srli_epi32(b, 16), one)));
+			__m256i nan = _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q));
+			r[h] = _mm256_srli_epi32(_mm256_blendv_epi8(rn, _mm256_or_si256(b, q), nan), 16);
+		}
+		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), _MM_SHUFFLE(3, 1, 2, 0));
+		_mm256_storeu_si256((__m256i *)(y + i), p);
+	}
+	for (; i < n; i++) {
+		uint32_t b;
+		memcpy(&b, x + i, 4);
+		y[i] = x[i] != x[i] ? (uint16_t)((b | 0x400000) >> 16) : (uint16_t)((b + 0x7fff + ((b >> 16) & 1)) >> 16);
+	}
+}
+
+// emu512's bfloat16 dot products: vdpbf16ps as two FMAs per lane (each
+// product of two bfloat16 is exact in float32).
+EI __m256 dpbf16_8(__m256 acc, __m256i b, __m256i c) {
+	const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+	acc = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(b, 16)), _mm256_castsi256_ps(_mm256_slli_epi32(c, 16)), acc);
+	return _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(b, hi)), _mm256_castsi256_ps(_mm256_and_si256(c, hi)), acc);
+}
+EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c.a), dpbf16_8(acc.b, b.b, c.b)}; }
+
+#define SFX emu512
+#define VL 16
+#define MRB 14
+#define V e16
+#define VZERO e16_zero
+#define VLOAD e16_load
+#define VSTORE e16_store
+#define VADD e16_add
+#define VHSUM e16_hsum
+#define BV ie16
+#define BLOAD ie16_load
+#define BBCAST2 ie16_bcast4
+#define VDPBF16 e16_dpbf16
+#include "kern_bf16.h"
+#undef SFX
+#undef VL
+#undef MRB
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VADD
+#undef VHSUM
+#undef BV
+#undef BLOAD
+#undef BBCAST2
+#undef VDPBF16
+
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// avx512 with AVX512_BF16: the bfloat16 dot-product kernels (called only
+// where star_cpu_features reports BF16).
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")
+
+#define SFX avx512
+#define VL 16
+#define MRB 14
+#define V __m512
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VADD _mm512_add_ps
+#define VHSUM _mm512_reduce_add_ps
+#define BV __m512bh
+#define BLOAD(p) ((__m512bh)_mm512_loadu_si512((const void *)(p)))
+#define BBCAST2(p) ((__m512bh)_mm512_set1_epi32(*(const int *)(p)))
+#define VDPBF16(a, b, c) _mm512_dpbf16_ps(a, b, c)
+#include "kern_bf16.h"
+#undef SFX
+#undef VL
+#undef MRB
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VADD
+#undef VHSUM
+#undef BV
+#undef BLOAD
+#undef BBCAST2
+#undef VDPBF16
+
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
+// avx512 with AVX512_VNNI: the integer kernels (called only where
+// star_cpu_features reports VNNI).
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")
+
+#define SFX avx512
+#define VL 16
+#define MRI 6
+#define V __m512
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
+#define VBCAST(p) _mm512_set1_ps(*(p))
+#define VSET1(x) _mm512_set1_ps(x)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VMUL _mm512_mul_ps
+#define VADD _mm512_add_ps
+#define VHSUM _mm512_reduce_add_ps
+#define IV __m512i
+#define IZERO() _mm512_setzero_si512()
+#define ILOAD(p) _mm512_loadu_si512((const void *)(p))
+#define IBCAST4(p) _mm512_set1_epi32(*(const int *)(p))
+#define IDPBUSD(a, u, s) _mm512_dpbusd_epi32(a, u, s)
+#define ICVT(v) _mm512_cvtepi32_ps(v)
+#define IJOIN(a, b) _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)
+#define VPERM8(v, idx) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), _mm512_castps256_ps512(v))
+#define IAND _mm512_and_si512
+#define IOR _mm512_or_si512
+#define ISET1B(c) _mm512_set1_epi8((char)(c))
+#define ISRL16(v, n) _mm512_srli_epi16(v, n)
+#define ISLL16(v, n) _mm512_slli_epi16(v, n)
+#define IBCAST32(p) _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p)))
+#define ISRLV16H(v, x, y) \
+	_mm512_srlv_epi16(v, _mm512_inserti64x4(_mm512_set1_epi16(x), _mm256_set1_epi16(y), 1))
+#include "kern_i8.h"
+#undef SFX
+#undef VL
+#undef MRI
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHSUM
+#undef IV
+#undef IZERO
+#undef ILOAD
+#undef IBCAST4
+#undef IDPBUSD
+#undef ICVT
+#undef IJOIN
+#undef VPERM8
+#undef IAND
+#undef IOR
+#undef ISET1B
+#undef ISRL16
+#undef ISLL16
+#undef IBCAST32
+#undef ISRLV16H
+
 #pragma GCC pop_options
 
 // ---------------------------------------------------------------------------
@@ -455,5 +813,56 @@ void star_attn(int v, const float *q, const float *k, const float *vv, float *ou
                long H, long HKV, long D, int causal, long i0, long i1, long kh, float *ws) {
 #define C_(s) attn_##s(q, k, vv, out, lse, nq, nk, H, HKV, D, causal, i0, i1, kh, ws)
 	DISPATCH(v, C_)
+#undef C_
+}
+
+// Integer dot products: avx512 (native VNNI) or emu512.
+#define DISPATCH_I8(v, call)        \
+	switch (v) {                \
+	case STAR_AVX512:           \
+		call(avx512);       \
+		break;              \
+	default:                    \
+		call(emu512);       \
+		break;              \
+	}
+
+void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, int32_t *xc, float *xs, float *dxn, float *dx16) {
+	quant_x_rows(dt, x, n, K, xq, xc, xs, dxn, dx16);
+}
+
+void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                  const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1) {
+#define C_(s) gemv_i8_##s(w, dt, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *ap, long p0, long p1) {
+#define C_(s) gemm_packa_i8_##s(x, M, K, dt == STAR_Q6_K ? 16 : 32, ap, p0, p1)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+                       long j1, uint8_t *bp, float *tmp, int kc, int mc) {
+#define C_(s) gemm_cols_i8_##s(ap, M, K, w, dt, out, N, j0, j1, bp, tmp, kc, mc)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+// bfloat16 dot products: avx512 (native AVX512_BF16) or emu512.
+void star_to_bf16(const float *x, long n, uint16_t *y) { to_bf16(x, n, y); }
+
+void star_gemv_bf(int v, const void *w, long K, const uint16_t *xb, long n, float *out, long N, long r0, long r1) {
+#define C_(s) gemv_bf_##s(w, K, xb, n, out, N, r0, r1)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+void star_gemm_cols_bf(int v, const uint32_t *ap, long M, long K2, const void *w, float *out, long N, long j0, long j1,
+                       uint32_t *bp, float *tmp, int kc2, int mc) {
+#define C_(s) gemm_cols_bf_##s(ap, M, K2, w, out, N, j0, j1, bp, tmp, kc2, mc)
+	DISPATCH_I8(v, C_)
 #undef C_
 }

@@ -43,8 +43,72 @@ import (
 type kernels struct {
 	variant C.int
 	name    string
-	mr, nr  int // register tile
-	atk     int // attention key tile
+	mr, nr  int  // register tile
+	atk     int  // attention key tile
+	exact   bool // no product rounds its activations (",exact")
+	int8    bool // integer dot products for quantized weights (native VNNI, or emulated on emu512)
+	bf16    bool // bfloat16 dot products for BF16 weights (native AVX512_BF16, or emulated on emu512)
+}
+
+// cpuFeatures is what the processor adds to AVX-512 (C.STAR_FEAT_* bits).
+var cpuFeatures = int(C.star_cpu_features())
+
+// rounds reports whether some product of these kernels rounds its
+// activations (and an ",exact" choice differs).
+func (k *kernels) rounds() bool {
+	for _, dt := range weights.DTypes() {
+		if k.rounding(dt) != RoundNone {
+			return true
+		}
+	}
+	return false
+}
+
+// rounding is how the kernels round activations for weights of dtype dt.
+func (k *kernels) rounding(dt weights.DType) Rounding {
+	if k.exact {
+		return RoundNone
+	}
+	if dt.Quantized() && k.int8 {
+		return RoundInt8
+	}
+	if dt == weights.BF16 && k.bf16 {
+		return RoundBF16 // rows of odd length are computed exactly
+	}
+	return RoundNone
+}
+
+// bf16Default reports whether bfloat16 dot products are on by default:
+// where the processor has them (native AVX512_BF16) and runs them faster
+// than its FMAs (AMD; measured on an Intel Xeon with AVX512_BF16:
+// vdpbf16ps one per two cycles, FMAs two per cycle, so a BF16 GEMM at 0.6
+// times the float32 one); always on emu512.
+func (k *kernels) bf16Default() bool {
+	switch k.variant {
+	case C.STAR_AVX512:
+		return cpuFeatures&C.STAR_FEAT_BF16 != 0 && cpuFeatures&C.STAR_FEAT_AMD != 0
+	case C.STAR_EMU512:
+		return true
+	}
+	return false
+}
+
+// withBF16 is k with bfloat16 dot products, or nil if the variant has
+// none on this processor.
+func (k *kernels) withBF16() *kernels {
+	if k.variant == C.STAR_EMU512 || (k.variant == C.STAR_AVX512 && cpuFeatures&C.STAR_FEAT_BF16 != 0) {
+		e := *k
+		e.bf16, e.exact = true, false
+		return &e
+	}
+	return nil
+}
+
+// exactOnly is k without the paths that round activations.
+func (k *kernels) exactOnly() *kernels {
+	e := *k
+	e.exact = true
+	return &e
 }
 
 // cpuLevel is what the processor runs (0 none, 1 AVX2+FMA+F16C, 2
@@ -84,20 +148,22 @@ func newKernels(name string) *kernels {
 	}
 	var mr, nr, atk, chunk C.int
 	C.star_params(v, &mr, &nr, &atk, &chunk)
-	return &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk)}
+	k := &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk)}
+	switch v {
+	case C.STAR_AVX512:
+		k.int8 = cpuFeatures&C.STAR_FEAT_VNNI != 0
+	case C.STAR_EMU512:
+		k.int8 = true
+	}
+	k.bf16 = k.bf16Default()
+	return k
 }
 
 func fptr(s []float32) *C.float { return (*C.float)(unsafe.Pointer(unsafe.SliceData(s))) }
 
-func dtypeOf(w *weights.Tensor) C.int {
-	switch w.DType {
-	case weights.F16:
-		return C.STAR_F16
-	case weights.BF16:
-		return C.STAR_BF16
-	}
-	return C.STAR_F32
-}
+// dtypeOf is w's dtype as the C kernels name it (kern.h: the same
+// numbers as weights.DType).
+func dtypeOf(w *weights.Tensor) C.int { return C.int(w.DType) }
 
 // resources are the task and scratch objects of one pool, reused call to
 // call (no allocation in steady state).
@@ -114,7 +180,15 @@ const (
 	phasePackA = iota
 	phaseCols
 	phaseGemv
+	phasePackAI8
+	phaseColsI8
+	phaseGemvI8
+	phaseColsBF
+	phaseGemvBF
 )
+
+// Tiles of the integer GEMM (kern_i8.h): MRI rows of x, NRI columns.
+const mri, nri = 6, 32
 
 type gemmTask struct {
 	k       *kernels
@@ -125,10 +199,16 @@ type gemmTask struct {
 	w       unsafe.Pointer
 	dt      C.int
 	M, N, K int
+	kc      int       // GEMM: columns per packed panel (whole blocks of a quantized dtype)
 	ap      []float32 // packed x (GEMM) or x as the gemv kernel wants it
-	next    atomic.Int64
-	items   int // work units: x panels, blocks of NR columns or of 4 rows
-	chunk   int // units per claim (at most)
+	// Integer paths: x quantized (gemv: xq, xl, xs; GEMM: panels of
+	// panelA bytes in ap) and the bytes of a B panel of NRI columns.
+	xq, xc         unsafe.Pointer
+	xs, dxn, dx16  []float32
+	panelA, panelB int
+	next           atomic.Int64
+	items          int // work units: x panels, blocks of NR columns or of 4 rows
+	chunk          int // units per claim (at most)
 }
 
 func (g *gemmTask) run(tid int) {
@@ -145,7 +225,7 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemm_packa(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), fptr(g.ap), C.long(p0), C.long(p1))
 		}
 	case phaseCols: // blocks of NR output columns
-		kc := min(gemmKC, g.K)
+		kc := g.kc
 		buf := g.res.tws[tid].get(kc*g.chunk*k.nr + k.mr*k.nr)
 		bp, tmp := buf[:kc*g.chunk*k.nr], buf[kc*g.chunk*k.nr:]
 		for {
@@ -156,6 +236,61 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemm_cols(k.variant, fptr(g.ap), C.long(g.M), C.long(g.K), g.w, g.dt, fptr(g.out), C.long(g.N),
 				C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), fptr(bp), fptr(tmp), C.int(kc), C.int(gemmMC))
 		}
+	case phasePackAI8:
+		panels := (g.M + mri - 1) / mri
+		for {
+			p0 := int(g.next.Add(1)-1) * g.chunk
+			if p0 >= panels {
+				return
+			}
+			p1 := min(p0+g.chunk, panels)
+			C.star_gemm_packa_i8(k.variant, g.dt, fptr(g.x), C.long(g.M), C.long(g.K), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))),
+				C.long(p0), C.long(p1))
+		}
+	case phaseColsI8:
+		pb := (g.chunk*g.panelB + 3) / 4
+		buf := g.res.tws[tid].get(pb + mri*nri)
+		bp, tmp := buf[:pb], buf[pb:]
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemm_cols_i8(k.variant, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), g.w, g.dt,
+				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(bp))),
+				fptr(tmp), C.int(g.kc), C.int(gemmMC))
+		}
+	case phaseGemvI8:
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemv_i8(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), (*C.int32_t)(g.xc), fptr(g.xs), fptr(g.dxn), fptr(g.dx16), C.long(g.M),
+				fptr(g.out), C.long(g.N), C.long(b0*4), C.long(min(b1*4, g.N)))
+		}
+	case phaseColsBF: // blocks of NR output columns; K/2 words of bfloat16 pairs
+		kc2 := g.kc / 2
+		buf := g.res.tws[tid].get(kc2*g.chunk*k.nr + k.mr*k.nr)
+		bp, tmp := buf[:kc2*g.chunk*k.nr], buf[kc2*g.chunk*k.nr:]
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemm_cols_bf(k.variant, (*C.uint32_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K/2), g.w,
+				fptr(g.out), C.long(g.N), C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), (*C.uint32_t)(unsafe.Pointer(unsafe.SliceData(bp))),
+				fptr(tmp), C.int(kc2), C.int(gemmMC))
+		}
+	case phaseGemvBF:
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemv_bf(k.variant, g.w, C.long(g.K), (*C.uint16_t)(g.xq), C.long(g.M), fptr(g.out), C.long(g.N),
+				C.long(b0*4), C.long(min(b1*4, g.N)))
+		}
 	case phaseGemv: // blocks of 4 rows
 		for {
 			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
@@ -165,6 +300,18 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemv(k.variant, g.w, g.dt, C.long(g.K), fptr(g.ap), C.long(g.M), fptr(g.out), C.long(g.N),
 				C.long(b0*4), C.long(min(b1*4, g.N)))
 		}
+	}
+}
+
+// runOn runs the task's current phase on nt threads of pool p (nil: on
+// the caller).
+func (g *gemmTask) runOn(p *workerPool, nt int) {
+	g.next.Store(0)
+	g.nt = nt
+	if p == nil {
+		runInline(g)
+	} else {
+		p.run(nt, g)
 	}
 }
 
@@ -192,22 +339,18 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 	rows, cols := w.Rows(), w.Cols()
 	_ = out[n*rows-1]
 	_ = x[n*cols-1]
-	if len(w.Data) < rows*cols*w.DType.Size() {
+	if int64(len(w.Data)) < w.Bytes() {
 		panic("layers: MatMul: weight " + w.Name + " is shorter than its shape")
 	}
 	g := &res.gemm
 	*g = gemmTask{k: k, res: res, x: x, out: out, w: unsafe.Pointer(unsafe.SliceData(w.Data)), dt: dtypeOf(w),
 		M: n, N: rows, K: cols}
-	run := func(nt int) {
-		g.next.Store(0)
-		g.nt = nt
-		if p == nil {
-			runInline(g)
-		} else {
-			p.run(nt, g)
-		}
-	}
-	if n <= gemvMaxN {
+	run := func(nt int) { g.runOn(p, nt) }
+	if r := k.rounding(w.DType); r == RoundInt8 {
+		k.matMulI8(g, res, p, n, rows, cols, nt)
+	} else if r == RoundBF16 && cols%2 == 0 {
+		k.matMulBF(g, res, p, n, rows, cols, nt)
+	} else if n <= gemvMaxN {
 		g.phase = phaseGemv
 		g.ap = x[:n*cols]
 		if g.dt == C.STAR_BF16 {
@@ -228,11 +371,85 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 			run(min(nt, panels))
 		}
 		g.phase = phaseCols
-		g.items = (rows + k.nr - 1) / k.nr // blocks of NR columns, claimed in runs of up to chunk
+		be := w.DType.BlockElems()
+		g.kc = min((gemmKC+be-1)/be*be, cols) // cols is whole blocks
+		g.items = (rows + k.nr - 1) / k.nr    // blocks of NR columns, claimed in runs of up to chunk
 		g.chunk = max(1, gemmNC/k.nr)
 		run(min(nt, g.items))
 	}
-	g.x, g.out, g.ap, g.w = nil, nil, nil, nil
+	g.x, g.out, g.ap, g.w, g.xq, g.xc, g.xs, g.dxn, g.dx16 = nil, nil, nil, nil, nil, nil, nil, nil, nil
+}
+
+// matMulBF is matMul with bfloat16 dot products (RoundBF16) for a BF16
+// weight with rows of even length: x rounded to bfloat16, then
+// matrix-vector (n <= gemvMaxN) or the bfloat16 GEMM (x packed as pairs).
+func (k *kernels) matMulBF(g *gemmTask, res *resources, p *workerPool, n, rows, cols, nt int) {
+	run := func(nt int) { g.runOn(p, nt) }
+	if n <= gemvMaxN {
+		xb := res.shared.get(n * cols / 2)
+		C.star_to_bf16(fptr(g.x), C.long(n*cols), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(xb))))
+		g.phase = phaseGemvBF
+		g.xq = unsafe.Pointer(unsafe.SliceData(xb))
+		g.items = (rows + 3) / 4
+		g.chunk = max(4, g.items/(4*nt))
+		run(min(nt, (g.items+3)/4))
+		return
+	}
+	panels := (n + k.mr - 1) / k.mr
+	buf := res.shared.get(n*cols/2 + panels*k.mr*cols/2)
+	xb, ap := buf[:n*cols/2], buf[n*cols/2:]
+	C.star_to_bf16(fptr(g.x), C.long(n*cols), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(xb))))
+	g.x, g.K, g.ap = xb, cols/2, ap // pack the pairs as floats of cols/2 columns
+	g.phase = phasePackA
+	g.chunk = max(1, panels/(4*nt))
+	run(min(nt, panels))
+	g.K = cols
+	g.kc = min(gemmKC+gemmKC%2, cols) // whole pairs
+	g.phase = phaseColsBF
+	g.items = (rows + k.nr - 1) / k.nr
+	g.chunk = max(1, gemmNC/k.nr)
+	run(min(nt, g.items))
+}
+
+// matMulI8 is matMul with integer dot products (RoundInt8) for a
+// quantized weight: x rounded to int8 per block of 32, then
+// matrix-vector (n <= gemvMaxN) or the integer GEMM.
+func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, cols, nt int) {
+	run := func(nt int) { g.runOn(p, nt) }
+	if n <= gemvMaxN {
+		kp := (cols + 63) &^ 63
+		q, b, b16 := n*kp/4, n*(kp/32+8), n*(kp/16+8) // floats of xq (and of xc); of xs (and dxn); of dx16
+		buf := res.shared.get(2*q + 2*b + b16)
+		xq, xc, xs, dxn, dx16 := buf[:q], buf[q:2*q], buf[2*q:2*q+b], buf[2*q+b:2*q+2*b], buf[2*q+2*b:]
+		C.star_quant_x(g.dt, fptr(g.x), C.long(n), C.long(cols), (*C.int8_t)(unsafe.Pointer(unsafe.SliceData(xq))),
+			(*C.int32_t)(unsafe.Pointer(unsafe.SliceData(xc))), fptr(xs), fptr(dxn), fptr(dx16))
+		g.phase = phaseGemvI8
+		g.xq, g.xc, g.xs, g.dxn, g.dx16 = unsafe.Pointer(unsafe.SliceData(xq)), unsafe.Pointer(unsafe.SliceData(xc)), xs, dxn, dx16
+		g.items = (rows + 3) / 4
+		g.chunk = max(4, g.items/(4*nt))
+		run(min(nt, (g.items+3)/4))
+		return
+	}
+	blk := 32 // weights per block
+	if g.dt >= C.STAR_Q4_K {
+		blk = 256
+	}
+	g.kc = min((gemmKC+blk-1)/blk*blk, cols)
+	grp := 32
+	if g.dt == C.STAR_Q6_K {
+		grp = 16
+	}
+	// kern_i8.h's panel_a_bytes and panel_b_bytes
+	g.panelA, g.panelB = cols*mri+8*(cols/grp)*mri, g.kc*nri+8*(g.kc/grp)*nri
+	panels := (n + mri - 1) / mri
+	g.ap = res.shared.get((panels*g.panelA + 3) / 4)
+	g.phase = phasePackAI8
+	g.chunk = max(1, panels/(4*nt))
+	run(min(nt, panels))
+	g.phase = phaseColsI8
+	g.items = (rows + nri - 1) / nri
+	g.chunk = max(1, gemmNC/nri)
+	run(min(nt, g.items))
 }
 
 type attnTask struct {

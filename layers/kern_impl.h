@@ -115,7 +115,7 @@ static void F(gemm_cols)(const float *ap, long M, long K, const void *w, int dt,
 		// L2 (a few lines per register tile): packing reads short strided
 		// runs of rows that hardware prefetchers do not follow.
 		const long pn = pc + KC < K ? pc + KC : K, pe = pn + KC < K ? pn + KC : K;
-		const long esz = dt == STAR_F32 ? 4 : 2, lines = ((pe - pn) * esz + 63) / 64;
+		const long rowb = dt_bytes(dt, K), pnb = dt_bytes(dt, pn), lines = (dt_bytes(dt, pe) - pnb + 63) / 64;
 		for (long ic = 0; ic < M; ic += MC) {
 			long ie = ic + MC < M ? ic + MC : M;
 			for (long jr = j0; jr < j1; jr += NR) {
@@ -125,7 +125,7 @@ static void F(gemm_cols)(const float *ap, long M, long K, const void *w, int dt,
 				const long pfper = (pf + (ie - ic + MR - 1) / MR - 1) / ((ie - ic + MR - 1) / MR);
 				for (long ir = ic; ir < ie; ir += MR) {
 					for (long e = pfi + pfper < pf ? pfi + pfper : pf; pfi < e; pfi++)
-						_mm_prefetch((const char *)w + ((jr + pfi / lines) * K + pn) * esz + pfi % lines * 64,
+						_mm_prefetch((const char *)w + (jr + pfi / lines) * rowb + pnb + pfi % lines * 64,
 						             _MM_HINT_T1);
 					long mr = M - ir < MR ? M - ir : MR;
 					const float *a = ap + ir * K + pc * MR;
@@ -275,7 +275,73 @@ INL void F(gemv_dt)(const void *w, const int dt, long K, const float *xp, long n
 			F(dotblk)(w, dt, K, r, 1, xp + t * K, 1, out + t * N, N);
 }
 
+// Quantized rows (exact path): QC weights at a time of R rows are
+// dequantized into wb (as layers/quant computes them), then multiplied
+// with the T rows of xp (x as is) in float32.
+#define QC 256
+INL void F(dotblk_q)(const uint8_t *w, const int dt, long K, long r, const int R, const float *xp, const int T,
+                     float *out, long N) {
+	float wb[4 * QC];
+	const long rowb = dt_bytes(dt, K);
+	V acc[4][4];
+#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			acc[i][t] = VZERO();
+	for (long k0 = 0; k0 < K; k0 += QC) {
+		const long kc = K - k0 < QC ? K - k0 : QC;
+		for (int i = 0; i < R; i++) {
+			const uint8_t *row = w + (r + i) * rowb;
+			_mm_prefetch((const char *)(row + R * rowb + dt_bytes(dt, k0)), _MM_HINT_T0);
+			deq_row(row, dt, k0, kc, wb + i * QC);
+		}
+		for (long k = 0; k < kc; k += VL) // kc is a multiple of 32
+#pragma GCC unroll 4
+			for (int i = 0; i < R; i++) {
+				V wv = VLOAD(wb + i * QC + k);
+#pragma GCC unroll 4
+				for (int t = 0; t < T; t++)
+					acc[i][t] = VFMA(wv, VLOAD(xp + t * K + k0 + k), acc[i][t]);
+			}
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++)
+			out[t * N + r + i] = VHSUM(acc[i][t]);
+}
+#undef QC
+
+static void F(gemv_q)(const void *w, int dt, long K, const float *xp, long n, float *out, long N, long r0, long r1) {
+	const uint8_t *wb = (const uint8_t *)w;
+	long r = r0;
+	for (; r + 4 <= r1; r += 4) {
+		long t = 0;
+		for (; t + 4 <= n; t += 4)
+			F(dotblk_q)(wb, dt, K, r, 2, xp + t * K, 4, out + t * N, N), F(dotblk_q)(wb, dt, K, r + 2, 2, xp + t * K, 4, out + t * N, N);
+		switch (n - t) {
+		case 3:
+			F(dotblk_q)(wb, dt, K, r, 4, xp + t * K, 3, out + t * N, N);
+			break;
+		case 2:
+			F(dotblk_q)(wb, dt, K, r, 4, xp + t * K, 2, out + t * N, N);
+			break;
+		case 1:
+			F(dotblk_q)(wb, dt, K, r, 4, xp + t * K, 1, out + t * N, N);
+			break;
+		}
+	}
+	for (; r < r1; r++)
+		for (long t = 0; t < n; t++)
+			F(dotblk_q)(wb, dt, K, r, 1, xp + t * K, 1, out + t * N, N);
+}
+
 static void F(gemv)(const void *w, int dt, long K, const float *xp, long n, float *out, long N, long r0, long r1) {
+	if (dt >= STAR_Q8_0) {
+		F(gemv_q)(w, dt, K, xp, n, out, N, r0, r1);
+		return;
+	}
 	switch (dt) {
 	case STAR_F32:
 		F(gemv_dt)(w, STAR_F32, K, xp, n, out, N, r0, r1);

@@ -17,6 +17,16 @@ func kernelVariants() []string { return nil }
 
 func newKernels(name string) *kernels { return nil }
 
+func (k *kernels) rounds() bool { return false }
+
+func (k *kernels) rounding(dt weights.DType) Rounding { return RoundNone }
+
+func (k *kernels) exactOnly() *kernels { return k }
+
+func (k *kernels) bf16Default() bool { return false }
+
+func (k *kernels) withBF16() *kernels { return nil }
+
 func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32, w *weights.Tensor, n int) {
 	panic("layers: no SIMD kernels in this build")
 }

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -23,10 +24,19 @@ type backend struct {
 	new  func(threads int) *layers.CPU
 }
 
+// backends are the kernel choices this processor runs (layers.KernelSpecs:
+// the pure-Go reference, each SIMD variant as chosen by default, and
+// with the options that change its paths: ",exact", ",bf16").
 func backends() []backend {
 	bs := []backend{{"go", layers.NewCPUReference}}
-	for _, v := range layers.KernelVariants() {
-		bs = append(bs, backend{v, func(threads int) *layers.CPU { return layers.NewCPUVariant(threads, v) }})
+	for _, spec := range layers.KernelSpecs()[1:] {
+		bs = append(bs, backend{spec, func(threads int) *layers.CPU {
+			c, err := layers.NewCPUKernels(threads, spec)
+			if err != nil {
+				panic(err)
+			}
+			return c
+		}})
 	}
 	return bs
 }
@@ -36,11 +46,44 @@ func TestBackendNames(t *testing.T) {
 		t.Fatalf("reference backend is %q", n)
 	}
 	for _, b := range backends()[1:] {
-		if n := b.new(1).Name(); n != "cpu-"+b.name {
+		variant, _, _ := strings.Cut(b.name, ",")
+		if n := b.new(1).Name(); n != "cpu-"+variant {
 			t.Fatalf("backend %s is named %q", b.name, n)
 		}
+		for _, dt := range weights.DTypes() {
+			c := b.new(1)
+			want := c.Name()
+			switch c.ActivationRounding(dt) {
+			case layers.RoundInt8:
+				want += "vnni"
+			case layers.RoundBF16:
+				want += "bf16"
+			}
+			if k := c.MatMulKernel(dt); k != want {
+				t.Errorf("backend %s: kernel for %v is %q, want %q", b.name, dt, k, want)
+			}
+			if strings.HasSuffix(b.name, ",exact") && c.ActivationRounding(dt) != layers.RoundNone {
+				t.Errorf("backend %s rounds activations for %v", b.name, dt)
+			}
+		}
 	}
-	t.Logf("NewCPU picks %s; variants here: %v", layers.NewCPU(1).Name(), layers.KernelVariants())
+	t.Logf("NewCPU picks %s (BF16: %s, Q4_K: %s); kernel choices here: %v", layers.NewCPU(1).Name(),
+		layers.NewCPU(1).MatMulKernel(weights.BF16), layers.NewCPU(1).MatMulKernel(weights.Q4_K), layers.KernelSpecs())
+}
+
+// Bad kernel choices are refused in one line naming the choice.
+func TestKernelSpecErrors(t *testing.T) {
+	for _, spec := range []string{"go,exact", "avx512,exact,bf16", "avx2,bf16", "avx512,fast", "sse4"} {
+		_, err := layers.NewCPUKernels(1, spec)
+		if err == nil || !strings.Contains(err.Error(), spec) {
+			t.Errorf("%q: %v", spec, err)
+		}
+	}
+	for _, spec := range []string{"", "auto", "go", "exact"} {
+		if _, err := layers.NewCPUKernels(1, spec); err != nil {
+			t.Errorf("%q: %v", spec, err)
+		}
+	}
 }
 
 type tuning struct {
@@ -146,12 +189,18 @@ func TestSIMDNoAllocs(t *testing.T) {
 	q, k, v := layerstest.RandSlice(r, 9*8*16, 1), layerstest.RandSlice(r, 70*2*16, 1), layerstest.RandSlice(r, 70*2*16, 1)
 	o, lse := make([]float32, len(q)), make([]float32, 9*8)
 	f := func(lo, hi int) {}
+	wq := layerstest.TensorFrom(layerstest.RandSlice(r, 64*256, 1), weights.Q4_K, 64, 256)
+	xq := layerstest.RandSlice(r, 40*256, 1)
 	for _, b := range bs {
 		c := b.new(2)
 		for _, n := range []int{1, 40} {
 			c.MatMul(out, x, &w, n)
 			if a := testing.AllocsPerRun(20, func() { c.MatMul(out, x, &w, n) }); a != 0 {
 				t.Errorf("%s: MatMul n=%d allocates %v times per call", b.name, n, a)
+			}
+			c.MatMul(out, xq, &wq, n)
+			if a := testing.AllocsPerRun(20, func() { c.MatMul(out, xq, &wq, n) }); a != 0 {
+				t.Errorf("%s: MatMul of Q4_K weights n=%d (%v) allocates %v times per call", b.name, n, c.ActivationRounding(weights.Q4_K), a)
 			}
 		}
 		layers.Attention(c, o, lse, q, k, v, 9, 70, s, true)

@@ -3,6 +3,7 @@ package layers
 import (
 	"fmt"
 
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 )
 
@@ -105,7 +106,7 @@ func (m *Model) Forward(s *State, tokens, pos []int, attend AttendFunc) error {
 		if t < 0 || t >= c.VocabSize {
 			return fmt.Errorf("forward: token id %d at index %d is outside the vocabulary [0, %d)", t, i, c.VocabSize)
 		}
-		m.W.TokEmb.RowsTo(s.X[i*D:(i+1)*D], t, 1)
+		quant.RowsTo(s.X[i*D:(i+1)*D], &m.W.TokEmb, t, 1) // a quantized table: this row dequantized
 	}
 	for l := range m.W.Layers {
 		w := &m.W.Layers[l]

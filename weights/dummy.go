@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 )
 
@@ -69,6 +70,16 @@ func DummyBytes(cfg Config, dtype DType) (int64, error) {
 	if err := cfg.Check(); err != nil {
 		return 0, err
 	}
+	if be := dtype.BlockElems(); be > 1 {
+		for _, d := range []struct {
+			name string
+			n    int
+		}{{"hidden_size", cfg.Dim}, {"intermediate_size", cfg.HiddenDim}, {"heads x head_dim", cfg.QDim()}} {
+			if d.n%be != 0 {
+				return 0, fmt.Errorf("%v weights come in blocks of %d along each row: %s %d is not a multiple of %d", dtype, be, d.name, d.n, be)
+			}
+		}
+	}
 	var mats, norms float64
 	CheckOrder.specs(func(s *TensorSpec) {
 		switch {
@@ -79,7 +90,7 @@ func DummyBytes(cfg Config, dtype DType) (int64, error) {
 			mats += s.numel(&cfg)
 		}
 	})
-	total := mats*float64(dtype.Size()) + 4*norms
+	total := mats*float64(dtype.BlockBytes())/float64(dtype.BlockElems()) + 4*norms
 	if total > MaxWeightBytes {
 		return 0, fmt.Errorf("the config describes %.3g parameters (%.0f TiB of weights), beyond the %d TiB star supports; check its sizes",
 			mats+norms, total/(1<<40), MaxWeightBytes>>40)
@@ -106,7 +117,7 @@ func NewDummy(cfg Config, dtype DType, seed uint64) (*Model, error) {
 }
 
 func newDummy(cfg Config, dtype DType, seed uint64, alloc bool) (*Model, error) {
-	if dtype != F32 && dtype != F16 && dtype != BF16 {
+	if !dtype.Valid() {
 		return nil, fmt.Errorf("dummy weights: unsupported dtype %v", dtype)
 	}
 	m := &Model{Config: cfg, Format: "dummy", Layers: make([]Layer, cfg.NLayers)}
@@ -128,7 +139,7 @@ func newDummy(cfg Config, dtype DType, seed uint64, alloc bool) (*Model, error) 
 		default:
 			*t = Tensor{Name: s.GGUFName(layer), DType: dtype, Shape: s.Shape(&cfg)}
 			if alloc {
-				t.Data = make([]byte, t.Numel()*dtype.Size())
+				t.Data = make([]byte, t.Bytes())
 				k++
 				sd := seed*1000003 + k
 				jobs = append(jobs, func() { fillRandom(t, 1/math.Sqrt(float64(t.Cols())), sd) })
@@ -166,10 +177,15 @@ func fillParallel(jobs []func()) {
 	wg.Wait()
 }
 
-// fillRandom writes uniform values in [-a√3, a√3] (standard deviation a).
+// fillRandom writes uniform values in [-a√3, a√3] (standard deviation a);
+// quantized tensors get random blocks of about that spread.
 func fillRandom(t *Tensor, a float64, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, seed^0xda3e39cb94b95bdb))
 	span := float32(a * math.Sqrt(3))
+	if t.DType.Quantized() {
+		fillRandomBlocks(t, span, r)
+		return
+	}
 	switch t.DType {
 	case F32:
 		for i, f := 0, t.F32(); i < len(f); i++ {
@@ -186,15 +202,84 @@ func fillRandom(t *Tensor, a float64, seed uint64) {
 	}
 }
 
-// ParseDType reads a dtype name (f32, f16, bf16; any case).
+// fillRandomBlocks fills a quantized tensor with random blocks whose
+// weights spread over about [-span, span], centred on 0: random quants
+// under valid scales (and, for Q4_K/Q5_K, sub-block mins near the middle
+// of the quants' range), made directly without quantizing anything.
+func fillRandomBlocks(t *Tensor, span float32, r *rand.Rand) {
+	bb := t.DType.BlockBytes()
+	b := t.Data
+	rnd := func(p []byte) {
+		for i := 0; i < len(p); i += 8 {
+			v := r.Uint64()
+			for j := i; j < min(i+8, len(p)); j++ {
+				p[j] = byte(v >> (8 * (j - i)))
+			}
+		}
+	}
+	for off := 0; off+bb <= len(b); off += bb {
+		blk := b[off : off+bb]
+		rnd(blk)
+		switch t.DType {
+		case Q8_0: // w = d·q, q in [-128, 127]
+			le.PutUint16(blk, F32ToF16(span/127))
+		case Q4_0: // w = d·(q-8), q in [0, 15]
+			le.PutUint16(blk, F32ToF16(span/8))
+		case Q4_K, Q5_K: // w = d·sc·q - dmin·m, q in [0, 15] (or 31)
+			half := 7.5
+			if t.DType == Q5_K {
+				half = 15.5
+			}
+			var sc, m [8]uint8
+			for j := range sc {
+				sc[j] = uint8(2 + r.IntN(3)) // 2..4
+				m[j] = uint8(math.Round(half * float64(sc[j])))
+			}
+			d := F32ToF16(span / float32(half*3))
+			le.PutUint16(blk, d)
+			le.PutUint16(blk[2:], d)
+			sm := PackScaleMinK4(sc, m)
+			copy(blk[4:16], sm[:])
+		case Q6_K: // w = d·sc·(q-32), q in [0, 63], sc int8 per 16
+			for j := 0; j < 16; j++ {
+				blk[192+j] = uint8(8 + r.IntN(9)) // 8..16
+			}
+			le.PutUint16(blk[208:], F32ToF16(span/(32*12)))
+		}
+	}
+}
+
+// PackScaleMinK4 lays out the 6-bit scales and mins of a Q4_K or Q5_K
+// super-block's 8 sub-blocks in their 12 bytes as ggml does: bytes 0-3
+// hold scales 0-3 and bytes 4-7 mins 0-3 in their low 6 bits; bytes 8-11
+// hold the low 4 bits of scales 4-7 (low nibble) and of mins 4-7 (high
+// nibble); the top 2 bits of scales 4-7 and mins 4-7 sit in the top 2
+// bits of bytes 0-3 and 4-7. Values above 63 are cut to 6 bits.
+func PackScaleMinK4(sc, m [8]uint8) [12]byte {
+	var q [12]byte
+	for j := 0; j < 4; j++ {
+		q[j] = sc[j]&63 | (sc[j+4]>>4&3)<<6
+		q[j+4] = m[j]&63 | (m[j+4]>>4&3)<<6
+		q[j+8] = sc[j+4]&15 | (m[j+4]&15)<<4
+	}
+	return q
+}
+
+// ParseDType reads a dtype name (f32, f16, bf16, q8_0, q4_0, q4_k, q5_k,
+// q6_k; any case).
 func ParseDType(s string) (DType, error) {
 	switch s {
-	case "f32", "F32", "float32":
+	case "float32":
 		return F32, nil
-	case "f16", "F16", "float16":
+	case "float16":
 		return F16, nil
-	case "bf16", "BF16", "bfloat16":
+	case "bfloat16":
 		return BF16, nil
 	}
-	return F32, fmt.Errorf("dtype %q: use f32, f16 or bf16", s)
+	for _, d := range DTypes() {
+		if strings.EqualFold(s, d.String()) {
+			return d, nil
+		}
+	}
+	return F32, fmt.Errorf("dtype %q: use f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k", s)
 }

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/star-attn/star/weights/tokenizer"
 )
@@ -43,12 +44,11 @@ const (
 	ggufMaxArrayDepth = 3 // arrays of arrays of arrays at most
 )
 
-// ggml tensor types we read, and names of the others for error messages.
-const (
-	ggmlTypeF32  = 0
-	ggmlTypeF16  = 1
-	ggmlTypeBF16 = 30
-)
+// ggml tensor types we read (ggml type id to DType), and names of the
+// others for error messages.
+var ggmlDTypes = map[uint32]DType{
+	0: F32, 1: F16, 30: BF16, 8: Q8_0, 2: Q4_0, 12: Q4_K, 13: Q5_K, 14: Q6_K,
+}
 
 var ggmlTypeNames = map[uint32]string{
 	0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
@@ -56,6 +56,18 @@ var ggmlTypeNames = map[uint32]string{
 	16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S",
 	22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64",
 	29: "IQ1_M", 30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+}
+
+// readableTypes names the ggml types star reads, for messages: "Q8_0,
+// Q4_0, Q4_K, Q5_K, Q6_K, F16, BF16 or F32".
+func readableTypes() string {
+	q := QuantTypes()
+	names := make([]string, 0, len(q)+3)
+	for _, d := range q {
+		names = append(names, d.String())
+	}
+	names = append(names, F16.String(), BF16.String())
+	return strings.Join(names, ", ") + " or " + F32.String()
 }
 
 func ggmlTypeName(t uint32) string {
@@ -510,17 +522,14 @@ func (g *ggufFile) tensor(data []byte, name string) (Tensor, error) {
 	if !ok {
 		return Tensor{}, fmt.Errorf("GGUF tensor %q is missing; the file does not hold a complete llama model", name)
 	}
-	var dt DType
-	switch info.typ {
-	case ggmlTypeF32:
-		dt = F32
-	case ggmlTypeF16:
-		dt = F16
-	case ggmlTypeBF16:
-		dt = BF16
-	default:
-		return Tensor{}, fmt.Errorf("GGUF tensor %q has ggml type %s; only F32, F16 and BF16 tensors are supported (quantized models are not): convert the model with --outtype f16, bf16 or f32",
-			name, ggmlTypeName(info.typ))
+	dt, ok := ggmlDTypes[info.typ]
+	if !ok {
+		tn := "unknown"
+		if n, ok := ggmlTypeNames[info.typ]; ok {
+			tn = n
+		}
+		return Tensor{}, fmt.Errorf("tensor %s has ggml type %s (%d), which star does not read: use a %s file",
+			name, tn, info.typ, readableTypes())
 	}
 	shape := make([]int, len(info.dims))
 	numel := int64(1)
@@ -541,7 +550,11 @@ func (g *ggufFile) tensor(data []byte, name string) (Tensor, error) {
 	if int64(info.offset)%g.alignment != 0 {
 		return Tensor{}, fmt.Errorf("GGUF tensor %q: data offset %d is not a multiple of the alignment %d; the header is corrupt", name, info.offset, g.alignment)
 	}
-	b, err := slice(data, g.dataStart+int64(info.offset), numel*int64(dt.Size()), fmt.Sprintf("GGUF tensor %q (%v %v)", name, dt, shape))
+	if be := uint64(dt.BlockElems()); info.dims[0]%be != 0 {
+		return Tensor{}, fmt.Errorf("GGUF tensor %q (%v %v): its rows of %d weights are not whole %v blocks of %d; the file is corrupt",
+			name, dt, shape, info.dims[0], dt, be)
+	}
+	b, err := slice(data, g.dataStart+int64(info.offset), dt.Bytes(numel), fmt.Sprintf("GGUF tensor %q (%v %v)", name, dt, shape))
 	if err != nil {
 		return Tensor{}, err
 	}

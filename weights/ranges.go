@@ -91,8 +91,8 @@ func ggufTensorBytes(info *ggufTensorInfo, limit int64) (n int64, ok bool, err e
 	}
 	if len(info.dims) > 0 && int64(info.dims[0])%blk.elems != 0 {
 		// Rows must be whole blocks; such a tensor has no defined size.
-		// Its type is not one star reads: using it fails with that
-		// message, and an unused one is left alone.
+		// Using it fails (ggufFile.tensor names the tensor and its row
+		// length), and an unused one is left alone.
 		return 0, false, nil
 	}
 	return numel / blk.elems * blk.bytes, true, nil

@@ -53,3 +53,24 @@ func TestGGMLBlockSizesMatchLlamaCpp(t *testing.T) {
 	}
 	t.Logf("types checked: %v", seen)
 }
+
+// The block geometry of every dtype star reads is the one the range
+// checks use for its ggml type.
+func TestDTypeGeometryMatchesGGML(t *testing.T) {
+	seen := map[DType]bool{}
+	for typ, dt := range ggmlDTypes {
+		blk, ok := ggmlBlocks[typ]
+		if !ok || blk.elems != int64(dt.BlockElems()) || blk.bytes != int64(dt.BlockBytes()) {
+			t.Errorf("ggml type %d (%s): ranges know %+v, %v has %d weights in %d bytes", typ, ggmlTypeName(typ), blk, dt, dt.BlockElems(), dt.BlockBytes())
+		}
+		if ggmlTypeName(typ) != dt.String() {
+			t.Errorf("ggml type %d is named %s, its dtype %v", typ, ggmlTypeName(typ), dt)
+		}
+		seen[dt] = true
+	}
+	for _, dt := range DTypes() {
+		if !seen[dt] {
+			t.Errorf("dtype %v has no ggml type", dt)
+		}
+	}
+}

@@ -11,46 +11,105 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"sort"
+	"strings"
 	"unsafe"
 
 	"github.com/star-attn/star/weights/tokenizer"
 )
 
-// DType is the element type of a stored tensor.
+// DType is the element type of a stored tensor: a plain number type
+// (F32, F16, BF16) or one of ggml's block-quantized types, whose weights
+// come in blocks of BlockElems sharing scales, stored as ggml defines them
+// (ggml-common.h):
+//
+//	Q8_0  32 weights in 34 bytes: fp16 d, 32 int8 q; w = d·q
+//	Q4_0  32 weights in 18 bytes: fp16 d, 16 bytes of nibbles (low
+//	      nibbles weights 0-15, high nibbles 16-31); w = d·(q-8)
+//	Q4_K  256 weights in 144 bytes: fp16 d, fp16 dmin, 12 bytes of 6-bit
+//	      scales and mins of 8 sub-blocks of 32, 128 bytes of nibbles;
+//	      w = d·scale_j·q - dmin·min_j
+//	Q5_K  256 weights in 176 bytes: as Q4_K plus 32 bytes of fifth bits
+//	Q6_K  256 weights in 210 bytes: 128 bytes of low 4 bits, 64 of high 2
+//	      bits, 16 int8 scales of sub-blocks of 16, fp16 d; w = d·scale·(q-32)
+//
+// Package weights only stores and checks them (block geometry, byte
+// ranges); dequantizing them is math, done by package layers.
 type DType int
 
 const (
 	F32 DType = iota
 	F16
 	BF16
+	Q8_0
+	Q4_0
+	Q4_K
+	Q5_K
+	Q6_K
 )
 
+// dtypeInfo is a dtype's name and block geometry.
+type dtypeInfo struct {
+	name         string
+	elems, bytes int // weights per block, bytes per block
+}
+
+var dtypes = [...]dtypeInfo{
+	F32: {"F32", 1, 4}, F16: {"F16", 1, 2}, BF16: {"BF16", 1, 2},
+	Q8_0: {"Q8_0", 32, 34}, Q4_0: {"Q4_0", 32, 18},
+	Q4_K: {"Q4_K", 256, 144}, Q5_K: {"Q5_K", 256, 176}, Q6_K: {"Q6_K", 256, 210},
+}
+
+// DTypes lists every dtype star reads, plain types first.
+func DTypes() []DType { return []DType{F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K} }
+
+// QuantTypes lists the block-quantized dtypes.
+func QuantTypes() []DType { return []DType{Q8_0, Q4_0, Q4_K, Q5_K, Q6_K} }
+
+// Valid reports whether d is one of the dtypes above.
+func (d DType) Valid() bool { return d >= 0 && int(d) < len(dtypes) }
+
 func (d DType) String() string {
-	switch d {
-	case F32:
-		return "F32"
-	case F16:
-		return "F16"
-	case BF16:
-		return "BF16"
+	if d.Valid() {
+		return dtypes[d].name
 	}
 	return fmt.Sprintf("DType(%d)", int(d))
 }
 
-// Size is the number of bytes of one element.
+// Quantized reports whether d is a block-quantized type.
+func (d DType) Quantized() bool { return d.Valid() && dtypes[d].elems > 1 }
+
+// BlockElems is the number of weights per block (1 for plain types).
+func (d DType) BlockElems() int { return dtypes[d].elems }
+
+// BlockBytes is the number of bytes per block (the element size for
+// plain types).
+func (d DType) BlockBytes() int { return dtypes[d].bytes }
+
+// Size is the number of bytes of one element of a plain type. It panics
+// for a block-quantized type, whose elements have no size of their own:
+// use RowBytes or Bytes.
 func (d DType) Size() int {
-	if d == F32 {
-		return 4
+	if d.Quantized() || !d.Valid() {
+		panic("weights: Size() of " + d.String() + ": use RowBytes or Bytes")
 	}
-	return 2
+	return dtypes[d].bytes
 }
+
+// RowBytes is the bytes of a row of cols weights (cols a multiple of
+// BlockElems).
+func (d DType) RowBytes(cols int) int { return cols / dtypes[d].elems * dtypes[d].bytes }
+
+// Bytes is the bytes of n weights stored in rows whose length is a
+// multiple of BlockElems.
+func (d DType) Bytes(n int64) int64 { return n / int64(dtypes[d].elems) * int64(dtypes[d].bytes) }
 
 // Tensor is a named, typed view of little-endian bytes (usually an mmap).
 type Tensor struct {
 	Name  string
 	DType DType
 	Shape []int  // row-major, outermost first; a matrix is [rows=out, cols=in]
-	Data  []byte // len = Numel()*DType.Size()
+	Data  []byte // len = Bytes(): DType.RowBytes(Cols()) per row
 }
 
 // Numel is the number of elements.
@@ -80,8 +139,8 @@ func (t *Tensor) F32() []float32 {
 
 // U16 returns F16/BF16 data as []uint16 without copying.
 func (t *Tensor) U16() []uint16 {
-	if t.DType == F32 {
-		panic("weights: U16() on F32 tensor " + t.Name)
+	if t.DType != F16 && t.DType != BF16 {
+		panic("weights: U16() on " + t.DType.String() + " tensor " + t.Name)
 	}
 	if len(t.Data) == 0 {
 		return nil
@@ -90,7 +149,8 @@ func (t *Tensor) U16() []uint16 {
 }
 
 // Floats returns the whole tensor as float32: a view for F32, a fresh
-// converted copy otherwise. Meant for small tensors (norm weights).
+// converted copy for F16 and BF16. Meant for small tensors (norm weights).
+// It panics for a quantized tensor (see RowsTo).
 func (t *Tensor) Floats() []float32 {
 	if t.DType == F32 {
 		return t.F32()
@@ -100,7 +160,9 @@ func (t *Tensor) Floats() []float32 {
 	return out
 }
 
-// RowsTo converts rows [r0, r0+n) of a matrix into dst[n*cols].
+// RowsTo converts rows [r0, r0+n) of a matrix of a plain dtype into
+// dst[n*cols]. It panics for a quantized tensor: dequantizing is math,
+// done by package layers (layers.RowsTo reads every dtype).
 func (t *Tensor) RowsTo(dst []float32, r0, n int) {
 	cols := t.Cols()
 	lo, hi := r0*cols, (r0+n)*cols
@@ -117,7 +179,15 @@ func (t *Tensor) RowsTo(dst []float32, r0, n int) {
 		for i, h := range src {
 			dst[i] = BF16ToF32(h)
 		}
+	default:
+		panic("weights: RowsTo on " + t.DType.String() + " tensor " + t.Name + ": use layers.RowsTo")
 	}
+}
+
+// Row is the bytes of row r of a matrix (any dtype).
+func (t *Tensor) Row(r int) []byte {
+	rb := t.DType.RowBytes(t.Cols())
+	return t.Data[r*rb : (r+1)*rb]
 }
 
 // BF16ToF32 widens a bfloat16.
@@ -331,6 +401,48 @@ func (m *Model) Close() error {
 	return first
 }
 
+// dtypeList names the dtypes star reads, for messages.
+func dtypeList() string {
+	var b strings.Builder
+	for i, d := range DTypes() {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(d.String())
+	}
+	return b.String()
+}
+
+// WeightTypes describes the dtypes of the model's matrices (norms
+// excluded): "Q8_0" when they share one, else "mixed Q4_K/Q6_K", the
+// dtypes ordered by the weights they hold, most first.
+func (m *Model) WeightTypes() string {
+	count := map[DType]int64{}
+	m.eachStored(func(t *Tensor) {
+		if len(t.Shape) == 2 {
+			count[t.DType] += int64(t.Numel())
+		}
+	})
+	var ds []DType
+	for d := range count {
+		ds = append(ds, d)
+	}
+	sort.Slice(ds, func(i, j int) bool {
+		if count[ds[i]] != count[ds[j]] {
+			return count[ds[i]] > count[ds[j]]
+		}
+		return ds[i] < ds[j]
+	})
+	names := make([]string, len(ds))
+	for i, d := range ds {
+		names[i] = d.String()
+	}
+	if len(names) == 1 {
+		return names[0]
+	}
+	return "mixed " + strings.Join(names, "/")
+}
+
 // DType is the dtype of the model's largest matrices.
 func (m *Model) DType() DType {
 	if len(m.Layers) > 0 {
@@ -359,7 +471,7 @@ func (m *Model) eachStored(f func(t *Tensor)) {
 
 // Bytes is the size of the tensor's data from its dtype and shape (equal
 // to len(Data) for a validated tensor; also for a ShapeOnly model's).
-func (t *Tensor) Bytes() int64 { return int64(t.Numel()) * int64(t.DType.Size()) }
+func (t *Tensor) Bytes() int64 { return t.DType.Bytes(int64(t.Numel())) }
 
 // WeightBytes is the memory taken by all tensors (the tied classifier once).
 func (m *Model) WeightBytes() int64 {
@@ -411,12 +523,16 @@ func (m *Model) checkTensor(t *Tensor, want []int) error {
 			return fmt.Errorf("tensor %q has shape %v, expected %v", t.Name, t.Shape, want)
 		}
 	}
-	if t.DType != F32 && t.DType != F16 && t.DType != BF16 {
-		return fmt.Errorf("tensor %q has unsupported dtype %v (supported: F32, F16, BF16)", t.Name, t.DType)
+	if !t.DType.Valid() {
+		return fmt.Errorf("tensor %q has unsupported dtype %v (supported: %s)", t.Name, t.DType, dtypeList())
 	}
-	if len(t.Data) != t.Numel()*t.DType.Size() && !(m.ShapeOnly && t.Data == nil) {
+	if be := t.DType.BlockElems(); t.Cols()%be != 0 {
+		return fmt.Errorf("tensor %q: rows of %d weights are not whole %v blocks of %d; the file is corrupt",
+			t.Name, t.Cols(), t.DType, be)
+	}
+	if int64(len(t.Data)) != t.Bytes() && !(m.ShapeOnly && t.Data == nil) {
 		return fmt.Errorf("tensor %q: %d bytes of data for %v %v (need %d); the file is truncated or corrupt",
-			t.Name, len(t.Data), t.DType, t.Shape, t.Numel()*t.DType.Size())
+			t.Name, len(t.Data), t.DType, t.Shape, t.Bytes())
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 )
 
@@ -37,32 +38,58 @@ func Run(t *testing.T, name string, newBackend NewBackend) {
 const Tol = 1e-5
 
 // MatMul checks MatMul against a float64 reference over the weights as
-// stored (rounded to their dtype), for F32, F16 and BF16 weights and shapes
-// that cover matrix-vector and matrix-matrix paths (n = 1 to 513 rows of
-// x, edges of every tile size): |err| <= 1e-5·Σ|x·w| + 1e-6 (float32
-// accumulation), and nothing written past the output. -short runs fewer n.
+// stored (rounded to their dtype; quantized types, made by
+// weightstest.Quantize, dequantized by layers/quant), for every dtype and
+// shapes that cover matrix-vector and matrix-matrix paths (n = 1 to 513
+// rows of x, edges of every tile size, rows of one to several blocks),
+// within the bound of the backend's Rounding for the dtype (MatMulBound),
+// and nothing written past the output. -short runs fewer n.
 func MatMul(t *testing.T, newBackend NewBackend) {
-	shapes := []struct{ rows, cols int }{
+	plain := []struct{ rows, cols int }{
 		{1, 1}, {5, 3}, {17, 33}, {37, 45}, {16, 64}, {130, 257}, {300, 600},
+	}
+	blocks32 := []struct{ rows, cols int }{ // Q8_0, Q4_0: rows of 1 to 19 blocks
+		{1, 32}, {5, 96}, {17, 64}, {37, 288}, {130, 256}, {70, 608},
+	}
+	blocks256 := []struct{ rows, cols int }{ // K-quants: rows of 1 to 4 super-blocks
+		{1, 256}, {5, 256}, {17, 512}, {37, 768}, {130, 256}, {70, 1024},
 	}
 	ns := []int{1, 2, 3, 4, 5, 7, 16, 64, 513}
 	if testing.Short() {
 		ns = []int{1, 2, 7, 64}
 	}
 	r := rand.New(rand.NewPCG(11, 12))
-	for _, sh := range shapes {
-		wf := RandSlice(r, sh.rows*sh.cols, 1)
-		for _, dt := range []weights.DType{weights.F32, weights.F16, weights.BF16} {
+	for _, dt := range weights.DTypes() {
+		shapes := plain
+		switch dt.BlockElems() {
+		case 32:
+			shapes = blocks32
+		case 256:
+			shapes = blocks256
+		}
+		for _, sh := range shapes {
+			wf := RandSlice(r, sh.rows*sh.cols, 1)
 			w := TensorFrom(wf, dt, sh.rows, sh.cols)
-			wr := w.Floats()
+			wr := make([]float32, sh.rows*sh.cols)
+			quant.RowsTo(wr, &w, 0, sh.rows)
 			for _, n := range ns {
 				if n*sh.rows*sh.cols > 20e6 {
 					continue
 				}
 				x := RandSlice(r, n*sh.cols, 1)
+				if n > 2 {
+					x[sh.cols+1] *= 40 // an outlier: its block's int8 scale is coarse
+				}
 				want, mag := RefMatMul(x, wr, n, sh.rows, sh.cols)
+				bounds := map[Rounding][]float64{}
 				for threads := 1; threads <= 3; threads++ {
 					c := newBackend(threads)
+					rnd := layers.RoundingOf(c, dt)
+					bound := bounds[rnd]
+					if bound == nil {
+						bound = MatMulBound(rnd, x, wr, mag, n, sh.rows, sh.cols)
+						bounds[rnd] = bound
+					}
 					got := make([]float32, n*sh.rows+1)
 					got[n*sh.rows] = 12345 // must stay untouched
 					c.MatMul(got[:n*sh.rows], x, &w, n)
@@ -70,9 +97,9 @@ func MatMul(t *testing.T, newBackend NewBackend) {
 						t.Fatalf("threads %d %v %dx%d n=%d: wrote past the output", threads, dt, sh.rows, sh.cols, n)
 					}
 					for i := range want {
-						if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*mag[i]+1e-6) {
-							t.Fatalf("threads %d %v %dx%d n=%d: out[%d] = %g, want %g (diff %g, magnitude %g)",
-								threads, dt, sh.rows, sh.cols, n, i, got[i], want[i], d, mag[i])
+						if d := math.Abs(float64(got[i]) - want[i]); !(d <= bound[i]) {
+							t.Fatalf("threads %d %v (%v) %dx%d n=%d: out[%d] = %g, want %g (diff %g, bound %g)",
+								threads, dt, rnd, sh.rows, sh.cols, n, i, got[i], want[i], d, bound[i])
 						}
 					}
 				}
@@ -80,6 +107,47 @@ func MatMul(t *testing.T, newBackend NewBackend) {
 		}
 	}
 }
+
+// MatMulBound is the largest error allowed in each output of x·wᵀ (x [n,
+// cols], w [rows, cols] as float32 values of the stored weights, mag the
+// magnitudes Σ|x·w| from RefMatMul) under rounding r: the Rounding's
+// bound, with float32 sums allowed 1e-5·Σ|x·w| + 1e-6, and 0.1% on top
+// of an int8 block's scale/2 for the float32 arithmetic that finds it.
+func MatMulBound(r Rounding, x, w []float32, mag []float64, n, rows, cols int) []float64 {
+	out := make([]float64, n*rows)
+	var scales []float64 // int8: each block's scale, [n][blocks]
+	nb := (cols + 31) / 32
+	if r == layers.RoundInt8 {
+		scales = make([]float64, n*nb)
+		for i := 0; i < n; i++ {
+			for b := 0; b < nb; b++ {
+				var m float64
+				for k := 32 * b; k < min(32*b+32, cols); k++ {
+					m = math.Max(m, math.Abs(float64(x[i*cols+k])))
+				}
+				scales[i*nb+b] = m / 127
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		for j := 0; j < rows; j++ {
+			o := i*rows + j
+			out[o] = 1e-5*mag[o] + 1e-6
+			switch r {
+			case layers.RoundBF16:
+				out[o] += mag[o] / 256
+			case layers.RoundInt8:
+				for k := 0; k < cols; k++ {
+					out[o] += scales[i*nb+k/32] / 2 * 1.001 * math.Abs(float64(w[j*cols+k]))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// Rounding is layers.Rounding (for the suite's bounds).
+type Rounding = layers.Rounding
 
 // MatMulConcurrentAndNested checks that a backend may be used from several
 // goroutines at once and from inside its own Parallel.
@@ -90,15 +158,16 @@ func MatMulConcurrentAndNested(t *testing.T, newBackend NewBackend) {
 	w := TensorFrom(wf, weights.BF16, rows, cols)
 	x := RandSlice(r, n*cols, 1)
 	want, mag := RefMatMul(x, w.Floats(), n, rows, cols)
+	c := newBackend(2)
+	bound := MatMulBound(layers.RoundingOf(c, w.DType), x, w.Floats(), mag, n, rows, cols)
 	check := func(got []float32) error {
 		for i := range want {
-			if d := math.Abs(float64(got[i]) - want[i]); !(d <= 1e-5*mag[i]+1e-6) {
-				return fmt.Errorf("out[%d] = %g, want %g", i, got[i], want[i])
+			if d := math.Abs(float64(got[i]) - want[i]); !(d <= bound[i]) {
+				return fmt.Errorf("out[%d] = %g, want %g (bound %g)", i, got[i], want[i], bound[i])
 			}
 		}
 		return nil
 	}
-	c := newBackend(2)
 	errs := make(chan error, 8)
 	for g := 0; g < 4; g++ {
 		go func() {

@@ -13,7 +13,11 @@ import (
 const (
 	GGMLTypeF32  uint32 = 0
 	GGMLTypeF16  uint32 = 1
-	GGMLTypeQ8_0 uint32 = 8 // not readable by package weights; for error tests
+	GGMLTypeQ4_0 uint32 = 2
+	GGMLTypeQ8_0 uint32 = 8
+	GGMLTypeQ4_K uint32 = 12
+	GGMLTypeQ5_K uint32 = 13
+	GGMLTypeQ6_K uint32 = 14
 	GGMLTypeBF16 uint32 = 30
 )
 
@@ -73,10 +77,32 @@ func WriteGGUFWithMetadata(path string, m *weights.Model, dtype weights.DType, e
 // GGUFContent returns the metadata and tensors WriteGGUF would write, for
 // tests that alter them before calling EncodeGGUF.
 func GGUFContent(m *weights.Model, dtype weights.DType) ([]GGUFKV, []GGUFTensor, error) {
+	return GGUFContentTypes(m, func(string) weights.DType { return dtype })
+}
+
+// WriteGGUFTypes is WriteGGUF with each matrix in the dtype typeOf gives
+// its GGUF name (a per-tensor mix, as llama.cpp's Q4_K_M files have):
+// quantized types are made by Quantize from a plain tensor, and a tensor
+// already stored in its dtype (dummy quantized weights) is written as is.
+func WriteGGUFTypes(path string, m *weights.Model, typeOf func(name string) weights.DType) error {
+	kv, ts, err := GGUFContentTypes(m, typeOf)
+	if err != nil {
+		return err
+	}
+	b, err := EncodeGGUF(kv, ts)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// GGUFContentTypes is GGUFContent with per-tensor dtypes (see
+// WriteGGUFTypes); general.file_type follows the token embedding's.
+func GGUFContentTypes(m *weights.Model, typeOf func(name string) weights.DType) ([]GGUFKV, []GGUFTensor, error) {
 	if err := checkModel(m); err != nil {
 		return nil, nil, err
 	}
-	ggml, fileType, err := ggmlType(dtype)
+	_, fileType, err := ggmlType(typeOf(m.TokEmb.Name))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -117,7 +143,26 @@ func GGUFContent(m *weights.Model, dtype weights.DType) ([]GGUFKV, []GGUFTensor,
 		case s.Norm:
 			ts = append(ts, GGUFTensor{Name: s.GGUFName(layer), Type: GGMLTypeF32, Shape: s.Shape(&c), Data: EncodeFloats(t.Floats(), weights.F32)})
 		default:
-			ts = append(ts, GGUFTensor{Name: s.GGUFName(layer), Type: ggml, Shape: s.Shape(&c), Data: EncodeFloats(floats(&c, s, t, false), dtype)})
+			name := s.GGUFName(layer)
+			dt := typeOf(name)
+			ggml, _, err := ggmlType(dt)
+			if err != nil {
+				return err
+			}
+			shape := s.Shape(&c)
+			if be := dt.BlockElems(); shape[len(shape)-1]%be != 0 {
+				return fmt.Errorf("weightstest: tensor %s %v: rows are not whole %v blocks of %d", name, shape, dt, be)
+			}
+			var data []byte
+			switch {
+			case t.DType == dt: // as stored (dummy quantized weights, for example)
+				data = rawRows(&c, s, t, false)
+			case t.DType.Quantized():
+				return fmt.Errorf("weightstest: tensor %s is %v: cannot write it as %v", name, t.DType, dt)
+			default:
+				data = EncodeFloats(floats(&c, s, t, false), dt)
+			}
+			ts = append(ts, GGUFTensor{Name: name, Type: ggml, Shape: shape, Data: data})
 		}
 		return nil
 	})
@@ -150,6 +195,16 @@ func ggmlType(dt weights.DType) (typ, fileType uint32, err error) {
 		return GGMLTypeF16, 1, nil
 	case weights.BF16:
 		return GGMLTypeBF16, 32, nil
+	case weights.Q8_0: // llama.cpp's file types (LLAMA_FTYPE_MOSTLY_*)
+		return GGMLTypeQ8_0, 7, nil
+	case weights.Q4_0:
+		return GGMLTypeQ4_0, 2, nil
+	case weights.Q4_K:
+		return GGMLTypeQ4_K, 15, nil
+	case weights.Q5_K:
+		return GGMLTypeQ5_K, 17, nil
+	case weights.Q6_K:
+		return GGMLTypeQ6_K, 18, nil
 	}
 	return 0, 0, fmt.Errorf("weightstest: cannot write dtype %v", dt)
 }

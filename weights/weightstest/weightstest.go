@@ -89,8 +89,16 @@ func F32Tensor(name string, v []float32, shape ...int) weights.Tensor {
 }
 
 // EncodeFloats returns v as little-endian bytes of dtype (rounding to
-// nearest even for F16/BF16).
+// nearest even for F16/BF16, quantized by Quantize for the quantized
+// types, when len(v) must be whole blocks: it panics otherwise).
 func EncodeFloats(v []float32, dt weights.DType) []byte {
+	if dt.Quantized() {
+		b, err := Quantize(v, dt)
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
 	out := make([]byte, len(v)*dt.Size())
 	for i, f := range v {
 		switch dt {
@@ -105,8 +113,13 @@ func EncodeFloats(v []float32, dt weights.DType) []byte {
 	return out
 }
 
-// Round returns v as it reads back after storing it as dtype.
+// Round returns v as it reads back after storing it as dtype, for the
+// plain dtypes (dequantizing is package layers/quant's: it panics for a
+// quantized type).
 func Round(v []float32, dt weights.DType) []float32 {
+	if dt.Quantized() {
+		panic("weightstest.Round: " + dt.String() + " is quantized; dequantize with layers/quant")
+	}
 	out := make([]float32, len(v))
 	for i, f := range v {
 		switch dt {
@@ -136,11 +149,11 @@ func ToAdjacent(w []float32, nHeads, headDim, cols int) []float32 {
 	return permuteRows(w, nHeads, headDim, cols, false)
 }
 
-func permuteRows(w []float32, nHeads, headDim, cols int, toHalf bool) []float32 {
+func permuteRows[T any](w []T, nHeads, headDim, cols int, toHalf bool) []T {
 	if len(w) != nHeads*headDim*cols || headDim%2 != 0 {
 		panic(fmt.Sprintf("weightstest: cannot permute %d values as %d heads × %d rows × %d cols", len(w), nHeads, headDim, cols))
 	}
-	out := make([]float32, len(w))
+	out := make([]T, len(w))
 	half := headDim / 2
 	for h := 0; h < nHeads; h++ {
 		for i := 0; i < half; i++ {
@@ -156,6 +169,15 @@ func permuteRows(w []float32, nHeads, headDim, cols int, toHalf bool) []float32 
 		}
 	}
 	return out
+}
+
+// rawRows returns a tensor's bytes as stored (any dtype, quantized blocks
+// included); rows that RoPE rotates come in the requested layout.
+func rawRows(c *weights.Config, s *weights.TensorSpec, t *weights.Tensor, halfSplit bool) []byte {
+	if !s.Rotary || halfSplit == c.RopeHalfSplit {
+		return t.Data
+	}
+	return permuteRows(t.Data, t.Rows()/c.HeadDim, c.HeadDim, t.DType.RowBytes(t.Cols()), halfSplit)
 }
 
 // floats returns a tensor's values; rows that RoPE rotates (wq, wk) come

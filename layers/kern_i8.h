@@ -1,0 +1,396 @@
+// Integer dot-product kernels (RoundInt8) for quantized weights, included
+// by kern_amd64.c once per 16-lane variant: avx512 with AVX512_VNNI
+// (vpdpbusd) and emu512 (vpdpbusd emulated exactly on AVX2, for tests).
+// The includer defines the float vocabulary of kern_impl.h (V, VL = 16,
+// VZERO, VLOAD, VSTORE, VSET1, VBCAST, VFMA, VMUL, VADD, VHSUM) and:
+//
+//	IV              16 int32 lanes (64 bytes)
+//	IZERO()         zero;  ILOAD(p)  64 bytes at p;  IBCAST4(p)  the 4 bytes at p in every lane
+//	IJOIN(a, b)     the __m256i a (low half) and b (high half)
+//	IAND IOR (a, b); ISET1B(c) every byte c; ISRL16 ISLL16 (v, n) 16-bit lanes shifted by n
+//	IBCAST32(p)     the 32 bytes at p in both halves; ISRLV16H(v, a, b) 16-bit lanes of the low half >> a, high >> b
+//	VPERM8(v, idx)  lane i = v[idx[i]] for an __m256 v and 16 indices < 8
+//	IDPBUSD(a, u, s)  lane i of a += Σ_j<4 u[4i+j]·s[4i+j] (u unsigned, s signed bytes)
+//	ICVT(v)         int32 lanes to float
+//	MRI             rows of the GEMM register tile (NR = 32 columns)
+//
+// Weights: unpack_row (kern_quant.h) gives unsigned quants u with a
+// scale sc and offset of per group of G; activations: quant_x gives int8
+// q per block of 32 with scale dx and xs = dx·Σq per group. A group's
+// contribution to x·w is sc·dx·Σ u·q + of·xs: exact integer products,
+// float32 for the rest.
+
+#define NRI 32
+#define CAT2(a, b) a##_##b
+#define CAT(a, b) CAT2(a, b)
+#define F(name) CAT(name, SFX)
+#define INL static inline __attribute__((always_inline))
+
+// ---------------------------------------------------------------------------
+// Matrix-vector: rows [r0, r1) of w times the n rows of x as
+// star_quant_x left them for dtype dt (see quant_x_rows): per row, xq
+// int8 [Kp] in the dtype's lane order (Kp = K rounded up to 64, zero
+// padded), xc [Kp/4] each lane's integer offset correction, and per
+// block of 32 (Kp/32 + 8 floats) xs = dx·Σq and dxn = dx, per group of 16
+// (Kp/16 + 8) dx16 = its block's dx. The weights are unpacked in
+// registers, a unit at a time (64 weights of Q8_0 and Q4_0, a super-block
+// of the K-quants), into unsigned bytes; the lanes' integer sums start
+// from xc, so that Σ u·q + xc is the sum of the signed quants' products
+// (Q8_0, Q4_0, Q6_K), and K-quants' mins are applied per super-block.
+
+#ifndef STAR_I8_PERMS
+#define STAR_I8_PERMS
+static const int perm_8x8[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                    {0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1},
+                                    {0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                    {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7}};
+static const int perm_k4[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2},
+                                   {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
+                                   {4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6},
+                                   {5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7}};
+#endif
+
+// unit unpacks the weights [k, k+64·nu) of a row at p (bytes of the unit
+// at k) into u[j], j < nu, with the weights' scales w8: Q8_0 and Q4_0
+// lanes 0, 1 the two blocks' d; the K-quants the 8 sub-blocks' d·scale
+// (and m8 their dmin·min); Q6_K w8[h] the 8 sub-blocks' d·scale of half
+// h. half: only the first 32 weights exist (the last block of a Q8_0 or
+// Q4_0 row of an odd number of blocks).
+INL int F(unit)(const uint8_t *p, const int dt, const int half, IV *u, __m256 *w8, __m256 *m8) {
+	switch (dt) {
+	case STAR_Q8_0: {
+		const __m256i x80 = _mm256_set1_epi8((char)0x80);
+		__m256i a = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 2)), x80);
+		__m256i b = half ? _mm256_setzero_si256() : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(p + 36)), x80);
+		u[0] = IJOIN(a, b);
+		uint16_t h0, h1 = 0;
+		memcpy(&h0, p, 2);
+		if (!half)
+			memcpy(&h1, p + 34, 2);
+		w8[0] = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(h0 | (uint32_t)h1 << 16))));
+		return 1;
+	}
+	case STAR_Q4_0: {
+		const __m256i m15 = _mm256_set1_epi8(15);
+		__m128i a = _mm_loadu_si128((const __m128i *)(p + 2));
+		__m128i b = half ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i *)(p + 20));
+		__m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1);
+		u[0] = IJOIN(_mm256_and_si256(v, m15), _mm256_and_si256(_mm256_srli_epi16(v, 4), m15));
+		uint16_t h0, h1 = 0;
+		memcpy(&h0, p, 2);
+		if (!half)
+			memcpy(&h1, p + 18, 2);
+		w8[0] = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128((int)(h0 | (uint32_t)h1 << 16))));
+		return 1;
+	}
+	case STAR_Q4_K:
+	case STAR_Q5_K: {
+		const int five = dt == STAR_Q5_K;
+		uint32_t a, b, c;
+		memcpy(&a, p + 4, 4);
+		memcpy(&b, p + 8, 4);
+		memcpy(&c, p + 12, 4);
+		const uint64_t sc = (a & 0x3f3f3f3fu) | (uint64_t)((c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4) << 32;
+		const uint64_t mn = (b & 0x3f3f3f3fu) | (uint64_t)(((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4) << 32;
+		w8[0] = _mm256_mul_ps(_mm256_set1_ps(q_f16(p)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))));
+		*m8 = _mm256_mul_ps(_mm256_set1_ps(q_f16(p + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))));
+		const uint8_t *qs = p + (five ? 48 : 16);
+		const IV m15 = ISET1B(15);
+		IV v0 = ILOAD(qs), v1 = ILOAD(qs + 64); // nibble chunks 0, 1 and 2, 3
+		u[0] = IAND(v0, m15);
+		u[1] = IAND(ISRL16(v0, 4), m15);
+		u[2] = IAND(v1, m15);
+		u[3] = IAND(ISRL16(v1, 4), m15);
+		if (five) { // fifth bits: bit 2c of qh for sub-block 2c, 2c+1 for 2c+1
+			const IV one = ISET1B(1), hb = IBCAST32(p + 16);
+			u[0] = IOR(u[0], ISLL16(IAND(ISRLV16H(hb, 0, 2), one), 4));
+			u[1] = IOR(u[1], ISLL16(IAND(ISRLV16H(hb, 1, 3), one), 4));
+			u[2] = IOR(u[2], ISLL16(IAND(ISRLV16H(hb, 4, 6), one), 4));
+			u[3] = IOR(u[3], ISLL16(IAND(ISRLV16H(hb, 5, 7), one), 4));
+		}
+		return 4;
+	}
+	default: { // Q6_K
+		const IV m15 = ISET1B(15), m3 = ISET1B(3);
+		const __m256 d = _mm256_set1_ps(q_f16(p + 208));
+		for (int h = 0; h < 2; h++) {
+			IV l = ILOAD(p + 64 * h), qh = IBCAST32(p + 128 + 32 * h);
+			u[2 * h] = IOR(IAND(l, m15), ISLL16(IAND(ISRLV16H(qh, 0, 2), m3), 4));
+			u[2 * h + 1] = IOR(IAND(ISRL16(l, 4), m15), ISLL16(IAND(ISRLV16H(qh, 4, 6), m3), 4));
+			w8[h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p + 192 + 8 * h)))));
+		}
+		return 4;
+	}
+	}
+}
+
+// dot_i8: out[t*N + r + i] for i < R, t < T. Per unit and token the
+// lanes' scales are (weight scale · dx) of their group, from 8 products.
+INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, const int R, const int8_t *xq,
+                   const int32_t *xc, const float *xs, const float *dxn, const float *dx16, const int T, float *out,
+                   long N) {
+	const long rowb = dt_bytes(dt, K);
+	const int kq = dt >= STAR_Q4_K && dt <= STAR_Q5_K; // mins
+	const int big = dt >= STAR_Q4_K;                     // units of 256 weights
+	const long ue = big ? 256 : 64, ubytes = big ? dt_block_bytes(dt) : 2 * dt_block_bytes(dt);
+	const long X = Kp / 4, B = Kp / 32 + 8, B16 = Kp / 16 + 8;
+	V acc[4][4];
+	__m256 oacc[4][4];
+#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			acc[i][t] = VZERO();
+			oacc[i][t] = _mm256_setzero_ps();
+		}
+	for (long k = 0; k < K; k += ue) {
+		const int half = K - k < ue;
+#pragma GCC unroll 4
+		for (int i = 0; i < R; i++) {
+			const uint8_t *p = w + (r + i) * rowb + k / ue * ubytes;
+			_mm_prefetch((const char *)(p + R * rowb), _MM_HINT_T0);
+			_mm_prefetch((const char *)(p + R * rowb + 64), _MM_HINT_T0);
+			if (big)
+				_mm_prefetch((const char *)(p + R * rowb + 128), _MM_HINT_T0);
+			IV u[4];
+			__m256 w8[2], m8;
+			F(unit)(p, dt, half, u, w8, &m8);
+#pragma GCC unroll 4
+			for (int t = 0; t < T; t++) {
+				const int8_t *q = xq + t * Kp + k;
+				if (dt == STAR_Q8_0 || dt == STAR_Q4_0) {
+					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
+					IV d = IDPBUSD(ILOAD(xc + t * X + k / 4), u[0], ILOAD(q));
+					acc[i][t] = VFMA(ICVT(d), VPERM8(p8, perm_8x8[dt == STAR_Q8_0 ? 0 : 1]), acc[i][t]);
+				} else if (kq) {
+					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
+#pragma GCC unroll 4
+					for (int j = 0; j < 4; j++)
+						acc[i][t] = VFMA(ICVT(IDPBUSD(IZERO(), u[j], ILOAD(q + 64 * j))), VPERM8(p8, perm_k4[j]), acc[i][t]);
+					oacc[i][t] = _mm256_fnmadd_ps(m8, _mm256_loadu_ps(xs + t * B + k / 32), oacc[i][t]);
+				} else { // Q6_K
+#pragma GCC unroll 2
+					for (int h = 0; h < 2; h++) {
+						__m256 p8 = _mm256_mul_ps(w8[h], _mm256_loadu_ps(dx16 + t * B16 + k / 16 + 8 * h));
+#pragma GCC unroll 2
+						for (int j = 0; j < 2; j++) {
+							const long o = 128 * h + 64 * j;
+							IV d = IDPBUSD(ILOAD(xc + t * X + (k + o) / 4), u[2 * h + j], ILOAD(q + o));
+							acc[i][t] = VFMA(ICVT(d), VPERM8(p8, perm_8x8[2 + j]), acc[i][t]);
+						}
+					}
+				}
+			}
+		}
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+		for (int t = 0; t < T; t++) {
+			__m256 o = oacc[i][t];
+			__m128 o4 = _mm_add_ps(_mm256_castps256_ps128(o), _mm256_extractf128_ps(o, 1));
+			o4 = _mm_add_ps(o4, _mm_movehl_ps(o4, o4));
+			o4 = _mm_add_ss(o4, _mm_movehdup_ps(o4));
+			out[t * N + r + i] = VHSUM(acc[i][t]) + _mm_cvtss_f32(o4);
+		}
+}
+
+INL void F(gemv_i8_dt)(const void *w, const int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                       const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1) {
+	const uint8_t *wb = (const uint8_t *)w;
+	const long Kp = (K + 63) & ~63L, X = Kp / 4, B = Kp / 32 + 8, B16 = Kp / 16 + 8;
+	long r = r0;
+#define DOT(R, T) F(dot_i8)(wb, dt, K, Kp, r, R, xq + t * Kp, xc + t * X, xs + t * B, dxn + t * B, dx16 + t * B16, T, out + t * N, N)
+	for (; r + 4 <= r1; r += 4) {
+		long t = 0;
+		for (; t + 2 <= n; t += 2)
+			DOT(4, 2);
+		if (t < n)
+			DOT(4, 1);
+	}
+	for (; r < r1; r++)
+		for (long t = 0; t < n; t++)
+			DOT(1, 1);
+#undef DOT
+}
+
+static void F(gemv_i8)(const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                       const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1) {
+	switch (dt) {
+	case STAR_Q8_0:
+		F(gemv_i8_dt)(w, STAR_Q8_0, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1);
+		break;
+	case STAR_Q4_0:
+		F(gemv_i8_dt)(w, STAR_Q4_0, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1);
+		break;
+	case STAR_Q4_K:
+		F(gemv_i8_dt)(w, STAR_Q4_K, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1);
+		break;
+	case STAR_Q5_K:
+		F(gemv_i8_dt)(w, STAR_Q5_K, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1);
+		break;
+	default:
+		F(gemv_i8_dt)(w, STAR_Q6_K, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1);
+		break;
+	}
+}
+
+// ---------------------------------------------------------------------------
+// GEMM. A panel of MRI rows of x (star_gemm_packa_i8): int8 a8[K/4][MRI][4],
+// then float ad[K/G][MRI] (each group's dx) and as[K/G][MRI] (its xs);
+// rows past M are zero. A B panel of NRI weight rows over kc columns:
+// u8 b8[kc/4][NRI][4], then float bsc[kc/G][NRI] and bof[kc/G][NRI].
+
+static long F(panel_a_bytes)(long K, int G) { return K * MRI + 8 * (K / G) * MRI; }
+static long F(panel_b_bytes)(long kc, int G) { return kc * NRI + 8 * (kc / G) * NRI; }
+
+static void F(gemm_packa_i8)(const float *x, long M, long K, int G, uint8_t *ap, long p0, long p1) {
+	const long PS = F(panel_a_bytes)(K, G), KG = K / G;
+	int8_t q[32];
+	float dx, xs[2];
+	for (long p = p0; p < p1; p++) {
+		uint8_t *a8 = ap + p * PS;
+		float *ad = (float *)(a8 + K * MRI), *as = ad + KG * MRI;
+		for (int r = 0; r < MRI; r++) {
+			const long i = p * MRI + r;
+			for (long b = 0; b < K / 32; b++) {
+				if (i < M) {
+					quant_x(x + i * K + 32 * b, 32, G, q, &dx, xs);
+				} else {
+					memset(q, 0, 32);
+					dx = xs[0] = xs[1] = 0;
+				}
+				for (int j = 0; j < 8; j++)
+					memcpy(a8 + ((8 * b + j) * MRI + r) * 4, q + 4 * j, 4);
+				for (int g = 0; g < 32 / G; g++) {
+					ad[(b * 32 / G + g) * MRI + r] = dx;
+					as[(b * 32 / G + g) * MRI + r] = xs[g];
+				}
+			}
+		}
+	}
+}
+
+// pack_b_i8 fills one B panel from weight rows [j0, j0+nr), columns
+// [k0, k0+kc); rows past nr are zero.
+static void F(pack_b_i8)(uint8_t *dst, const void *w, int dt, long K, long j0, int nr, long k0, long kc) {
+	const int G = dt_group(dt);
+	const long rowb = dt_bytes(dt, K), ng = kc / G;
+	uint8_t u[256] __attribute__((aligned(32)));
+	float sc[16], of[16];
+	float *bsc = (float *)(dst + kc * NRI), *bof = bsc + ng * NRI;
+	for (int j = 0; j < NRI; j++) {
+		if (j >= nr) {
+			for (long k = 0; k < kc; k += 4)
+				memset(dst + (k / 4 * NRI + j) * 4, 0, 4);
+			for (long g = 0; g < ng; g++)
+				bsc[g * NRI + j] = bof[g * NRI + j] = 0;
+			continue;
+		}
+		const uint8_t *row = (const uint8_t *)w + (j0 + j) * rowb;
+		for (long c0 = 0; c0 < kc; c0 += 256) {
+			const long cc = kc - c0 < 256 ? kc - c0 : 256;
+			unpack_row(row, dt, k0 + c0, cc, u, sc, of);
+			for (long k = 0; k < cc; k += 4)
+				memcpy(dst + ((c0 + k) / 4 * NRI + j) * 4, u + k, 4);
+			for (long g = 0; g < cc / G; g++) {
+				bsc[(c0 / G + g) * NRI + j] = sc[g];
+				bof[(c0 / G + g) * NRI + j] = of[g];
+			}
+		}
+	}
+}
+
+// C[MRI][NRI] (=|+=) the product of an A panel and a B panel over kc
+// columns (kc/G groups).
+static void F(ukr_i8)(long ng, const int G, const uint8_t *a8, const float *ad, const float *as, const uint8_t *b8,
+                      const float *bsc, const float *bof, float *c, long ldc, int acc) {
+	V f0[MRI], f1[MRI];
+#pragma GCC unroll 16
+	for (int r = 0; r < MRI; r++) {
+		f0[r] = acc ? VLOAD(c + r * ldc) : VZERO();
+		f1[r] = acc ? VLOAD(c + r * ldc + VL) : VZERO();
+	}
+	for (long g = 0; g < ng; g++) {
+		IV i0[MRI], i1[MRI];
+#pragma GCC unroll 16
+		for (int r = 0; r < MRI; r++) {
+			i0[r] = IZERO();
+			i1[r] = IZERO();
+		}
+		for (int s = 0; s < G / 4; s++) {
+			IV b0 = ILOAD(b8), b1 = ILOAD(b8 + 64);
+#pragma GCC unroll 16
+			for (int r = 0; r < MRI; r++) {
+				IV a = IBCAST4(a8 + 4 * r);
+				i0[r] = IDPBUSD(i0[r], b0, a);
+				i1[r] = IDPBUSD(i1[r], b1, a);
+			}
+			a8 += 4 * MRI;
+			b8 += 4 * NRI;
+		}
+		V s0 = VLOAD(bsc), s1 = VLOAD(bsc + VL), o0 = VLOAD(bof), o1 = VLOAD(bof + VL);
+#pragma GCC unroll 16
+		for (int r = 0; r < MRI; r++) {
+			V d = VBCAST(ad + r), x = VBCAST(as + r);
+			f0[r] = VFMA(o0, x, VFMA(ICVT(i0[r]), VMUL(s0, d), f0[r]));
+			f1[r] = VFMA(o1, x, VFMA(ICVT(i1[r]), VMUL(s1, d), f1[r]));
+		}
+		ad += MRI;
+		as += MRI;
+		bsc += NRI;
+		bof += NRI;
+	}
+#pragma GCC unroll 16
+	for (int r = 0; r < MRI; r++) {
+		VSTORE(c + r * ldc, f0[r]);
+		VSTORE(c + r * ldc + VL, f1[r]);
+	}
+}
+
+// Output columns [j0, j1) of out[M, N] (j0 a multiple of NRI). bp holds
+// the B panels of the claimed columns (panel_b_bytes(kc) each), tmp
+// MRI*NRI floats.
+static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+                            long j1, uint8_t *bp, float *tmp, int KC, int MC) {
+	const int G = dt_group(dt);
+	const long PS = F(panel_a_bytes)(K, G), KG = K / G;
+	MC -= MC % MRI;
+	if (MC < MRI)
+		MC = MRI;
+	for (long pc = 0; pc < K; pc += KC) {
+		const long kc = K - pc < KC ? K - pc : KC, BS = F(panel_b_bytes)(kc, G), ng = kc / G;
+		for (long jr = j0; jr < j1; jr += NRI) {
+			long nr = j1 - jr < NRI ? j1 - jr : NRI;
+			F(pack_b_i8)(bp + (jr - j0) / NRI * BS, w, dt, K, jr, (int)nr, pc, kc);
+		}
+		for (long ic = 0; ic < M; ic += MC) {
+			long ie = ic + MC < M ? ic + MC : M;
+			for (long jr = j0; jr < j1; jr += NRI) {
+				long nr = j1 - jr < NRI ? j1 - jr : NRI;
+				const uint8_t *b8 = bp + (jr - j0) / NRI * BS;
+				const float *bsc = (const float *)(b8 + kc * NRI), *bof = bsc + ng * NRI;
+				for (long ir = ic; ir < ie; ir += MRI) {
+					long mr = M - ir < MRI ? M - ir : MRI;
+					const uint8_t *a = ap + ir / MRI * PS;
+					const float *ad = (const float *)(a + K * MRI) + pc / G * MRI, *as = ad + KG * MRI;
+					float *c = out + ir * N + jr;
+					if (mr == MRI && nr == NRI) {
+						F(ukr_i8)(ng, G, a + pc * MRI, ad, as, b8, bsc, bof, c, N, pc > 0);
+						continue;
+					}
+					F(ukr_i8)(ng, G, a + pc * MRI, ad, as, b8, bsc, bof, tmp, NRI, 0);
+					for (long r = 0; r < mr; r++)
+						for (long j = 0; j < nr; j++)
+							c[r * N + j] = pc > 0 ? c[r * N + j] + tmp[r * NRI + j] : tmp[r * NRI + j];
+				}
+			}
+		}
+	}
+}
+
+#undef NRI
+#undef F
+#undef CAT
+#undef CAT2
+#undef INL
