@@ -35,10 +35,10 @@ func (c *Counting) MatMul(out, x []float32, w *weights.Tensor, n int) {
 
 // AttentionKernel times attention, with the backend's kernel if it has one
 // and the pure-Go code otherwise.
-func (c *Counting) AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s layers.AttnShape, causal bool) bool {
+func (c *Counting) AttentionKernel(out, lse, q []float32, k, v layers.KVSpan, nq, nk int, s layers.AttnShape, causal bool) bool {
 	t := time.Now()
 	if a, ok := c.Compute.(layers.AttentionKernel); !ok || !a.AttentionKernel(out, lse, q, k, v, nq, nk, s, causal) {
-		layers.Attention(c.Compute, out, lse, q, k, v, nq, nk, s, causal)
+		layers.AttentionKV(c.Compute, out, lse, q, k, v, nq, nk, s, causal)
 	}
 	c.AttnNanos.Add(int64(time.Since(t)))
 	pairs := int64(nq) * int64(nk)

@@ -1,6 +1,7 @@
 package layers
 
 import (
+	"fmt"
 	"math"
 )
 
@@ -14,37 +15,57 @@ type AttnShape struct {
 const keyTile = 64 // keys scored at once by the online softmax
 
 // AttentionKernel is implemented by backends with their own attention
-// kernel: it computes exactly what Attention specifies and reports true, or
-// reports false (computing nothing) to let Attention use the pure-Go code.
+// kernel: it computes exactly what AttentionKV specifies and reports true,
+// or reports false (computing nothing) to let AttentionKV use the pure-Go
+// code.
 type AttentionKernel interface {
-	AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) bool
+	AttentionKernel(out, lse, q []float32, k, v KVSpan, nq, nk int, s AttnShape, causal bool) bool
 }
 
-// Attention computes, for each of nq query tokens and each head h,
+// Attention is AttentionKV on float32 keys and values stored token-major:
+// k, v [nk, HKV*D].
+func Attention(c Compute, out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) {
+	AttentionKV(c, out, lse, q, TokenMajor(k, s), TokenMajor(v, s), nq, nk, s, causal)
+}
+
+// AttentionKV computes, for each of nq query tokens and each head h,
 //
 //	out = softmax(S)·V,  lse = log Σ_j exp(S_j),  S_j = q·k_j / √D
 //
 // over nk keys, with an online (flash-style) softmax: no score matrix is
 // materialised, only a tile of keyTile scores per worker.
 //
-//	out: [nq, H*D]   lse: [nq, H]   q: [nq, H*D]   k, v: [nk, HKV*D]
+//	out: [nq, H*D]   lse: [nq, H]   q: [nq, H*D]   k, v: nk tokens (KVSpan)
 //
+// K and V may be of any K/V dtype (the same for both) and layout; they are
+// widened to float32 as they are read, and all arithmetic is float32.
 // causal: the queries are the last nq of the nk key tokens, so query i sees
 // keys [0, nk-nq+i]; otherwise every query sees all keys. A query that sees
 // no key gets out = 0 and lse = -Inf (it contributes nothing to a merge).
 //
 // If c implements AttentionKernel (the SIMD CPU backend does), its kernel
 // computes the result; otherwise the pure-Go code below does.
-func Attention(c Compute, out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) {
+func AttentionKV(c Compute, out, lse, q []float32, k, v KVSpan, nq, nk int, s AttnShape, causal bool) {
+	k.check(nk, s, "keys")
+	v.check(nk, s, "values")
+	if k.DType != v.DType {
+		panic(fmt.Sprintf("layers: attention: keys of %v, values of %v", k.DType, v.DType))
+	}
 	if a, ok := c.(AttentionKernel); ok && a.AttentionKernel(out, lse, q, k, v, nq, nk, s, causal) {
 		return
 	}
-	H, D, kvDim := s.H, s.D, s.HKV*s.D
+	attentionGo(c, out, lse, q, k, v, nq, nk, s, causal)
+}
+
+// attentionGo is AttentionKV in pure Go.
+func attentionGo(c Compute, out, lse, q []float32, k, v KVSpan, nq, nk int, s AttnShape, causal bool) {
+	H, D := s.H, s.D
 	group := s.H / s.HKV
 	scale := float32(1 / math.Sqrt(float64(D)))
 	c.Parallel(nq*H, func(lo, hi int) {
 		scores := make([]float32, keyTile)
 		acc := make([]float32, D)
+		kj, vj := make([]float32, D), make([]float32, D)
 		for t := lo; t < hi; t++ {
 			i, h := t/H, t%H
 			kh := h / group
@@ -66,7 +87,7 @@ func Attention(c Compute, out, lse, q, k, v []float32, nq, nk int, s AttnShape, 
 				nt := min(keyTile, visible-j0)
 				tmax := m
 				for j := 0; j < nt; j++ {
-					kj := k[(j0+j)*kvDim+kh*D : (j0+j)*kvDim+(kh+1)*D]
+					k.Row(kj, kh, j0+j)
 					sc := Dot(qi, kj) * scale
 					scores[j] = sc
 					if sc > tmax {
@@ -84,7 +105,7 @@ func Attention(c Compute, out, lse, q, k, v []float32, nq, nk int, s AttnShape, 
 				for j := 0; j < nt; j++ {
 					p := float32(math.Exp(float64(scores[j] - m)))
 					l += p
-					vj := v[(j0+j)*kvDim+kh*D : (j0+j)*kvDim+(kh+1)*D]
+					v.Row(vj, kh, j0+j)
 					for d, x := range vj {
 						acc[d] += p * x
 					}
@@ -180,6 +201,20 @@ func Merge(out, lse []float32, outs, lses [][]float32, n, H, D int) {
 	for r := 0; r < n*H; r++ {
 		for p := range po {
 			po[p], pl[p] = outs[p][r*D:(r+1)*D], lses[p][r]
+		}
+		lse[r] = mergeRow(out[r*D:(r+1)*D], po, pl, w)
+	}
+}
+
+// mergeSplits merges ns partial attentions of the same rows, laid out one
+// after another (outs [ns][rows*D], lses [ns][rows]), into out [rows*D]
+// and lse [rows], in part order (see mergeRow).
+func mergeSplits(out, lse, outs, lses []float32, ns, rows, D int) {
+	var sc mergeScratch
+	po, pl, w := sc.get(ns)
+	for r := 0; r < rows; r++ {
+		for p := range po {
+			po[p], pl[p] = outs[(p*rows+r)*D:(p*rows+r+1)*D], lses[p*rows+r]
 		}
 		lse[r] = mergeRow(out[r*D:(r+1)*D], po, pl, w)
 	}

@@ -13,6 +13,10 @@ package layers
 //	                    right after
 //	BenchmarkAttention  attention tiles (nq 1 and 512, nk 4096, H 32,
 //	                    HKV 8, D 64), GFLOP/s, SIMD and pure Go
+//	BenchmarkAttentionDecode  one token's attention over 16k keys of
+//	                    Llama-3.1-8B's heads (H 32, HKV 8, D 128) in each
+//	                    K/V dtype and layout: GB/s of K/V streamed (from
+//	                    memory) and the share of the read bandwidth
 //	BenchmarkMerge      merging partial attentions
 //	BenchmarkModel      a 0.85B Llama (dim 2048, 16 layers, 32/8 heads,
 //	                    hidden 5632, vocab 32000) with random F32 and BF16
@@ -227,6 +231,66 @@ func BenchmarkAttention(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// BenchmarkAttentionDecode cycles through caches adding up to at least
+// 1 GiB (beyond the last-level cache), as a decode step reads one layer's
+// cache after another, and measures the read bandwidth right after each
+// timing: of_bw is the kernel's share of it. "tokens" is the float32
+// token-major layout (a forward pass's projections, and the caches before
+// they became head-major); "heads" the caches' head-major layout.
+func BenchmarkAttentionDecode(b *testing.B) {
+	threads := benchThreads()
+	s := AttnShape{H: 32, HKV: 8, D: 128}
+	nk := 16384
+	if v, err := strconv.Atoi(os.Getenv("STAR_BENCH_DECODE_KEYS")); err == nil && v > 0 {
+		nk = v
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	x := randSlice(r, nk*s.HKV*s.D, 1)
+	q := randSlice(r, s.H*s.D, 1)
+	out, lse := make([]float32, s.H*s.D), make([]float32, s.H)
+	c := NewCPU(threads)
+	for _, lay := range []struct {
+		name      string
+		dt        weights.DType
+		headMajor bool
+	}{{"tokens", weights.F32, false}, {"heads", weights.F32, true}, {"heads", weights.F16, true}, {"heads", weights.BF16, true}} {
+		one := NewKVBuf(lay.dt, nk, s.HKV, s.D)
+		one.Append(x, nk)
+		bytes := 2 * one.Bytes()
+		var ks, vs []KVSpan
+		for int64(len(ks))*bytes < 1<<30 {
+			for _, dst := range []*[]KVSpan{&ks, &vs} {
+				if !lay.headMajor {
+					*dst = append(*dst, TokenMajor(append([]float32(nil), x...), s))
+					continue
+				}
+				kb := NewKVBuf(lay.dt, nk, s.HKV, s.D)
+				kb.CopyFrom(one, nk)
+				*dst = append(*dst, kb.All())
+			}
+		}
+		b.Run(fmt.Sprintf("%s/%s/nk%d/%s/t%d", lay.name, KVDTypeName(lay.dt), nk, c.Name(), threads), func(b *testing.B) {
+			for i := range ks {
+				AttentionKV(c, out, lse, q, ks[i], vs[i], 1, nk, s, false)
+			}
+			b.ResetTimer()
+			m := startCPU()
+			for i := 0; i < b.N; i++ {
+				AttentionKV(c, out, lse, q, ks[i%len(ks)], vs[i%len(vs)], 1, nk, s, false)
+			}
+			b.StopTimer()
+			m.report(b, threads)
+			gbs := float64(bytes) * float64(b.N) / b.Elapsed().Seconds()
+			bw := benchref.ReadBandwidth(threads, 1<<30)
+			b.ReportMetric(gbs/1e9, "kvGB/s")
+			b.ReportMetric(bw/1e9, "memGB/s")
+			b.ReportMetric(gbs/bw, "of_bw")
+		})
+		ks, vs = nil, nil
+		runtime.GC()
 	}
 }
 

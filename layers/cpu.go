@@ -231,7 +231,7 @@ func (c *CPU) MatMul(out, x []float32, w *weights.Tensor, n int) {
 
 // AttentionKernel is Attention on the SIMD kernels; false if the backend
 // runs the pure-Go kernels (Attention then computes it).
-func (c *CPU) AttentionKernel(out, lse, q, k, v []float32, nq, nk int, s AttnShape, causal bool) bool {
+func (c *CPU) AttentionKernel(out, lse, q []float32, k, v KVSpan, nq, nk int, s AttnShape, causal bool) bool {
 	if c.k == nil {
 		return false
 	}

@@ -77,10 +77,13 @@ void star_gemm_cols_bf(int v, const uint32_t *ap, long M, long K2, const void *w
 // h1[i] = silu(h1[i]) * h3[i].
 void star_swiglu(int v, float *h1, const float *h3, long n);
 
-// Attention over queries [i0, i1) of kv head kh; ws: star_attn_ws floats.
+// Attention of the queries [i0, i1) of kv head kh over the keys [kb, ke),
+// written to out [nq][H][D] and lse [nq][H]. K and V (dtype dt) hold
+// element (kv head h, token j, d) at h*khs + j*kts + d (k) and h*vhs +
+// j*vts + d (vv). ws: star_attn_ws(v, (i1-i0)*H/HKV, D) floats.
 long star_attn_ws(int v, long rows, long D);
-void star_attn(int v, const float *q, const float *k, const float *vv, float *out, float *lse,
-               long nq, long nk, long H, long HKV, long D, int causal,
-               long i0, long i1, long kh, float *ws);
+void star_attn(int v, const float *q, const void *k, const void *vv, int dt, long khs, long kts, long vhs, long vts,
+               float *out, float *lse, long nq, long nk, long H, long HKV, long D, int causal, long i0, long i1, long kh,
+               long kb, long ke, float *ws);
 
 #endif

@@ -257,6 +257,7 @@ static inline float hmax8(__m256 v) {
 	_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
 #define VSEL_LT(a, b, x, y) _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ))
 #define VF16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define VRED8(v) (v)
 #define VBF16PAIR(p, e, o)                                                                           \
 	do {                                                                                         \
 		__m256i w_ = _mm256_loadu_si256((const __m256i *)(p));                               \
@@ -287,6 +288,7 @@ static inline float hmax8(__m256 v) {
 #undef VPOW2I
 #undef VSEL_LT
 #undef VF16
+#undef VRED8
 #undef VBF16PAIR
 
 // ---------------------------------------------------------------------------
@@ -361,6 +363,7 @@ EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
 #define VPOW2I e16_pow2i
 #define VSEL_LT e16_sel_lt
 #define VF16(p) e16_f16((const uint16_t *)(p))
+#define VRED8(v) _mm256_add_ps((v).a, (v).b)
 #define VBF16PAIR(p, e, o) e16_bf16pair((const uint16_t *)(p), &(e), &(o))
 #include "kern_impl.h"
 #undef SFX
@@ -386,6 +389,7 @@ EI void e16_bf16pair(const uint16_t *p, e16 *e, e16 *o) {
 #undef VPOW2I
 #undef VSEL_LT
 #undef VF16
+#undef VRED8
 #undef VBF16PAIR
 
 // emu512's integer kernels: vpdpbusd emulated exactly (bytes widened to
@@ -727,6 +731,8 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 	_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
 #define VSEL_LT(a, b, x, y) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x)
 #define VF16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define VRED8(v) \
+	_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
 #define VBF16PAIR(p, e, o)                                                                           \
 	do {                                                                                         \
 		__m512i w_ = _mm512_loadu_si512((const void *)(p));                                  \
@@ -809,9 +815,10 @@ long star_attn_ws(int v, long rows, long D) {
 	return r;
 }
 
-void star_attn(int v, const float *q, const float *k, const float *vv, float *out, float *lse, long nq, long nk,
-               long H, long HKV, long D, int causal, long i0, long i1, long kh, float *ws) {
-#define C_(s) attn_##s(q, k, vv, out, lse, nq, nk, H, HKV, D, causal, i0, i1, kh, ws)
+void star_attn(int v, const float *q, const void *k, const void *vv, int dt, long khs, long kts, long vhs, long vts,
+               float *out, float *lse, long nq, long nk, long H, long HKV, long D, int causal, long i0, long i1, long kh,
+               long kb, long ke, float *ws) {
+#define C_(s) attn_##s(q, k, vv, dt, khs, kts, vhs, vts, out, lse, nq, nk, H, HKV, D, causal, i0, i1, kh, kb, ke, ws)
 	DISPATCH(v, C_)
 #undef C_
 }

@@ -170,6 +170,7 @@ func dtypeOf(w *weights.Tensor) C.int { return C.int(w.DType) }
 type resources struct {
 	shared scratch
 	tws    []scratch // per thread
+	split  scratch   // attention's key splits
 	gemm   gemmTask
 	attn   attnTask
 }
@@ -455,10 +456,15 @@ func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, 
 type attnTask struct {
 	k                    *kernels
 	res                  *resources
-	q, kk, v, out, lse   []float32
+	q, out, lse          []float32
+	kp, vp               unsafe.Pointer
+	dt                   C.int
+	khs, kts, vhs, vts   int
 	nq, nk, H, HKV, D    int
 	causal               C.int
 	qb, nqb, items, wsSz int
+	ns, ks               int       // key splits and keys per split
+	pout, plse           []float32 // the splits' partial attentions: [ns][nq*H*D], [ns][nq*H]
 	next                 atomic.Int64
 }
 
@@ -469,42 +475,103 @@ func (a *attnTask) run(tid int) {
 		if it >= a.items {
 			return
 		}
+		s := it % a.ns
+		it /= a.ns
 		// the longest (latest, under a causal mask) query blocks first
 		qblk, kh := a.nqb-1-it/a.HKV, it%a.HKV
 		i0 := qblk * a.qb
 		i1 := min(i0+a.qb, a.nq)
-		C.star_attn(a.k.variant, fptr(a.q), fptr(a.kk), fptr(a.v), fptr(a.out), fptr(a.lse), C.long(a.nq), C.long(a.nk),
-			C.long(a.H), C.long(a.HKV), C.long(a.D), a.causal, C.long(i0), C.long(i1), C.long(kh), fptr(ws))
+		kb, ke := s*a.ks, min((s+1)*a.ks, a.nk)
+		out, lse := a.out, a.lse
+		if a.ns > 1 {
+			out, lse = a.pout[s*a.nq*a.H*a.D:], a.plse[s*a.nq*a.H:]
+		}
+		C.star_attn(a.k.variant, fptr(a.q), a.kp, a.vp, a.dt, C.long(a.khs), C.long(a.kts), C.long(a.vhs), C.long(a.vts),
+			fptr(out), fptr(lse), C.long(a.nq), C.long(a.nk), C.long(a.H), C.long(a.HKV), C.long(a.D), a.causal,
+			C.long(i0), C.long(i1), C.long(kh), C.long(kb), C.long(ke), fptr(ws))
 	}
 }
 
-// attention is Attention on the SIMD kernels; work items are (kv head,
-// block of queries), each covering all query heads of the kv head.
-func (k *kernels) attention(res *resources, p *workerPool, nt int, out, lse, q, kk, v []float32, nq, nk int, s AttnShape, causal bool) {
+// Key splits (flash-decoding): when the (kv head, query block) items are
+// too few to keep every thread busy on a long key run, as in decoding
+// (one query block), each item's keys are cut into splits, each its own
+// work item with its own partial attention, merged exactly afterwards. The
+// choice depends only on the shapes, never on the thread count, so a
+// result has the same bits on any number of threads.
+const (
+	splitItems    = 64      // split while the items are fewer than this
+	splitMinKeys  = 512     // keys per split, at least
+	maxSplits     = 16      // splits at most (mergeRow keeps 16 parts on the stack)
+	splitMaxFloat = 1 << 20 // partials at most (floats)
+)
+
+// keySplits is the split count and keys per split (a multiple of atk) of
+// nk keys for items (kv head, query block) items of nq queries.
+func keySplits(items, nk, nq, H, D, atk int) (ns, ks int) {
+	ns = 1
+	if items < splitItems && nk >= 2*splitMinKeys {
+		ns = min(maxSplits, (splitItems+items-1)/items, nk/splitMinKeys, splitMaxFloat/(nq*H*(D+1)))
+	}
+	if ns <= 1 {
+		return 1, max(nk, 1)
+	}
+	ks = ((nk+ns-1)/ns + atk - 1) / atk * atk
+	return (nk + ks - 1) / ks, ks
+}
+
+func kvCDType(dt weights.DType) C.int {
+	switch dt {
+	case weights.F16:
+		return C.STAR_F16
+	case weights.BF16:
+		return C.STAR_BF16
+	}
+	return C.STAR_F32
+}
+
+func spanPtr(sp *KVSpan) unsafe.Pointer {
+	if sp.DType == weights.F32 {
+		return unsafe.Pointer(unsafe.SliceData(sp.F))
+	}
+	return unsafe.Pointer(unsafe.SliceData(sp.H))
+}
+
+// attention is AttentionKV on the SIMD kernels; work items are (kv head,
+// block of queries, key split), each covering all query heads of the kv
+// head.
+func (k *kernels) attention(res *resources, p *workerPool, nt int, out, lse, q []float32, kk, v KVSpan, nq, nk int, s AttnShape, causal bool) {
 	H, HKV, D := s.H, s.HKV, s.D
 	G := H / HKV
 	_ = out[nq*H*D-1]
 	_ = lse[nq*H-1]
 	_ = q[nq*H*D-1]
-	if nk > 0 {
-		_ = kk[nk*HKV*D-1]
-		_ = v[nk*HKV*D-1]
-	} else {
-		kk, v = q, q // any valid pointer; no key is read
-	}
 	a := &res.attn
-	*a = attnTask{k: k, res: res, q: q, kk: kk, v: v, out: out, lse: lse, nq: nq, nk: nk, H: H, HKV: HKV, D: D}
+	*a = attnTask{k: k, res: res, q: q, out: out, lse: lse, nq: nq, nk: nk, H: H, HKV: HKV, D: D,
+		dt: kvCDType(kk.DType), khs: kk.HeadStride, kts: kk.TokStride, vhs: v.HeadStride, vts: v.TokStride}
+	if nk > 0 {
+		a.kp, a.vp = spanPtr(&kk), spanPtr(&v)
+	} else {
+		a.kp, a.vp = unsafe.Pointer(unsafe.SliceData(q)), unsafe.Pointer(unsafe.SliceData(q)) // no key is read
+	}
 	if causal {
 		a.causal = 1
 	}
 	a.qb = max(1, 4*k.mr/G)
 	a.nqb = (nq + a.qb - 1) / a.qb
-	a.items = a.nqb * HKV
-	a.wsSz = int(C.star_attn_ws(k.variant, C.long(a.qb*G), C.long(D)))
+	a.ns, a.ks = keySplits(a.nqb*HKV, nk, nq, H, D, k.atk)
+	a.items = a.nqb * HKV * a.ns
+	a.wsSz = int(C.star_attn_ws(k.variant, C.long(min(a.qb, nq)*G), C.long(D)))
+	if a.ns > 1 {
+		buf := res.split.get(a.ns * nq * H * (D + 1))
+		a.pout, a.plse = buf[:a.ns*nq*H*D], buf[a.ns*nq*H*D:]
+	}
 	if p == nil {
 		runInline(a)
 	} else {
 		p.run(min(nt, a.items), a)
 	}
-	a.q, a.kk, a.v, a.out, a.lse = nil, nil, nil, nil, nil
+	if a.ns > 1 {
+		mergeSplits(out, lse, a.pout, a.plse, a.ns, nq*H, D)
+	}
+	a.q, a.out, a.lse, a.pout, a.plse, a.kp, a.vp = nil, nil, nil, nil, nil, nil, nil
 }

@@ -31,7 +31,7 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 	panic("layers: no SIMD kernels in this build")
 }
 
-func (k *kernels) attention(res *resources, p *workerPool, nt int, out, lse, q, kk, v []float32, nq, nk int, s AttnShape, causal bool) {
+func (k *kernels) attention(res *resources, p *workerPool, nt int, out, lse, q []float32, kk, v KVSpan, nq, nk int, s AttnShape, causal bool) {
 	panic("layers: no SIMD kernels in this build")
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
+	"github.com/star-attn/star/weights/weightstest"
 )
 
 // NewBackend returns a backend under test with the given thread count.
@@ -222,47 +223,122 @@ func Parallel(t *testing.T, newBackend NewBackend) {
 	}
 }
 
-// Attention checks layers.Attention on the backend (its AttentionKernel
+// KVLayout is one way of handing attention its keys and values: a dtype
+// and a layout.
+type KVLayout struct {
+	Name  string
+	DType weights.DType
+	// HeadMajor: in a layers.KVBuf ([HKV][Cap][D]) with room for more
+	// tokens, the keys at tokens [Offset, Offset+nk) and NaN everywhere
+	// else (so a kernel that reads outside its keys fails); otherwise
+	// token-major [nk][HKV*D].
+	HeadMajor bool
+	Offset    int
+}
+
+// KVLayouts are the layouts the Attention check runs: float32 token-major
+// (a forward pass's fresh projections) and every dtype head-major (the
+// caches), at the start of a buffer and further in, and 16-bit
+// token-major.
+var KVLayouts = []KVLayout{
+	{"f32-tokens", weights.F32, false, 0},
+	{"f32-heads", weights.F32, true, 0},
+	{"f32-heads-offset", weights.F32, true, 3},
+	{"f16-heads", weights.F16, true, 0},
+	{"bf16-heads-offset", weights.BF16, true, 2},
+	{"bf16-tokens", weights.BF16, false, 0},
+	{"f16-tokens", weights.F16, false, 0},
+}
+
+// KVSpanOf stores x [nk][HKV*D] (token-major float32) as lay says and
+// returns the span attention reads, with x as it reads back (rounded to
+// the dtype), token-major.
+func KVSpanOf(x []float32, nk int, s layers.AttnShape, lay KVLayout) (layers.KVSpan, []float32) {
+	rounded := weightstest.Round(x, lay.DType)
+	if !lay.HeadMajor {
+		sp := layers.TokenMajor(x, s)
+		if lay.DType != weights.F32 {
+			sp = layers.KVSpan{DType: lay.DType, H: make([]uint16, len(x)), HeadStride: s.D, TokStride: s.HKV * s.D}
+			if lay.DType == weights.F16 {
+				layers.EncodeF16(sp.H, x)
+			} else {
+				layers.EncodeBF16(sp.H, x)
+			}
+		}
+		return sp, rounded
+	}
+	kvd := s.HKV * s.D
+	capacity := lay.Offset + nk + 2
+	b := layers.NewKVBuf(lay.DType, capacity, s.HKV, s.D)
+	nan := make([]float32, capacity*kvd)
+	for i := range nan {
+		nan[i] = float32(math.NaN())
+	}
+	b.Put(0, nan, capacity)
+	if nk > 0 {
+		b.Put(lay.Offset, x, nk)
+	}
+	return b.Span(lay.Offset, lay.Offset+nk), rounded
+}
+
+// Attention checks layers.AttentionKV on the backend (its AttentionKernel
 // where it has one) against the float64 textbook reference
-// (NaiveAttention), within Tol: causal and not, GQA groups 1/4/8, head
-// sizes 8/64/128, key counts from 0 to several key tiles, query counts from
-// 1 to several query blocks, including causal queries that see no key;
-// every output must be written.
+// (NaiveAttention) over the keys and values as stored, within Tol: every
+// K/V dtype and layout (KVLayouts), causal and not, GQA groups 1/4/8, head
+// sizes 8/64/80/128, key counts from 0 to several key tiles and to long
+// runs that are split into parts (decode), query counts from 1 to several
+// query blocks, including causal queries that see no key; every output
+// must be written.
 func Attention(t *testing.T, newBackend NewBackend) {
 	type cs struct{ nq, nk int }
-	sizes := []cs{{1, 0}, {1, 1}, {1, 63}, {1, 64}, {1, 65}, {3, 3}, {5, 3}, {7, 130}, {30, 30}, {70, 200}, {33, 33}}
+	sizes := []cs{{1, 0}, {1, 1}, {1, 63}, {1, 64}, {1, 65}, {2, 5}, {3, 3}, {5, 3}, {7, 130}, {30, 30}, {70, 200}, {33, 33},
+		{1, 1500}, {2, 1100}, {3, 1300}}
 	r := rand.New(rand.NewPCG(15, 16))
-	for _, D := range []int{8, 64, 128} {
+	for _, D := range []int{8, 64, 80, 128} {
 		for _, G := range []int{1, 4, 8} {
 			HKV := 2
 			if G == 8 {
 				HKV = 1
 			}
 			s := layers.AttnShape{H: G * HKV, HKV: HKV, D: D}
-			for _, sz := range sizes {
-				if D == 128 && sz.nq*sz.nk > 2000 {
-					continue
+			for si, sz := range sizes {
+				if sz.nk > 1000 && (D != 80 || G != 4) || D >= 80 && sz.nq*sz.nk > 2000 && sz.nk < 1000 {
+					continue // long runs (split into parts) at one shape
 				}
 				for _, causal := range []bool{false, true} {
 					q := RandSlice(r, sz.nq*s.H*D, 2)
 					k := RandSlice(r, sz.nk*s.HKV*D, 2)
 					v := RandSlice(r, sz.nk*s.HKV*D, 1)
-					want, wantL := make([]float32, len(q)), make([]float32, sz.nq*s.H)
-					NaiveAttention(want, wantL, q, k, v, sz.nq, sz.nk, s, causal)
-					for _, threads := range []int{1, 3} {
-						c := newBackend(threads)
-						got, gotL := make([]float32, len(q)), make([]float32, sz.nq*s.H)
-						for i := range got {
-							got[i] = float32(math.NaN()) // every output must be written
+					type ref struct{ out, lse []float32 }
+					refs := map[weights.DType]ref{} // one reference per dtype
+					for li, lay := range KVLayouts {
+						if (li+si)%2 != 0 && lay.Name != "f32-tokens" {
+							continue // every layout on half the sizes
 						}
-						layers.Attention(c, got, gotL, q, k, v, sz.nq, sz.nk, s, causal)
-						if d := MaxDiff(got, want); !(d <= Tol) {
-							t.Fatalf("threads %d D%d G%d nq%d nk%d causal %v: output max diff %g",
-								threads, D, G, sz.nq, sz.nk, causal, d)
+						ks, kr := KVSpanOf(k, sz.nk, s, lay)
+						vs, vr := KVSpanOf(v, sz.nk, s, lay)
+						rf, ok := refs[lay.DType]
+						if !ok {
+							rf = ref{make([]float32, len(q)), make([]float32, sz.nq*s.H)}
+							NaiveAttention(rf.out, rf.lse, q, kr, vr, sz.nq, sz.nk, s, causal)
+							refs[lay.DType] = rf
 						}
-						if d := MaxDiff(gotL, wantL); !(d <= Tol) {
-							t.Fatalf("threads %d D%d G%d nq%d nk%d causal %v: lse max diff %g",
-								threads, D, G, sz.nq, sz.nk, causal, d)
+						want, wantL := rf.out, rf.lse
+						for _, threads := range []int{1, 3} {
+							c := newBackend(threads)
+							got, gotL := make([]float32, len(q)), make([]float32, sz.nq*s.H)
+							for i := range got {
+								got[i] = float32(math.NaN()) // every output must be written
+							}
+							layers.AttentionKV(c, got, gotL, q, ks, vs, sz.nq, sz.nk, s, causal)
+							if d := MaxDiff(got, want); !(d <= Tol) {
+								t.Fatalf("%s threads %d D%d G%d nq%d nk%d causal %v: output max diff %g",
+									lay.Name, threads, D, G, sz.nq, sz.nk, causal, d)
+							}
+							if d := MaxDiff(gotL, wantL); !(d <= Tol) {
+								t.Fatalf("%s threads %d D%d G%d nq%d nk%d causal %v: lse max diff %g",
+									lay.Name, threads, D, G, sz.nq, sz.nk, causal, d)
+							}
 						}
 					}
 				}
