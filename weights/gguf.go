@@ -20,6 +20,7 @@ package weights
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -972,4 +973,29 @@ func convertInts[T int8 | uint8 | int16 | uint16 | uint32 | int64 | uint64](in [
 		out[i] = w
 	}
 	return out, true
+}
+
+// GGUFMetadata reads the metadata pairs of the GGUF file at path (key to
+// value: numbers, strings and slices of them, as decoded) and its keys,
+// sorted. Tools use it to carry a file's tokenizer into another file.
+func GGUFMetadata(path string) (keys []string, kv map[string]any, err error) {
+	data, unmap, err := mapFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer unmap()
+	r := &ggufReader{data: data}
+	g := &ggufFile{kv: map[string]any{}, tensors: map[string]*ggufTensorInfo{}}
+	_, nKV, err := g.readHeader(r)
+	if err == nil {
+		err = g.readMetadata(r, nKV)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for k := range g.kv {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys, g.kv, nil
 }
