@@ -30,12 +30,16 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	kv, err := kvDType(c)
+	if err != nil {
+		return err
+	}
 	if c.String("load-format") != "dummy" && c.String("model") == "" && defaultModel() == "" {
 		return errors.New("bench needs --model PATH, or --load-format dummy --model-config FILE")
 	}
 	o := jobs.BenchOptions{Contexts: ctxs, Attentions: atts, BlockSize: c.Int("block-size"), AnchorSizes: anchors,
 		QueryTokens: c.Int("query-tokens"), DecodeTokens: c.Int("decode-tokens"), ScoreTokens: c.Int("score-tokens"), Seed: 1}
-	return onRanks(c, stderr, rankSetup{merge: merge, counting: true}, func(r *rankRun) error {
+	return onRanks(c, stderr, rankSetup{merge: merge, counting: true, kv: kv}, func(r *rankRun) error {
 		e := r.e
 		if r.w.rank == 0 {
 			o.Progress = stderr

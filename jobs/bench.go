@@ -206,7 +206,7 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	s.Ranks = e.Ranks()
 	row := BenchRow{Attention: string(cf.att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: b.sgemm,
 		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, DecodeBound: b.bound,
-		WeightDType: e.W.WeightTypes(), KVDType: "f32", Kernel: layers.KernelOf(e.M.C, e.W.DType())}
+		WeightDType: e.W.WeightTypes(), KVDType: layers.KVDTypeName(e.KVDType), Kernel: layers.KernelOf(e.M.C, e.W.DType())}
 	if lay, err := s.Layout(n); err == nil && cf.att == rank.Star {
 		row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
 	} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && cf.att == rank.Ring {
