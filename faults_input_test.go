@@ -319,7 +319,10 @@ func TestFaultsInput(t *testing.T) {
 				oneLine(t, d, stdout, stderr)
 				noOutput(t, d, stdout, stderr)
 			}},
-		{name: "bench unknown kv dtype", prep: cmd("bench", "--kv-dtype", "f8"), code: 1, want: `--kv-dtype "f8": use auto, f32, f16 or bf16`, check: oneLine},
+		{name: "bench unknown kv dtype in a list", prep: cmd("bench", "--kv-dtype", "f32,q8_0"), code: 1, want: `--kv-dtype "q8_0": use auto, f32, f16 and/or bf16, comma-separated`, check: oneLine},
+		{name: "bench empty kv dtype", prep: cmd("bench", "--kv-dtype", ""), code: 1, want: `--kv-dtype "": use auto`, check: oneLine},
+		{name: "bench --context with --decode-context", prep: cmd("bench", "--context", "64", "--decode-context", "64"), code: 1, want: "not both", check: oneLine},
+		{name: "bench zero decode context", prep: cmd("bench", "--decode-context", "0"), code: 1, want: `--decode-context: "0" is not a positive number`, check: oneLine},
 		{name: "inspect unknown kv dtype", prep: cmd("inspect", "--kv-dtype", "f8"), code: 1, want: `--kv-dtype "f8": use auto, f32, f16 or bf16`, check: oneLine},
 		{name: "eval ppl unknown kv dtype", prep: cmd("eval", "ppl", "--file", "examples/stories.txt", "--kv-dtype", "f8"), code: 1, want: `--kv-dtype "f8": use auto, f32, f16 or bf16`, check: oneLine},
 

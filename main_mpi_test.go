@@ -672,4 +672,42 @@ func TestMPIBench(t *testing.T) {
 		t.Fatalf("star NLL on 2 ranks %.6f, in one process %.6f (diff %.2g > 1e-4)", rows[2].NLL, single[2].NLL, d)
 	}
 	t.Logf("ring/global ratio %.6f (max logprob diff %.2g); star NLL %.6f on 2 ranks, %.6f in one", *rows[1].Ratio, *rows[1].Diff, rows[2].NLL, single[2].NLL)
+
+	// random K/V on 2 ranks, two K/V dtypes: a row per dtype and mode, each
+	// decoding, and star's rank 0 reading its 3 blocks, the query and half
+	// the generated tokens (blocks of 32, 16 query tokens, 4 decode steps;
+	// K and V of 2 layers of 2 kv heads of 16, 2 bytes each)
+	code, out, errOut, _ = mpirun(t, mpiLimit, "-np", "2", "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json",
+		"--decode-context", "192", "--attention", "star,global", "--block-size", "32", "--decode-tokens", "4", "--kv-dtype", "f16,bf16", "--json")
+	if code != 0 {
+		t.Fatalf("mpirun bench --decode-context: exit %d: %s", code, errOut)
+	}
+	type kvRow struct {
+		Attention string  `json:"attention"`
+		KVDType   string  `json:"kv_dtype"`
+		Decode    float64 `json:"decode_tok_s"`
+		KVBytes   int64   `json:"kv_bytes_per_token_step"`
+		Random    bool    `json:"random_kv"`
+	}
+	var kvRows []kvRow
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r kvRow
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		kvRows = append(kvRows, r)
+	}
+	want := []string{"global f16", "star f16", "global bf16", "star bf16"}
+	if len(kvRows) != len(want) {
+		t.Fatalf("%d rows, want %v:\n%s", len(kvRows), want, out)
+	}
+	const perToken = 2 * 2 * 32 * 2
+	for i, r := range kvRows {
+		if got := r.Attention + " " + r.KVDType; got != want[i] || !r.Random || !(r.Decode > 0) {
+			t.Fatalf("row %d: %+v, want %s with random K/V, decoding", i, r, want[i])
+		}
+		if r.Attention == "star" && r.KVBytes != (96+16+2)*perToken {
+			t.Fatalf("star row: %d K/V bytes a step, want %d", r.KVBytes, (96+16+2)*perToken)
+		}
+	}
 }

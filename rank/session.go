@@ -39,6 +39,10 @@ type Plan struct {
 	// KVDType is the K/V caches' element type on every rank (rank 0's
 	// Engine.KVDType).
 	KVDType weights.DType `msgpack:"kv_dtype"`
+	// RandomKV skips phase 1: every rank's caches hold random finite K/V
+	// for its share of the context (benchmarks of decode after a long
+	// context; see Worker.FillRandom).
+	RandomKV bool `msgpack:"random_kv"`
 }
 
 // QueryPlan is one query against the encoded document.
@@ -166,6 +170,9 @@ func (e *Engine) open(p *Plan, ctx []int) (*Session, error) {
 func (ss *Session) phase1(ctx []int) error {
 	e, p := ss.e, ss.p
 	e.hook("phase1")
+	if p.RandomKV {
+		return ss.fillRandom()
+	}
 	if p.Attention == Global {
 		return ss.prefillGlobal(ctx)
 	}
@@ -191,6 +198,38 @@ func (ss *Session) phase1(ctx []int) error {
 	} else if err := ss.encodeStar(w, mine, toks); err != nil {
 		return err
 	}
+	ss.w = w
+	ss.Stats.Blocks = len(mine)
+	for _, b := range mine {
+		ss.Stats.Tokens += b.Len
+	}
+	return nil
+}
+
+// fillRandom stands for phase 1 when the plan asks for random K/V: this
+// rank's blocks of the layout (global attention: rank 0's query cache of
+// the whole context) are filled, not encoded.
+func (ss *Session) fillRandom() error {
+	e, p := ss.e, ss.p
+	lay, reserve, n0 := p.Layout, QueryReserve, 0
+	if p.Attention == Global {
+		if e.Rank() != 0 {
+			return nil
+		}
+		lay, reserve, n0 = Layout{}, globalReserve(p.N, e.M.Cfg.SeqLen), p.N
+	}
+	if err := e.checkMemory(p); err != nil {
+		return err
+	}
+	w := NewWorkerFor(e.M, lay, e.Rank(), p.Capacity, p.Chunk, reserve, p.KVDType)
+	if e.Distributed() && p.Attention != Global {
+		var err error
+		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
+			return err
+		}
+	}
+	mine := lay.Of(e.Rank())
+	w.FillRandom(mine, n0, 1)
 	ss.w = w
 	ss.Stats.Blocks = len(mine)
 	for _, b := range mine {

@@ -2,6 +2,7 @@ package rank
 
 import (
 	"fmt"
+	"math/rand/v2"
 
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/weights"
@@ -391,4 +392,49 @@ func (w *Worker) CacheBytes() int64 {
 		n += w.Query.Bytes()
 	}
 	return n
+}
+
+// FillRandom gives the worker blocks (and the host n0 tokens of its query
+// cache, global attention's context) whose K/V are random finite values
+// in [-1, 1) of its dtype, instead of encoding them: benchmarks time
+// decode after a long context without running phase 1. seed makes the
+// values.
+func (w *Worker) FillRandom(blocks []Block, n0 int, seed uint64) {
+	c := &w.M.Cfg
+	w.Blocks, w.KV = blocks, make([]*KV, len(blocks))
+	for i, b := range blocks {
+		w.KV[i] = newKV(c, w.DType, b.Len)
+		fillRandom(w.M.C, w.KV[i], b.Len, seed+uint64(b.Index)<<8)
+	}
+	if w.Host && n0 > 0 {
+		w.ReserveQuery(n0)
+		w.TruncateQuery(0)
+		fillRandom(w.M.C, w.Query, n0, seed^0xfeed)
+	}
+}
+
+// fillRandom appends n tokens of random values to every layer of kv, the
+// layers shared out over c's threads.
+func fillRandom(c layers.Compute, kv *KV, n int, seed uint64) {
+	const chunk = 256 // tokens made at once
+	b := kv.K[0]
+	kvd := b.HKV * b.D
+	c.Parallel(2*len(kv.K), func(lo, hi int) {
+		x := make([]float32, chunk*kvd)
+		for i := lo; i < hi; i++ {
+			r := rand.New(rand.NewPCG(seed, uint64(i)))
+			buf := kv.K[i/2]
+			if i%2 == 1 {
+				buf = kv.V[i/2]
+			}
+			for j := 0; j < n; j += chunk {
+				m := min(chunk, n-j)
+				for e := range x[:m*kvd] {
+					x[e] = 2*r.Float32() - 1
+				}
+				buf.Append(x, m)
+			}
+		}
+	})
+	kv.Len += n
 }
