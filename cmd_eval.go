@@ -13,6 +13,7 @@ import (
 
 	"github.com/star-attn/star/eval"
 	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/tokenizer"
@@ -25,6 +26,7 @@ func evalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "block-size", Usage: "Star block sizes, comma-separated (default: the context divided over the ranks)"},
 		&cli.StringFlag{Name: "anchor-size", Usage: "Star anchor sizes, comma-separated; one run per block and anchor size (default: the block size)"},
 		&cli.StringFlag{Name: "merge", Value: string(rank.MergeGather), Usage: "gather, allgather or allreduce"},
+		kvDTypeFlag(false),
 		&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line"},
 	}
 }
@@ -106,6 +108,10 @@ func cmdEvalPPL(c *cli.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	kv, err := kvDType(c)
+	if err != nil {
+		return err
+	}
 	n, k := c.Int("context"), c.Int("continuation")
 	var wins []eval.Window
 	read := func(m *weights.Model) error {
@@ -119,7 +125,7 @@ func cmdEvalPPL(c *cli.Context, stdout, stderr io.Writer) error {
 		wins, err = pplWindows(c.String("file"), m.Tokenizer, n, k, c.Int("max-windows"))
 		return err
 	}
-	return onRanks(c, stderr, rankSetup{merge: merge, tokenizer: true, more: read}, func(r *rankRun) error {
+	return onRanks(c, stderr, rankSetup{merge: merge, tokenizer: true, more: read, kv: kv}, func(r *rankRun) error {
 		var rows []eval.PPLRow
 		var progress io.Writer
 		if r.w.rank == 0 {
@@ -187,6 +193,7 @@ type rulerArgs struct {
 	data     []eval.DataFile
 	settings []eval.Setting
 	merge    rank.MergeMode
+	kv       string // --kv-dtype
 }
 
 func readRulerArgs(c *cli.Context, stderr io.Writer) (*rulerArgs, error) {
@@ -207,7 +214,10 @@ func readRulerArgs(c *cli.Context, stderr io.Writer) (*rulerArgs, error) {
 	if a.settings, err = evalSettings(c, stderr); err != nil {
 		return nil, err
 	}
-	a.merge, err = mergeMode(c)
+	if a.merge, err = mergeMode(c); err != nil {
+		return nil, err
+	}
+	a.kv, err = kvDType(c)
 	return a, err
 }
 
@@ -273,7 +283,7 @@ func cmdEvalRuler(c *cli.Context, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	return onRanks(c, stderr, rankSetup{merge: a.merge, tokenizer: true, more: prepare}, func(r *rankRun) error {
+	return onRanks(c, stderr, rankSetup{merge: a.merge, tokenizer: true, more: prepare, kv: a.kv}, func(r *rankRun) error {
 		defer plan.Close()
 		o := eval.RunOptions{Chat: c.Bool("chat"), RedoChanged: c.Bool("redo-changed"), Terminal: isTerminal(stderr), Interval: c.Duration("progress-interval"), Stop: stop}
 		if r.w.rank == 0 {
@@ -333,7 +343,7 @@ func rulerReport(c *cli.Context, r *rankRun, plan *eval.RulerPlan, runs []eval.S
 
 // writeRulerFiles writes report.json and plot.svg into the output folder.
 func writeRulerFiles(c *cli.Context, r *rankRun, plan *eval.RulerPlan, runs []eval.SettingRun, settings []eval.Setting, rows []eval.Row, avgs []eval.Average) error {
-	rep := eval.Report{Model: r.e.W.Path, Ranks: r.e.Ranks(), Seed: c.Uint64("seed"), Chat: c.Bool("chat"),
+	rep := eval.Report{Model: r.e.W.Path, Ranks: r.e.Ranks(), Seed: c.Uint64("seed"), Chat: c.Bool("chat"), KVDType: layers.KVDTypeName(r.e.KVDType),
 		Rows: rows, Averages: avgs, Skipped: plan.Skipped}
 	for i, s := range settings {
 		rep.Settings = append(rep.Settings, s.String())

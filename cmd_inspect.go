@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 	"github.com/star-attn/star/weights/tokenizer"
 )
@@ -33,7 +34,15 @@ func cmdInspect(c *cli.Context, stdout io.Writer) error {
 	if ranks <= 0 {
 		return fmt.Errorf("--ranks %d must be positive", ranks)
 	}
-	rep, err := jobs.Inspect(m, ctxN, c.Int("block-size"), c.Int("anchor-size"), ranks)
+	kv, err := kvDType(c)
+	if err != nil {
+		return err
+	}
+	kvt, err := rank.ResolveKVDType(kv, m)
+	if err != nil {
+		return err
+	}
+	rep, err := jobs.Inspect(m, ctxN, c.Int("block-size"), c.Int("anchor-size"), ranks, kvt)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,10 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	kv, err := kvDType(c)
+	if err != nil {
+		return err
+	}
 	inputExists := func(*weights.Model) error {
 		if c.String("input") != "-" {
 			if _, err := os.Stat(c.String("input")); err != nil {
@@ -45,7 +49,7 @@ func cmdJobsRun(c *cli.Context, stdout, stderr io.Writer) error {
 		RedoChanged: c.Bool("redo-changed"), ContextRoot: c.String("context-root"),
 		Progress: stderr, Terminal: isTerminal(stderr), Interval: c.Duration("progress-interval"), Stop: stop,
 	}
-	return onRanks(c, stderr, rankSetup{merge: merge, tokenizer: true, more: inputExists}, func(r *rankRun) error {
+	return onRanks(c, stderr, rankSetup{merge: merge, tokenizer: true, more: inputExists, kv: kv}, func(r *rankRun) error {
 		e := r.e
 		e.KVDir = c.String("kv-dir")
 		if c.Bool("verbose") {

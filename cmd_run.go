@@ -26,7 +26,11 @@ func cmdRun(c *cli.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return onRanks(c, stderr, rankSetup{merge: merge, readPrompt: true}, func(r *rankRun) error {
+	kv, err := kvDType(c)
+	if err != nil {
+		return err
+	}
+	return onRanks(c, stderr, rankSetup{merge: merge, readPrompt: true, kv: kv}, func(r *rankRun) error {
 		e, t := r.e, r.t
 		verbose := c.Bool("verbose") && r.w.rank == 0
 		if verbose {
@@ -85,6 +89,10 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	kv, err := kvDType(c)
+	if err != nil {
+		return err
+	}
 	var ids []int
 	read := func(m *weights.Model) error {
 		cont := c.String("continuation")
@@ -103,7 +111,7 @@ func cmdScore(c *cli.Context, stdout, stderr io.Writer) error {
 		}
 		return nil
 	}
-	return onRanks(c, stderr, rankSetup{merge: merge, readPrompt: true, more: read}, func(r *rankRun) error {
+	return onRanks(c, stderr, rankSetup{merge: merge, readPrompt: true, more: read, kv: kv}, func(r *rankRun) error {
 		e, t := r.e, r.t
 		res, err := e.Score(t, ids, jobsSettings(lay))
 		if err != nil || r.w.rank != 0 {

@@ -69,6 +69,11 @@ func TestFaultsInput(t *testing.T) {
 			}
 		}
 	}
+	oneLine := func(t *testing.T, d *faultDir, stdout, stderr string) {
+		if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 {
+			t.Fatalf("%d lines on stderr, want one:\n%s", n+1, stderr)
+		}
+	}
 	noOutput := func(t *testing.T, d *faultDir, stdout, stderr string) {
 		if _, err := os.Stat(d.path("out.jsonl")); err == nil {
 			t.Fatalf("a refused job created its output file")
@@ -304,6 +309,22 @@ func TestFaultsInput(t *testing.T) {
 		{name: "bench negative anchor", prep: cmd("bench", "--anchor-size", "8,-1"), code: 1, want: "--anchor-size"},
 		{name: "jobs zero progress interval", prep: jobsRun(`{"context":"a","query":"b"}`, "--progress-interval", "0s"), code: 1, want: "--progress-interval 0s"},
 		{name: "jobs zero block size", prep: jobsRun(`{"context":"a","query":"b"}`, "--block-size", "0"), code: 1, want: "--block-size 0", check: noOutput},
+		// --kv-dtype: one line naming the accepted values, before the model loads
+		{name: "run unknown kv dtype", prep: run("--kv-dtype", "f8"), code: 1, want: `--kv-dtype "f8": use auto, f32, f16 or bf16`, check: oneLine},
+		{name: "score unknown kv dtype", prep: func(t *testing.T, d *faultDir) []string {
+			return []string{"score", "--model", model(t), "--prompt", prompt(t, d), "--continuation", "x", "--kv-dtype", "fp16"}
+		}, code: 1, want: `--kv-dtype "fp16": use auto, f32, f16 or bf16`, check: oneLine},
+		{name: "jobs unknown kv dtype", prep: jobsRun(`{"context":"a","query":"b"}`, "--kv-dtype", "int8"), code: 1, want: `--kv-dtype "int8": use auto, f32, f16 or bf16`,
+			check: func(t *testing.T, d *faultDir, stdout, stderr string) {
+				oneLine(t, d, stdout, stderr)
+				noOutput(t, d, stdout, stderr)
+			}},
+		{name: "bench unknown kv dtype in a list", prep: cmd("bench", "--kv-dtype", "f32,q8_0"), code: 1, want: `--kv-dtype "q8_0": use auto, f32, f16 and/or bf16, comma-separated`, check: oneLine},
+		{name: "bench empty kv dtype", prep: cmd("bench", "--kv-dtype", ""), code: 1, want: `--kv-dtype "": use auto`, check: oneLine},
+		{name: "bench --context with --decode-context", prep: cmd("bench", "--context", "64", "--decode-context", "64"), code: 1, want: "not both", check: oneLine},
+		{name: "bench zero decode context", prep: cmd("bench", "--decode-context", "0"), code: 1, want: `--decode-context: "0" is not a positive number`, check: oneLine},
+		{name: "inspect unknown kv dtype", prep: cmd("inspect", "--kv-dtype", "f8"), code: 1, want: `--kv-dtype "f8": use auto, f32, f16 or bf16`, check: oneLine},
+		{name: "eval ppl unknown kv dtype", prep: cmd("eval", "ppl", "--file", "examples/stories.txt", "--kv-dtype", "f8"), code: 1, want: `--kv-dtype "f8": use auto, f32, f16 or bf16`, check: oneLine},
 
 		// 16: prompts that cannot fit the context, refused before tokenizing
 		{name: "5 MB prompt for a 512-token model", prep: func(t *testing.T, d *faultDir) []string {

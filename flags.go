@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/rank"
 	"github.com/star-attn/star/weights"
 )
@@ -27,6 +28,48 @@ func modelFlags() []cli.Flag {
 		&cli.StringFlag{Name: "model-config", Usage: "Hugging Face config.json giving the shape for --load-format dummy (see configs/)"},
 		&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "dtype of dummy weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k"},
 	}
+}
+
+// kvDTypeFlag is --kv-dtype of the commands that run or size a model
+// (list: a comma-separated list, bench's).
+func kvDTypeFlag(list bool) cli.Flag {
+	usage := "element type of the K/V caches: auto (f32 for a model whose weights are all f32, else f16), f32, f16 or bf16"
+	if list {
+		usage = "K/V cache element types, comma-separated, one row each: auto (f32 for a model whose weights are all f32, else f16), f32, f16, bf16"
+	}
+	return &cli.StringFlag{Name: "kv-dtype", Value: rank.KVAuto, Usage: usage}
+}
+
+// kvDTypes reads --kv-dtype: one choice, or with list a comma-separated
+// list of them, each auto, f32, f16 or bf16 (resolved for the model by
+// rank.ResolveKVDType).
+func kvDTypes(c *cli.Context, list bool) ([]string, error) {
+	v := c.String("kv-dtype")
+	fields := []string{v}
+	if list {
+		fields = strings.Split(v, ",")
+	}
+	var out []string
+	for _, f := range fields {
+		f = strings.ToLower(strings.TrimSpace(f))
+		if _, err := layers.ParseKVDType(f); err != nil && f != rank.KVAuto {
+			if list {
+				return nil, fmt.Errorf("--kv-dtype %q: use auto, f32, f16 and/or bf16, comma-separated", f)
+			}
+			return nil, fmt.Errorf("--kv-dtype %q: use auto, f32, f16 or bf16", v)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// kvDType reads a single --kv-dtype choice.
+func kvDType(c *cli.Context) (string, error) {
+	kv, err := kvDTypes(c, false)
+	if err != nil {
+		return "", err
+	}
+	return kv[0], nil
 }
 
 func promptFlags() []cli.Flag {

@@ -56,7 +56,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	runFlags := concat(modelFlags(), mpiFlags(), promptFlags(), generationFlags(""))
+	runFlags := concat(modelFlags(), mpiFlags(), promptFlags(), generationFlags(""), []cli.Flag{kvDTypeFlag(false)})
 	return &cli.App{
 		Name:      "star",
 		Usage:     "long-context Llama inference with Star Attention",
@@ -69,7 +69,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			{
 				Name:  "score",
 				Usage: "teacher-force a continuation after the query; print its log-probabilities and mean NLL",
-				Flags: append(append(append(modelFlags(), mpiFlags()...), promptFlags()...),
+				Flags: append(append(append(modelFlags(), mpiFlags()...), promptFlags()...), kvDTypeFlag(false),
 					&cli.StringFlag{Name: "continuation-file", Usage: "`FILE` holding the continuation to score"},
 					&cli.StringFlag{Name: "continuation", Usage: "continuation `TEXT` to score"}),
 				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdScore(c, stdout, stderr) }) },
@@ -80,7 +80,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 				Subcommands: []*cli.Command{{
 					Name:   "run",
 					Usage:  "answer every query of every record in --input, appending results to --output (rerun to resume)",
-					Flags:  concat(modelFlags(), mpiFlags(), batchFlags(), generationFlags(" (a record's default)")),
+					Flags:  concat(modelFlags(), mpiFlags(), batchFlags(), generationFlags(" (a record's default)"), []cli.Flag{kvDTypeFlag(false)}),
 					Action: func(c *cli.Context) error { return checked(c, func() error { return cmdJobsRun(c, stdout, stderr) }) },
 				}},
 			},
@@ -123,6 +123,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "query-tokens", Value: 16, Usage: "query length"},
 					&cli.IntFlag{Name: "score-tokens", Value: 16, Usage: "continuation tokens teacher-forced after the query for accuracy: mean NLL, and its ratio to the exact mode (global, else ring) of the same context (0: skip)"},
 					&cli.StringFlag{Name: "merge", Value: string(rank.MergeGather), Usage: "gather, allgather or allreduce"},
+					kvDTypeFlag(true),
+					&cli.StringFlag{Name: "decode-context", Usage: "context lengths, comma-separated, whose decode is timed without phase 1: each rank's K/V caches hold random finite values for its share (instead of --context; rows carry no NLL)"},
 					&cli.BoolFlag{Name: "json", Usage: "one JSON object per line per configuration"},
 				),
 				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdBench(c, stdout, stderr) }) },
@@ -136,6 +138,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 					&cli.IntFlag{Name: "ranks", Value: 1, Usage: "ranks the context is spread over"},
 					&cli.IntFlag{Name: "block-size", Usage: "block size (default: the context divided over the ranks)"},
 					&cli.IntFlag{Name: "anchor-size", Value: -1, Usage: "anchor size (default: the block size)"},
+					kvDTypeFlag(false),
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"}),
 				Action: func(c *cli.Context) error { return checked(c, func() error { return cmdInspect(c, stdout) }) },
 			},

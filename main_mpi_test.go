@@ -260,6 +260,49 @@ func TestMPIMatchesSingleProcess(t *testing.T) {
 	}
 }
 
+// --kv-dtype bf16 over MPI: 2 ranks give the single process's answer
+// with the same K/V dtype (Star with blocks, and ring), and every rank
+// keeps rank 0's dtype, also one started with another --kv-dtype: rank
+// 1's caches hold its blocks at 2 bytes an element. Not to float32's
+// 1e-4: the ranks merge partials in another order than one process, and
+// a last-bit difference in a new token's key can round it to the
+// neighbouring bfloat16 (see jobs.TestStarOneBlockEqualsGlobal16Bit).
+func TestMPIKVDType(t *testing.T) {
+	needMPI(t)
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	prompt := writeFile(t, "p.txt", mpiStory)
+	base := []string{"--model", model, "--prompt", prompt, "--max-tokens", "24", "--json", "--threads", "1"}
+	const perToken = 2 * 5 * 32 * 2 // stories260K: K and V, 5 layers of 4 kv heads of 8, bf16
+	for _, c := range []struct {
+		name   string
+		layout []string
+	}{{"star", []string{"--block-size", "12", "--anchor-size", "6"}}, {"ring", []string{"--attention", "ring"}}} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append(append(append([]string{}, base...), c.layout...), "--kv-dtype", "bf16")
+			code, out, errOut := star(t, args...)
+			if code != 0 {
+				t.Fatalf("single process: exit %d: %s", code, errOut)
+			}
+			ref := parseRun(t, out)
+			f32 := append(append(append([]string{}, base...), c.layout...), "--kv-dtype", "f32")
+			for _, spec := range [][]string{
+				append([]string{"-np", "2"}, args...),
+				append(append(append([]string{"-np", "1"}, args...), ":", "-np", "1"), f32...), // rank 1 asks for f32
+			} {
+				code, out, errOut, _ := mpirun(t, mpiLimit, spec...)
+				if code != 0 {
+					t.Fatalf("mpirun %v: exit %d\n%s", spec[:2], code, errOut)
+				}
+				got := parseRun(t, out)
+				sameRun(t, "2 ranks vs single process, bf16 K/V", ref, got, 2e-3)
+				if len(got.Ranks) != 2 || got.Ranks[1].Tokens == 0 || got.Ranks[1].KVBytes != int64(got.Ranks[1].Tokens*perToken) {
+					t.Fatalf("rank stats %+v: want rank 1 to hold its block tokens at %d bytes each (bf16)", got.Ranks, perToken)
+				}
+			}
+		})
+	}
+}
+
 func TestMPIMergeModesAgree(t *testing.T) {
 	needMPI(t)
 	model := shared.Path(t, "models/stories260K/stories260K.bin")
@@ -629,4 +672,42 @@ func TestMPIBench(t *testing.T) {
 		t.Fatalf("star NLL on 2 ranks %.6f, in one process %.6f (diff %.2g > 1e-4)", rows[2].NLL, single[2].NLL, d)
 	}
 	t.Logf("ring/global ratio %.6f (max logprob diff %.2g); star NLL %.6f on 2 ranks, %.6f in one", *rows[1].Ratio, *rows[1].Diff, rows[2].NLL, single[2].NLL)
+
+	// random K/V on 2 ranks, two K/V dtypes: a row per dtype and mode, each
+	// decoding, and star's rank 0 reading its 3 blocks, the query and half
+	// the generated tokens (blocks of 32, 16 query tokens, 4 decode steps;
+	// K and V of 2 layers of 2 kv heads of 16, 2 bytes each)
+	code, out, errOut, _ = mpirun(t, mpiLimit, "-np", "2", "bench", "--load-format", "dummy", "--model-config", "configs/tiny.json",
+		"--decode-context", "192", "--attention", "star,global", "--block-size", "32", "--decode-tokens", "4", "--kv-dtype", "f16,bf16", "--json")
+	if code != 0 {
+		t.Fatalf("mpirun bench --decode-context: exit %d: %s", code, errOut)
+	}
+	type kvRow struct {
+		Attention string  `json:"attention"`
+		KVDType   string  `json:"kv_dtype"`
+		Decode    float64 `json:"decode_tok_s"`
+		KVBytes   int64   `json:"kv_bytes_per_token_step"`
+		Random    bool    `json:"random_kv"`
+	}
+	var kvRows []kvRow
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r kvRow
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("not JSON: %q", l)
+		}
+		kvRows = append(kvRows, r)
+	}
+	want := []string{"global f16", "star f16", "global bf16", "star bf16"}
+	if len(kvRows) != len(want) {
+		t.Fatalf("%d rows, want %v:\n%s", len(kvRows), want, out)
+	}
+	const perToken = 2 * 2 * 32 * 2
+	for i, r := range kvRows {
+		if got := r.Attention + " " + r.KVDType; got != want[i] || !r.Random || !(r.Decode > 0) {
+			t.Fatalf("row %d: %+v, want %s with random K/V, decoding", i, r, want[i])
+		}
+		if r.Attention == "star" && r.KVBytes != (96+16+2)*perToken {
+			t.Fatalf("star row: %d K/V bytes a step, want %d", r.KVBytes, (96+16+2)*perToken)
+		}
+	}
 }

@@ -214,14 +214,20 @@ func TestBenchJSON(t *testing.T) {
 		// The decode bound is the measured read bandwidth over the bytes one
 		// decode step reads: configs/tiny.json in f32 (tied embedding) is
 		// 2 layers x (64x64 wq, wo + 32x64 wk, wv + 3 x 160x64 MLP + 2x64
-		// norms) + 64 final norm + 512x64 embedding = 119104 floats.
+		// norms) + 64 final norm + 512x64 embedding = 119104 floats; its
+		// K/V are 2 x 2 layers x 32 floats a token, and one rank reads the
+		// context, 16 query tokens and on average 2 of the 4 generated.
 		bw, _ := r["membw_gbs"].(float64)
 		bound, _ := r["decode_bound_tok_s"].(float64)
+		kv, _ := r["kv_bytes_per_token_step"].(float64)
 		if !(bw > 0) || !(bound > 0) {
 			t.Fatalf("no read bandwidth / decode bound: %s", l)
 		}
-		if got, want := bw*1e9/bound, 119104.0*4; math.Abs(got/want-1) > 1e-9 {
-			t.Fatalf("membw / decode bound = %.0f bytes per decode step, want %.0f: %s", got, want, l)
+		if want := (r["context"].(float64) + 16 + 2) * 2 * 2 * 32 * 4; kv != want {
+			t.Fatalf("kv_bytes_per_token_step %.0f, want %.0f: %s", kv, want, l)
+		}
+		if got, want := bw*1e9/bound, 119104.0*4+kv; math.Abs(got/want-1) > 1e-9 {
+			t.Fatalf("membw / decode bound = %.0f bytes per decode step, want %.0f (weights and K/V): %s", got, want, l)
 		}
 		// Accuracy: every row has the scored tokens' NLL; exact modes run
 		// first, and ring and star carry their ratio to global.

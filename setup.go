@@ -19,9 +19,10 @@ var testHook func(rank int, stage string)
 // rankSetup says what a command needs on its ranks.
 type rankSetup struct {
 	merge      rank.MergeMode
-	readPrompt bool // rank 0 reads and tokenizes --prompt and --query
-	tokenizer  bool // rank 0 needs the model's tokenizer
-	counting   bool // count the work of the compute backend (bench)
+	readPrompt bool   // rank 0 reads and tokenizes --prompt and --query
+	tokenizer  bool   // rank 0 needs the model's tokenizer
+	counting   bool   // count the work of the compute backend (bench)
+	kv         string // --kv-dtype choice (kvDType): the engine's K/V dtype ("": auto)
 	// more is rank 0's own reading of its input, before the ranks agree
 	// (nil: none).
 	more func(m *weights.Model) error
@@ -80,6 +81,10 @@ func setup(c *cli.Context, w *world, o rankSetup) (*rankRun, error) {
 	}
 	e := jobs.NewCPUEngine(m, threads, o.counting)
 	e.Comm, e.Merge, e.LocalRanks, e.Hook = w.comm, o.merge, w.local, testHook
+	if e.KVDType, err = rank.ResolveKVDType(o.kv, m); err != nil {
+		m.Close()
+		return nil, err
+	}
 	if w.wd != nil {
 		e.Phase = w.wd.SetPhase
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/star-attn/star/jobs"
+	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/rank"
 )
 
@@ -53,6 +54,7 @@ type PPLRow struct {
 	NLLRatio     *float64 `json:"nll_ratio"` // to 6 decimals; null without an exact mode
 	Perplexity   float64  `json:"perplexity"`
 	Phase1       float64  `json:"phase1_s"` // total over the windows
+	KVDType      string   `json:"kv_dtype"` // the K/V caches' element type
 }
 
 // Perplexity scores every window under every setting (exact first) on
@@ -91,7 +93,7 @@ func Perplexity(e *jobs.Engine, wins []Window, settings []Setting, context int, 
 
 // pplSetting scores the windows under one setting.
 func pplSetting(e *jobs.Engine, l *rank.Leader, wins []Window, s Setting) (PPLRow, error) {
-	row := PPLRow{Attention: string(s.Attention), Windows: len(wins)}
+	row := PPLRow{Attention: string(s.Attention), Windows: len(wins), KVDType: layers.KVDTypeName(e.KVDType)}
 	row.Block, row.Anchor = s.resolved(len(wins[0].Context), e.Ranks())
 	rs := s.rank(e.Ranks())
 	var sum float64

@@ -41,6 +41,7 @@ type Report struct {
 	Ranks    int       `json:"ranks"`
 	Seed     uint64    `json:"seed"`
 	Chat     bool      `json:"chat"`
+	KVDType  string    `json:"kv_dtype"` // the K/V caches' element type
 	Settings []string  `json:"settings"`
 	Rows     []Row     `json:"rows"`
 	Averages []Average `json:"averages"`

@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/rank"
+	"github.com/star-attn/star/weights"
 )
 
 // BatchOptions describe a batch job (`star jobs run`).
@@ -529,8 +531,8 @@ func resolveQuery(qq Query, s Settings, logprobs bool) querySettings {
 
 // fingerprints are, for each query of rec, a hash of everything its answer
 // depends on: the model, the document (its bytes, or why it could not be
-// read), the chat format, the query and its settings, and the attention
-// layout asked for. A record that could not be parsed is hashed by its
+// read), the chat format, the query and its settings, the attention
+// layout asked for and the K/V dtype. A record that could not be parsed is hashed by its
 // bytes.
 func (b *batch) fingerprints(rec *Record, doc []byte, derr error) []string {
 	nq := max(len(rec.Queries), 1)
@@ -560,6 +562,9 @@ func (b *batch) fingerprints(rec *Record, doc []byte, derr error) []string {
 				fmt.Fprintf(h, "answer_prefix %q\x00", p)
 			}
 			fmt.Fprintf(h, "attention %s\x00block %d\x00anchor %d\x00", s.Attention, s.BlockSize, s.AnchorSize)
+			if kv := b.e.KVDType; kv != weights.F32 { // absent for float32 K/V, which every result had before the K/V dtype was chosen: older results keep their fingerprints
+				fmt.Fprintf(h, "kv_dtype %s\x00", layers.KVDTypeName(kv))
+			}
 			if s.Attention == "star" && s.BlockSize <= 0 { // the layout follows the rank count
 				fmt.Fprintf(h, "ranks %d\x00", b.e.Ranks())
 			}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -80,15 +81,22 @@ type BenchOptions struct {
 	QueryTokens  int   // query length
 	DecodeTokens int   // generated tokens timed for decode speed
 	ScoreTokens  int   // continuation tokens teacher-forced for the NLL (0: none)
-	Seed         uint64
-	Progress     io.Writer // stderr: what runs now
+	// KVDTypes are the K/V cache dtypes, one row each (nil: the
+	// engine's KVDType).
+	KVDTypes []weights.DType
+	// RandomKV skips phase 1: each rank's caches are filled with random
+	// finite K/V for its share of the context, so that decode after a
+	// long context is timed in seconds (rows carry no NLL).
+	RandomKV bool
+	Seed     uint64
+	Progress io.Writer // stderr: what runs now
 	// SgemmGFLOPS, when set, measures the reference sgemm throughput of
 	// C[m,n] = A[m,k]·B[n,k]ᵀ; Bench runs it on each of a layer's linear
 	// shapes and prints the flop-weighted figure beside ours.
 	SgemmGFLOPS func(m, n, k int) float64
 	// ReadBandwidth, when set, measures the memory read bandwidth (B/s)
-	// with the rank's threads: decode's bound is that over the weight
-	// bytes a decode step reads.
+	// with the rank's threads: decode's bound is that over the bytes a
+	// decode step reads (weights and K/V).
 	ReadBandwidth func() float64
 }
 
@@ -108,8 +116,13 @@ type BenchRow struct {
 	PeakRSS         int64   `json:"peak_rss_bytes"`
 	SgemmGFLOPS     float64 `json:"sgemm_gflops,omitempty"`       // cblas_sgemm on one layer's linear shapes (512 tokens), flop-weighted
 	MemBWGBs        float64 `json:"membw_gbs,omitempty"`          // measured read bandwidth, GB/s
-	DecodeBound     float64 `json:"decode_bound_tok_s,omitempty"` // membw / weight bytes read per decode step
-	Kernels         string  `json:"kernels"`
+	DecodeBound     float64 `json:"decode_bound_tok_s,omitempty"` // membw / (weight + K/V bytes read per decode step)
+	// KVBytesPerStep is the K/V bytes one decode step reads on the rank
+	// that reads most (its blocks; rank 0 also the query and, on average,
+	// half the generated tokens): the bound counts them.
+	KVBytesPerStep int64  `json:"kv_bytes_per_token_step"`
+	RandomKV       bool   `json:"random_kv,omitempty"` // phase 1 skipped: random K/V (phase1_s is the fill)
+	Kernels        string `json:"kernels"`
 	// The model's matrices: their dtype ("Q4_K", "mixed Q4_K/Q6_K"),
 	// the K/V cache's, and the kernel MatMul runs for the main one
 	// ("cpu-avx512vnni": see layers.CPU.MatMulKernel).
@@ -143,16 +156,23 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 	}
 	if o.ReadBandwidth != nil {
 		b.bw = o.ReadBandwidth()
-		b.bound = b.bw / float64(e.W.DecodeBytes())
 	}
+	kvs := o.KVDTypes
+	if len(kvs) == 0 {
+		kvs = []weights.DType{e.KVDType}
+	}
+	defer func(kv weights.DType) { e.KVDType = kv }(e.KVDType)
 	for _, n := range o.Contexts {
 		b.ref = nil
-		for _, cf := range benchConfigs(o) {
-			row, err := b.run(n, cf)
-			if err != nil {
-				return err
+		for _, kv := range kvs {
+			e.KVDType = kv // the plan takes it to every rank
+			for _, cf := range benchConfigs(o) {
+				row, err := b.run(n, cf)
+				if err != nil {
+					return err
+				}
+				emit(row)
 			}
-			emit(row)
 		}
 	}
 	_, err := b.l.End(nil)
@@ -161,14 +181,14 @@ func (e *Engine) Bench(o BenchOptions, emit func(BenchRow)) error {
 
 // bench is one `star bench` on rank 0.
 type bench struct {
-	e         *Engine
-	o         BenchOptions
-	l         *rank.Leader
-	cnt       *Counting // nil: the backend's work is not counted
-	sgemm     float64
-	bw, bound float64
-	ref       []float64 // the exact baseline's log-probabilities of the scored tokens
-	refNLL    float64
+	e      *Engine
+	o      BenchOptions
+	l      *rank.Leader
+	cnt    *Counting // nil: the backend's work is not counted
+	sgemm  float64
+	bw     float64   // read bandwidth, B/s (0: not measured)
+	ref    []float64 // the exact baseline's log-probabilities of the scored tokens
+	refNLL float64
 }
 
 // benchConfig is one row's attention mode and anchor (-1: the block size).
@@ -205,8 +225,8 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	s.Defaults()
 	s.Ranks = e.Ranks()
 	row := BenchRow{Attention: string(cf.att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: b.sgemm,
-		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, DecodeBound: b.bound,
-		WeightDType: e.W.WeightTypes(), KVDType: "f32", Kernel: layers.KernelOf(e.M.C, e.W.DType())}
+		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, RandomKV: o.RandomKV,
+		WeightDType: e.W.WeightTypes(), KVDType: layers.KVDTypeName(e.KVDType), Kernel: layers.KernelOf(e.M.C, e.W.DType())}
 	if lay, err := s.Layout(n); err == nil && cf.att == rank.Star {
 		row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
 	} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && cf.att == rank.Ring {
@@ -222,11 +242,15 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 		toks[i] = r.IntN(e.M.Cfg.VocabSize)
 	}
 	ctx, q, cont := toks[:n], toks[n:n+o.QueryTokens], toks[n+o.QueryTokens:]
-	b.say("bench: context %d, %s attention, %d rank(s): phase 1...\n", n, cf.att, e.Ranks())
+	what := "phase 1"
+	if o.RandomKV {
+		what = "random K/V"
+	}
+	b.say("bench: context %d, %s attention, %s K/V, %d rank(s): %s...\n", n, cf.att, row.KVDType, e.Ranks(), what)
 	if err := b.phase1(ctx, s, &row); err != nil || row.Skipped != "" {
 		return row, err
 	}
-	b.say("bench: context %d, %s: phase 1 %.2fs; query and %d decode steps...\n", n, cf.att, row.Phase1, o.DecodeTokens)
+	b.say("bench: context %d, %s: %s %.2fs; query and %d decode steps...\n", n, cf.att, what, row.Phase1, o.DecodeTokens)
 	res := &Result{}
 	if err := e.generate(b.l, q, o.DecodeTokens+1, &Sampling{Temperature: 0}, res); err != nil {
 		return row, err
@@ -234,12 +258,13 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	row.TTFT = row.Phase1 + res.Timings.TTFT
 	row.DecodeTPS = res.Timings.DecodeTPS
 	row.PeakRSS = peakRSS()
-	if len(cont) > 0 {
+	if len(cont) > 0 && !o.RandomKV {
 		if err := b.score(q, cont, cf.att, &row); err != nil {
 			return row, err
 		}
 	}
-	b.l.Drop() // this document's caches go before the next
+	b.l.Drop()           // this document's caches go before the next,
+	debug.FreeOSMemory() // and back to the system, or the next row's memory check would count them
 	return row, nil
 }
 
@@ -258,6 +283,13 @@ func (b *bench) phase1(ctx []int, s rank.Settings, row *BenchRow) error {
 	}
 	t0 := time.Now()
 	p, err := b.e.PlanDoc(ctx, s)
+	if err == nil {
+		p.RandomKV = b.o.RandomKV
+		row.KVBytesPerStep = kvTokensRead(p, b.o.QueryTokens+(b.o.DecodeTokens+1)/2) * rank.KVBytesPerToken(&b.e.M.Cfg, p.KVDType)
+		if b.bw > 0 {
+			row.DecodeBound = b.bw / float64(b.e.W.DecodeBytes()+row.KVBytesPerStep)
+		}
+	}
 	if err := b.l.Doc(ctx, p, err); err != nil {
 		if !rank.Agreed(err) {
 			return err
@@ -275,6 +307,27 @@ func (b *bench) phase1(ctx []int, s rank.Settings, row *BenchRow) error {
 		}
 	}
 	return nil
+}
+
+// kvTokensRead is the K/V tokens a decode step reads on the rank that
+// reads most under plan p, with q query and generated tokens in rank 0's
+// query cache.
+func kvTokensRead(p *rank.Plan, q int) int64 {
+	if p.Attention == rank.Global {
+		return int64(p.N + q)
+	}
+	most := 0
+	for r := 0; r < p.Layout.Ranks; r++ {
+		n := 0
+		for _, b := range p.Layout.Of(r) {
+			n += b.Len
+		}
+		if r == 0 {
+			n += q
+		}
+		most = max(most, n)
+	}
+	return int64(most)
 }
 
 // score teacher-forces cont after q: the row's NLL and, after an exact
@@ -364,12 +417,12 @@ func resetPeakRSS() {
 // PrintBenchTable writes rows for people: one line per configuration,
 // then the yardsticks (sgemm, memory bandwidth and decode's bound).
 func PrintBenchTable(w io.Writer, rows []BenchRow) {
-	fmt.Fprintf(w, "%-16s %-16s %-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-9s %-8s %-9s %-9s %-8s %-8s %-9s %s\n",
-		"weights", "kernel", "attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "%bound", "lin_GF/s", "attn_GF/s", "rss_GiB", "nll", "nll_ratio", "lp_maxdiff")
+	fmt.Fprintf(w, "%-16s %-16s %-4s %-7s %-5s %-7s %-8s %-6s %-6s %-9s %-9s %-9s %-8s %-9s %-9s %-8s %-8s %-9s %s\n",
+		"weights", "kernel", "kv", "attn", "ranks", "threads", "context", "block", "anchor", "phase1_s", "ttft_s", "decode/s", "%bound", "lin_GF/s", "attn_GF/s", "rss_GiB", "nll", "nll_ratio", "lp_maxdiff")
 	var ref *BenchRow
 	for i, r := range rows {
 		if r.Skipped != "" {
-			fmt.Fprintf(w, "%-16s %-16s %-7s %-5d %-7d %-8d skipped: %s\n", r.WeightDType, r.Kernel, r.Attention, r.Ranks, r.Threads, r.Context, r.Skipped)
+			fmt.Fprintf(w, "%-16s %-16s %-4s %-7s %-5d %-7d %-8d skipped: %s\n", r.WeightDType, r.Kernel, r.KVDType, r.Attention, r.Ranks, r.Threads, r.Context, r.Skipped)
 			continue
 		}
 		ref = &rows[i]
@@ -383,8 +436,8 @@ func PrintBenchTable(w io.Writer, rows []BenchRow) {
 		if r.DecodeBound > 0 {
 			bound = fmt.Sprintf("%.0f%%", 100*r.DecodeTPS/r.DecodeBound)
 		}
-		fmt.Fprintf(w, "%-16s %-16s %-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-9.2f %-8s %-9.1f %-9.1f %-8.2f %-8s %-9s %s\n",
-			r.WeightDType, r.Kernel, r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS, bound,
+		fmt.Fprintf(w, "%-16s %-16s %-4s %-7s %-5d %-7d %-8d %-6d %-6d %-9.3f %-9.3f %-9.2f %-8s %-9.1f %-9.1f %-8.2f %-8s %-9s %s\n",
+			r.WeightDType, r.Kernel, r.KVDType, r.Attention, r.Ranks, r.Threads, r.Context, r.Block, r.Anchor, r.Phase1, r.TTFT, r.DecodeTPS, bound,
 			r.LinearGFLOPS, r.AttentionGFLOPS, gib(r.PeakRSS), nll, ratio, diff)
 	}
 	if ref == nil {
@@ -394,7 +447,10 @@ func PrintBenchTable(w io.Writer, rows []BenchRow) {
 		fmt.Fprintf(w, "cblas_sgemm (OpenBLAS) on a layer's linear shapes (512 tokens), %d threads: %.1f GFLOP/s (compare lin_GF/s, phase 1's)\n", ref.Threads, ref.SgemmGFLOPS)
 	}
 	if ref.DecodeBound > 0 {
-		fmt.Fprintf(w, "memory read bandwidth, %d threads: %.1f GB/s; decode bound (bandwidth / weight bytes per step): %.2f tok/s (%%bound)\n",
-			ref.Threads, ref.MemBWGBs, ref.DecodeBound)
+		fmt.Fprintf(w, "memory read bandwidth, %d threads: %.1f GB/s; %%bound: decode against bandwidth / (weight bytes + the row's K/V bytes one step reads)\n",
+			ref.Threads, ref.MemBWGBs)
+	}
+	if ref.RandomKV {
+		fmt.Fprintf(w, "random K/V: phase 1 skipped (phase1_s is the fill), no NLL\n")
 	}
 }

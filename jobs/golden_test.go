@@ -79,7 +79,7 @@ func TestGoldenLogits(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			e := loadEngine(t, m.path, m.seqLen)
 			V := e.M.Cfg.VocabSize
-			w := rank.NewWorker(e.M, 0, true, len(toks))
+			w := rank.NewWorker(e.M, 0, true, len(toks), weights.F32)
 			rows := make([]int, len(toks))
 			for i := range rows {
 				rows[i] = i

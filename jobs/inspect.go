@@ -21,17 +21,19 @@ type Report struct {
 	Tokenizer     string         `json:"tokenizer"`
 	TokenizerSize int            `json:"tokenizer_vocab"`
 	Fingerprint   string         `json:"fingerprint"`
-	Memory        rank.Memory    `json:"memory"` // rank 0
+	KVDType       string         `json:"kv_dtype"` // the K/V caches' element type the memory is sized for
+	Memory        rank.Memory    `json:"memory"`   // rank 0
 	Ranks         []rank.Memory  `json:"ranks"`
 	LoadSeconds   float64        `json:"load_s"`
 }
 
 // Inspect describes m and estimates, per rank, the memory for ctx context
-// tokens in blocks of block tokens with anchor tokens over ranks ranks.
-func Inspect(m *weights.Model, ctx, block, anchor, ranks int) (Report, error) {
+// tokens in blocks of block tokens with anchor tokens over ranks ranks,
+// with K/V caches of dtype kv.
+func Inspect(m *weights.Model, ctx, block, anchor, ranks int, kv weights.DType) (Report, error) {
 	c := m.Config
 	r := Report{Path: m.Path, Format: m.Format, Architecture: c.Arch, Config: c, DType: m.WeightTypes(),
-		Parameters: m.ParamCount(), ContextLength: c.SeqLen, Fingerprint: m.Fingerprint}
+		Parameters: m.ParamCount(), ContextLength: c.SeqLen, Fingerprint: m.Fingerprint, KVDType: layers.KVDTypeName(kv)}
 	if m.Tokenizer != nil {
 		r.Tokenizer, r.TokenizerSize = m.Tokenizer.Kind(), m.Tokenizer.VocabSize()
 	}
@@ -43,7 +45,7 @@ func Inspect(m *weights.Model, ctx, block, anchor, ranks int) (Report, error) {
 	}
 	lm := layers.NewModel(m, layers.NewCPU(1))
 	for k := 0; k < ranks; k++ {
-		r.Ranks = append(r.Ranks, rank.Footprint(lm, m.WeightBytes(), lay, k, rank.QueryReserve, rank.Capacity(lay, s.Chunk), s.Chunk))
+		r.Ranks = append(r.Ranks, rank.Footprint(lm, m.WeightBytes(), lay, k, rank.QueryReserve, rank.Capacity(lay, s.Chunk), s.Chunk, kv))
 	}
 	r.Memory = r.Ranks[0]
 	return r, nil
@@ -72,15 +74,15 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "tokenizer    none (pass --tokenizer)\n")
 	}
 	fmt.Fprintf(w, "fingerprint  %s\n", r.Fingerprint)
-	fmt.Fprintf(w, "memory for a %d-token context, blocks of %d, over %d rank(s) (rank 0 with %d query/generated tokens):\n",
-		r.Memory.Context, r.Memory.BlockSize, len(r.Ranks), rank.QueryReserve)
+	fmt.Fprintf(w, "memory for a %d-token context, blocks of %d, over %d rank(s) (rank 0 with %d query/generated tokens), %s K/V:\n",
+		r.Memory.Context, r.Memory.BlockSize, len(r.Ranks), rank.QueryReserve, r.KVDType)
 	fmt.Fprintf(w, "  %-5s %-7s %-9s %-12s %-12s %-12s %-12s %s\n", "rank", "blocks", "tokens", "weights", "kv_cache", "anchor", "activations", "total")
 	for _, m := range r.Ranks {
 		fmt.Fprintf(w, "  %-5d %-7d %-9d %-12s %-12s %-12s %-12s %s\n", m.Rank, m.Blocks, m.BlockTokens, human(m.WeightBytes, "B"),
 			human(m.KVBytes, "B"), human(m.AnchorBytes, "B"), human(m.ActivationBytes, "B"), human(m.TotalBytes, "B"))
 	}
-	fmt.Fprintf(w, "  K/V per token %s (float32, all layers); weights are memory-mapped and shared by the ranks of a node; totals include %s for the program\n",
-		human(r.Memory.KVBytesPerToken, "B"), human(rank.ProgramBytes, "B"))
+	fmt.Fprintf(w, "  K/V per token %s (%s, all layers; --kv-dtype chooses); weights are memory-mapped and shared by the ranks of a node; totals include %s for the program\n",
+		human(r.Memory.KVBytesPerToken, "B"), r.KVDType, human(rank.ProgramBytes, "B"))
 }
 
 func human(n int64, unit string) string {

@@ -39,8 +39,9 @@ type quantScoreRef struct {
 
 // Each shared quantized file, scored as `star score --attention global`
 // scores it (the file's tokenizer, ctx.txt as the context, the query,
-// cont.txt teacher-forced), on every CPU backend this machine runs,
-// against the dequantized F32 twin's logprobs computed by the reference.
+// cont.txt teacher-forced), on every CPU backend this machine runs, with
+// float32 K/V, against the dequantized F32 twin's logprobs computed by
+// the reference.
 func TestQuantizedFilesScoreLikeTheirF32Twins(t *testing.T) {
 	type backend struct {
 		name string
@@ -88,6 +89,7 @@ func TestQuantizedFilesScoreLikeTheirF32Twins(t *testing.T) {
 			}
 			for _, b := range bs {
 				e := NewEngine(w, b.c())
+				e.KVDType = weights.F32 // as the reference keeps K/V: this contract is the weights' and kernels'
 				sc, err := e.Score(toks, cont, Settings{Settings: rank.Settings{Attention: "global"}})
 				if err != nil {
 					t.Fatalf("%s: %v", b.name, err)

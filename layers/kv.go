@@ -282,6 +282,23 @@ func EncodeBF16(dst []uint16, src []float32) {
 	}
 }
 
+// RoundKV rounds x in place to the values a K/V buffer of dtype dt holds
+// (as Put stores them, widened back to float32): a forward pass attends to
+// its fresh keys and values as the cache will hold them. F32: unchanged.
+func RoundKV(dt weights.DType, x []float32) {
+	switch dt {
+	case weights.F16:
+		for i, v := range x {
+			v = min(max(v, -f16Max), f16Max)
+			x[i] = weights.F16ToF32(weights.F32ToF16(v))
+		}
+	case weights.BF16:
+		for i, v := range x {
+			x[i] = weights.BF16ToF32(weights.F32ToBF16(v))
+		}
+	}
+}
+
 func f32Bytes(f []float32) []byte {
 	if len(f) == 0 {
 		return nil

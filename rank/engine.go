@@ -3,6 +3,7 @@ package rank
 import (
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/star-attn/star/collective"
@@ -107,6 +108,10 @@ type Engine struct {
 	Comm collective.Comm
 	// Merge is the merge mode of partial attentions across ranks.
 	Merge MergeMode
+	// KVDType is the element type of every K/V cache (layers.KVDTypes):
+	// NewEngine sets AutoKVDType's choice. Rank 0's travels in each
+	// document's plan, so every rank uses the same.
+	KVDType weights.DType
 	// KVDir, when set, keeps each rank's phase-1 K/V per document there and
 	// reuses it when a later run meets the same document and layout.
 	KVDir string
@@ -127,7 +132,41 @@ type Engine struct {
 
 // NewEngine wraps loaded weights with a compute backend.
 func NewEngine(w *weights.Model, c layers.Compute) *Engine {
-	return &Engine{W: w, M: layers.NewModel(w, c), Merge: MergeGather}
+	return &Engine{W: w, M: layers.NewModel(w, c), Merge: MergeGather, KVDType: AutoKVDType(w)}
+}
+
+// KVAuto is the K/V dtype choice that AutoKVDType resolves.
+const KVAuto = "auto"
+
+// AutoKVDType is the default K/V cache dtype for model w: F32 when all of
+// its weights are F32 (small and test models, whose reference outputs
+// are float32 computations), F16 otherwise (16-bit and quantized
+// checkpoints, where K/V memory dominates long contexts: half the memory
+// and half the bytes a decode step reads; F16 over BF16 for its 3 more
+// mantissa bits, saturating at ±65504 so that nothing becomes infinite).
+func AutoKVDType(w *weights.Model) weights.DType {
+	all32 := true
+	w.Walk(weights.CheckOrder, func(_ *weights.TensorSpec, _ int, t *weights.Tensor) error {
+		all32 = all32 && t.DType == weights.F32
+		return nil
+	})
+	if all32 {
+		return weights.F32
+	}
+	return weights.F16
+}
+
+// ResolveKVDType reads a --kv-dtype choice (auto, f32, f16 or bf16) for
+// model w.
+func ResolveKVDType(choice string, w *weights.Model) (weights.DType, error) {
+	if strings.EqualFold(choice, KVAuto) || choice == "" {
+		return AutoKVDType(w), nil
+	}
+	dt, err := layers.ParseKVDType(choice)
+	if err != nil {
+		return 0, fmt.Errorf("unknown K/V dtype %q: use auto, f32, f16 or bf16", choice)
+	}
+	return dt, nil
 }
 
 // Rank is this engine's rank (0 in one process).

@@ -1,6 +1,9 @@
 package rank
 
-import "github.com/star-attn/star/layers"
+import (
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/weights"
+)
 
 // Footprint: what one rank holds for a document. A workerPlan sizes every
 // buffer of a rank's Worker; NewWorkerFor allocates exactly those and
@@ -11,19 +14,20 @@ import "github.com/star-attn/star/layers"
 // document, in tokens or rows.
 type workerPlan struct {
 	host     bool
-	capacity int   // tokens per forward (the activations' rows)
-	chunk    int   // phase-2 rows merged at once (the partials' rows)
-	blocks   []int // its blocks' lengths (their K/V)
-	reserve  int   // host: tokens of the query cache reserved up front
-	anchor   int   // anchor tokens it encodes itself (0: none, or B_0's first rows)
-	keyRows  int   // rows of the anchor ; block key and value buffers (0: no anchor attended)
-	parts    int   // phase-2 partials per step: its blocks, plus the host's query cache
+	capacity int           // tokens per forward (the activations' rows)
+	chunk    int           // phase-2 rows merged at once (the partials' rows)
+	blocks   []int         // its blocks' lengths (their K/V)
+	reserve  int           // host: tokens of the query cache reserved up front
+	anchor   int           // anchor tokens it encodes itself (0: none, or B_0's first rows)
+	keyRows  int           // rows of the anchor ; block key and value buffers (0: no anchor attended)
+	parts    int           // phase-2 partials per step: its blocks, plus the host's query cache
+	kv       weights.DType // of the K/V caches
 }
 
 // planWorker sizes rank r's worker for layout lay (no blocks: global
 // attention, all in the host's query cache of reserve tokens).
-func planWorker(lay Layout, r int, capacity, chunk, reserve int) workerPlan {
-	p := workerPlan{host: r == 0, capacity: capacity, chunk: min(chunk, capacity)}
+func planWorker(lay Layout, r int, capacity, chunk, reserve int, kv weights.DType) workerPlan {
+	p := workerPlan{host: r == 0, capacity: capacity, chunk: min(chunk, capacity), kv: kv}
 	longest := 0
 	for _, b := range lay.Of(r) {
 		p.blocks = append(p.blocks, b.Len)
@@ -47,21 +51,22 @@ func planWorker(lay Layout, r int, capacity, chunk, reserve int) workerPlan {
 
 // Memory is what one rank needs, by part.
 type Memory struct {
-	Rank            int   `json:"rank"`
-	Context         int   `json:"context_tokens"`
-	BlockSize       int   `json:"block_size"`
-	Blocks          int   `json:"blocks"`             // blocks this rank holds
-	BlockTokens     int   `json:"block_tokens"`       // their tokens
-	WeightBytes     int64 `json:"weights_bytes"`      // memory-mapped, shared by the ranks of a node
-	KVBytes         int64 `json:"kv_cache_bytes"`     // K/V of its blocks (+ query and generated tokens on rank 0)
-	AnchorBytes     int64 `json:"anchor_bytes"`       // anchor K/V while encoding
-	ActivationBytes int64 `json:"activation_bytes"`   // per-forward scratch
-	ProgramBytes    int64 `json:"program_bytes"`      // the program, its libraries and the Go runtime
-	TotalBytes      int64 `json:"total_bytes"`        // all of the above
-	KVBytesPerToken int64 `json:"kv_bytes_per_token"` // K and V, all layers, float32
+	Rank            int    `json:"rank"`
+	Context         int    `json:"context_tokens"`
+	BlockSize       int    `json:"block_size"`
+	Blocks          int    `json:"blocks"`             // blocks this rank holds
+	BlockTokens     int    `json:"block_tokens"`       // their tokens
+	WeightBytes     int64  `json:"weights_bytes"`      // memory-mapped, shared by the ranks of a node
+	KVBytes         int64  `json:"kv_cache_bytes"`     // K/V of its blocks (+ query and generated tokens on rank 0)
+	AnchorBytes     int64  `json:"anchor_bytes"`       // anchor K/V while encoding
+	ActivationBytes int64  `json:"activation_bytes"`   // per-forward scratch
+	ProgramBytes    int64  `json:"program_bytes"`      // the program, its libraries and the Go runtime
+	TotalBytes      int64  `json:"total_bytes"`        // all of the above
+	KVBytesPerToken int64  `json:"kv_bytes_per_token"` // K and V, all layers, in KVDType
+	KVDType         string `json:"kv_dtype"`           // the K/V caches' element type: f32, f16, bf16
 }
 
-// held is what the worker's own buffers take (float32 bytes), by part.
+// held is what the worker's own buffers take (bytes), by part.
 type held struct {
 	kv, anchor, state, lse, partials, keys, logits int64
 }
@@ -71,7 +76,7 @@ func (h held) activations() int64 { return h.state + h.lse + h.partials + h.keys
 // bytes is what p's buffers take in model m.
 func (p workerPlan) bytes(m *layers.Model) held {
 	c := &m.Cfg
-	per := KVBytesPerToken(c)
+	per := KVBytesPerToken(c, p.kv)
 	H, D, kvd := int64(c.NHeads), int64(c.HeadDim), int64(c.KVDim())
 	var h held
 	for _, n := range p.blocks {
@@ -90,15 +95,15 @@ func (p workerPlan) bytes(m *layers.Model) held {
 }
 
 // Footprint is what rank r needs to hold its part of layout lay with model
-// m: its worker's buffers (blocks' K/V, on rank 0 reserve tokens of query
-// K/V, the anchor, activations of capacity tokens, partials of chunk
-// rows), the compute backend's scratch, the weights (weightBytes, shared
-// by a node's ranks) and the program.
-func Footprint(m *layers.Model, weightBytes int64, lay Layout, r, reserve, capacity, chunk int) Memory {
-	p := planWorker(lay, r, capacity, chunk, reserve)
+// m and K/V caches of dtype kv: its worker's buffers (blocks' K/V, on rank
+// 0 reserve tokens of query K/V, the anchor, activations of capacity
+// tokens, partials of chunk rows), the compute backend's scratch, the
+// weights (weightBytes, shared by a node's ranks) and the program.
+func Footprint(m *layers.Model, weightBytes int64, lay Layout, r, reserve, capacity, chunk int, kv weights.DType) Memory {
+	p := planWorker(lay, r, capacity, chunk, reserve, kv)
 	h := p.bytes(m)
 	mem := Memory{Rank: r, Context: lay.N, BlockSize: lay.BlockSize, WeightBytes: weightBytes,
-		KVBytesPerToken: KVBytesPerToken(&m.Cfg), Blocks: len(p.blocks),
+		KVBytesPerToken: KVBytesPerToken(&m.Cfg, kv), KVDType: layers.KVDTypeName(kv), Blocks: len(p.blocks),
 		KVBytes: h.kv, AnchorBytes: h.anchor, ActivationBytes: h.activations() + m.ScratchBytes(p.capacity),
 		ProgramBytes: ProgramBytes}
 	for _, n := range p.blocks {

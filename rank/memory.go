@@ -18,9 +18,10 @@ const QueryReserve = 512
 // (code, libraries, Go runtime), as measured with a tiny model.
 const ProgramBytes = 14 << 20
 
-// KVBytesPerToken is the float32 K/V cache size of one token, all layers.
-func KVBytesPerToken(c *weights.Config) int64 {
-	return int64(2 * c.NLayers * c.KVDim() * 4)
+// KVBytesPerToken is the K/V cache size of one token, all layers, in
+// dtype dt (layers.KVDTypes).
+func KVBytesPerToken(c *weights.Config, dt weights.DType) int64 {
+	return 2 * int64(c.NLayers) * int64(c.KVDim()) * int64(dt.Size())
 }
 
 // MemAvailable is the kernel's estimate of memory available for new work

@@ -55,13 +55,18 @@ func TestMemoryEstimateQueryReserve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := Footprint(e.M, 0, lay, 0, QueryReserve, Capacity(lay, 400), 400)
+	m := Footprint(e.M, 0, lay, 0, QueryReserve, Capacity(lay, 400), 400, weights.F32)
 	// stories260K: K and V of 4 heads of 8 floats in each of 5 layers are
 	// 2 x 5 x 32 x 4 = 1280 bytes per token
 	if want := int64(1280 * (400 + QueryReserve)); m.KVBytes != want {
 		t.Fatalf("KV bytes %d, want %d (400 context + %d reserved tokens, 1280 bytes each)", m.KVBytes, want, QueryReserve)
 	}
-	if got := KVBytesPerToken(&e.M.Cfg); got != 1280 {
-		t.Fatalf("KVBytesPerToken = %d, want 1280", got)
+	for _, c := range []struct {
+		dt   weights.DType
+		want int64
+	}{{weights.F32, 1280}, {weights.F16, 640}, {weights.BF16, 640}} {
+		if got := KVBytesPerToken(&e.M.Cfg, c.dt); got != c.want {
+			t.Fatalf("KVBytesPerToken(%v) = %d, want %d", c.dt, got, c.want)
+		}
 	}
 }

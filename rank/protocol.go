@@ -16,7 +16,7 @@ import (
 //
 //  1. handshake: every rank reports whether it loaded the model, and its
 //     model fingerprint and binary version (AllgatherBytes);
-//  2. plan: rank 0 broadcasts the layout, the anchor and the phase-2 tokens
+//  2. plan: rank 0 broadcasts the layout, the anchor, the K/V dtype and the phase-2 tokens
 //     (or an error that ends the run on every rank);
 //  3. blocks: rank 0 sends each rank the tokens of its blocks;
 //  4. phase 1 on every rank, then an agreement that every rank succeeded;

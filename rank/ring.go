@@ -48,7 +48,6 @@ const ringMeta = 4
 // from RingLayout, with their tokens toks). comm may be nil in one process.
 func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) error {
 	c := &w.M.Cfg
-	kvd := c.KVDim()
 	rp := &ringPass{comm: comm, P: 1, blocks: blocks}
 	if comm != nil {
 		rp.P, rp.me = comm.Size(), comm.Rank()
@@ -65,7 +64,7 @@ func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) 
 	}
 	w.Blocks, w.KV = blocks, nil
 	for _, b := range blocks {
-		w.KV = append(w.KV, newKV(c.NLayers, b.Len, kvd))
+		w.KV = append(w.KV, newKV(c, w.DType, b.Len))
 	}
 	w.prog.done, w.prog.total = 0, int64(len(seq)*c.NLayers)
 	rp.alloc(w.M.Shape(), len(seq))
@@ -126,15 +125,18 @@ func (rp *ringPass) alloc(sh layers.AttnShape, n int) {
 	rp.part, rp.partL = make([]float32, n*sh.H*sh.D), make([]float32, n*sh.H)
 }
 
-// keepAndPack keeps this rank's K/V of layer l and packs them as the
+// keepAndPack keeps this rank's K/V of layer l (rounded to the cache's
+// dtype, as every rank then attends to them) and packs them as the
 // layer's first message.
 func (w *Worker) keepAndPack(rp *ringPass, l int, k, v []float32) {
 	kvd := w.M.Cfg.KVDim()
 	off := 0
 	clear(rp.cur[:ringMeta])
+	layers.RoundKV(w.DType, k)
+	layers.RoundKV(w.DType, v)
 	for i, b := range rp.blocks {
-		w.KV[i].K[l] = append(w.KV[i].K[l], k[off*kvd:(off+b.Len)*kvd]...)
-		w.KV[i].V[l] = append(w.KV[i].V[l], v[off*kvd:(off+b.Len)*kvd]...)
+		w.KV[i].K[l].Append(k[off*kvd:(off+b.Len)*kvd], b.Len)
+		w.KV[i].V[l].Append(v[off*kvd:(off+b.Len)*kvd], b.Len)
 		rp.cur[2*i], rp.cur[2*i+1] = float32(b.Start), float32(b.Len)
 		off += b.Len
 	}

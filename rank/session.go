@@ -6,9 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/weights"
 )
 
 // Rank 0 leads a run with a stream of messages; the other ranks follow
@@ -32,6 +36,13 @@ type Plan struct {
 	Capacity  int       `msgpack:"capacity"` // tokens per forward
 	Chunk     int       `msgpack:"chunk"`    // phase-2 tokens per step
 	KVKey     string    `msgpack:"kv_key"`   // names saved K/V files ("" : none)
+	// KVDType is the K/V caches' element type on every rank (rank 0's
+	// Engine.KVDType).
+	KVDType weights.DType `msgpack:"kv_dtype"`
+	// RandomKV skips phase 1: every rank's caches hold random finite K/V
+	// for its share of the context (benchmarks of decode after a long
+	// context; see Worker.FillRandom).
+	RandomKV bool `msgpack:"random_kv"`
 }
 
 // QueryPlan is one query against the encoded document.
@@ -82,7 +93,10 @@ func (e *Engine) PlanDoc(ctx []int, s Settings) (*Plan, error) {
 		return nil, fmt.Errorf("the context (%d tokens) does not fit the model's context length %d with a query; shorten it or pass --context-length if the model supports more",
 			len(ctx), e.M.Cfg.SeqLen)
 	}
-	p := &Plan{Attention: s.Attention, Merge: e.Merge, N: len(ctx), Chunk: s.Chunk}
+	if !slices.Contains(layers.KVDTypes, e.KVDType) {
+		return nil, fmt.Errorf("K/V dtype %v: use f32, f16 or bf16", e.KVDType)
+	}
+	p := &Plan{Attention: s.Attention, Merge: e.Merge, N: len(ctx), Chunk: s.Chunk, KVDType: e.KVDType}
 	switch s.Attention {
 	case Global:
 		p.Capacity = min(s.Chunk, len(ctx))
@@ -94,7 +108,7 @@ func (e *Engine) PlanDoc(ctx []int, s Settings) (*Plan, error) {
 		p.Layout, p.Anchor = lay, ctx[:lay.AnchorSize]
 		p.Capacity = Capacity(lay, s.Chunk)
 		if e.KVDir != "" {
-			p.KVKey = docKey(e.W.Fingerprint, ctx, lay)
+			p.KVKey = docKey(e.W.Fingerprint, ctx, lay, e.KVDType)
 		}
 	case Ring:
 		lay, err := RingLayout(len(ctx), s.Ranks)
@@ -109,10 +123,11 @@ func (e *Engine) PlanDoc(ctx []int, s Settings) (*Plan, error) {
 	return p, nil
 }
 
-// docKey names a document's saved K/V: model, context tokens and layout.
-func docKey(fingerprint string, ctx []int, lay Layout) string {
+// docKey names a document's saved K/V: model, K/V dtype, context tokens
+// and layout.
+func docKey(fingerprint string, ctx []int, lay Layout, kv weights.DType) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s|%d|%d|%d|%d|", fingerprint, lay.N, lay.BlockSize, lay.AnchorSize, lay.Ranks)
+	fmt.Fprintf(h, "%s|%s|%d|%d|%d|%d|", fingerprint, layers.KVDTypeName(kv), lay.N, lay.BlockSize, lay.AnchorSize, lay.Ranks)
 	var b [4]byte
 	for _, t := range ctx {
 		binary.LittleEndian.PutUint32(b[:], uint32(t))
@@ -155,6 +170,9 @@ func (e *Engine) open(p *Plan, ctx []int) (*Session, error) {
 func (ss *Session) phase1(ctx []int) error {
 	e, p := ss.e, ss.p
 	e.hook("phase1")
+	if p.RandomKV {
+		return ss.fillRandom()
+	}
 	if p.Attention == Global {
 		return ss.prefillGlobal(ctx)
 	}
@@ -165,7 +183,7 @@ func (ss *Session) phase1(ctx []int) error {
 	if err := e.checkMemory(p); err != nil {
 		return err
 	}
-	w := NewWorkerFor(e.M, p.Layout, e.Rank(), p.Capacity, p.Chunk, QueryReserve)
+	w := NewWorkerFor(e.M, p.Layout, e.Rank(), p.Capacity, p.Chunk, QueryReserve, p.KVDType)
 	w.Progress = ss.progress()
 	if e.Distributed() {
 		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
@@ -188,6 +206,38 @@ func (ss *Session) phase1(ctx []int) error {
 	return nil
 }
 
+// fillRandom stands for phase 1 when the plan asks for random K/V: this
+// rank's blocks of the layout (global attention: rank 0's query cache of
+// the whole context) are filled, not encoded.
+func (ss *Session) fillRandom() error {
+	e, p := ss.e, ss.p
+	lay, reserve, n0 := p.Layout, QueryReserve, 0
+	if p.Attention == Global {
+		if e.Rank() != 0 {
+			return nil
+		}
+		lay, reserve, n0 = Layout{}, globalReserve(p.N, e.M.Cfg.SeqLen), p.N
+	}
+	if err := e.checkMemory(p); err != nil {
+		return err
+	}
+	w := NewWorkerFor(e.M, lay, e.Rank(), p.Capacity, p.Chunk, reserve, p.KVDType)
+	if e.Distributed() && p.Attention != Global {
+		var err error
+		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
+			return err
+		}
+	}
+	mine := lay.Of(e.Rank())
+	w.FillRandom(mine, n0, 1)
+	ss.w = w
+	ss.Stats.Blocks = len(mine)
+	for _, b := range mine {
+		ss.Stats.Tokens += b.Len
+	}
+	return nil
+}
+
 // prefillGlobal is phase 1 of exact global attention: the whole context
 // through rank 0's query cache (the other ranks idle).
 func (ss *Session) prefillGlobal(ctx []int) error {
@@ -200,7 +250,7 @@ func (ss *Session) prefillGlobal(ctx []int) error {
 	}
 	// the whole sequence lives in the query cache: sized once, so that
 	// it never grows by reallocation (a transient second copy)
-	w := NewWorkerFor(e.M, Layout{}, 0, p.Capacity, p.Chunk, globalReserve(p.N, e.M.Cfg.SeqLen))
+	w := NewWorkerFor(e.M, Layout{}, 0, p.Capacity, p.Chunk, globalReserve(p.N, e.M.Cfg.SeqLen), p.KVDType)
 	prog := ss.progress()
 	for i := 0; i < len(ctx); i += w.Capacity() {
 		j := min(i+w.Capacity(), len(ctx))
@@ -514,12 +564,16 @@ func (e *Engine) checkMemory(p *Plan) error {
 	if p.Attention == Global { // everything in rank 0's query cache
 		lay, reserve = Layout{N: p.N}, globalReserve(p.N, e.M.Cfg.SeqLen)
 	}
-	m := Footprint(e.M, 0, lay, e.Rank(), reserve, p.Capacity, p.Chunk)
+	m := Footprint(e.M, 0, lay, e.Rank(), reserve, p.Capacity, p.Chunk, p.KVDType)
 	need := m.KVBytes + m.AnchorBytes + m.ActivationBytes
 	if need > avail/int64(local) {
-		return MemoryRefusal(need, fmt.Sprintf("K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB",
-			m.Blocks, m.BlockTokens, gib(m.KVBytes), gib(m.AnchorBytes), gib(m.ActivationBytes)),
-			avail/int64(local), local, "use more ranks, a smaller --block-size, or a shorter context")
+		advice := "use more ranks, a smaller --block-size, or a shorter context"
+		if p.KVDType == weights.F32 {
+			advice = "use --kv-dtype f16, more ranks, a smaller --block-size, or a shorter context"
+		}
+		return MemoryRefusal(need, fmt.Sprintf("%s K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB",
+			m.KVDType, m.Blocks, m.BlockTokens, gib(m.KVBytes), gib(m.AnchorBytes), gib(m.ActivationBytes)),
+			avail/int64(local), local, advice)
 	}
 	return nil
 }

@@ -2,21 +2,26 @@ package rank
 
 import (
 	"fmt"
+	"math/rand/v2"
 
 	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/weights"
 )
 
-// KV holds the keys and values (after RoPE) of a run of tokens, per layer.
+// KV holds the keys and values (after RoPE) of a run of tokens, per
+// layer, in the run's K/V dtype and head-major (layers.KVBuf: one kv
+// head's keys are one contiguous run, which a decode step streams).
 type KV struct {
-	K, V [][]float32 // [NLayers][Len*KVDim]
-	Len  int         // tokens held
+	K, V []*layers.KVBuf // [NLayers], each [HKV][Cap][HeadDim]
+	Len  int             // tokens held in every layer
 }
 
-func newKV(layersN, capacity, kvDim int) *KV {
-	kv := &KV{K: make([][]float32, layersN), V: make([][]float32, layersN)}
+// newKV makes an empty cache of capacity tokens for model c in dtype dt.
+func newKV(c *weights.Config, dt weights.DType, capacity int) *KV {
+	kv := &KV{K: make([]*layers.KVBuf, c.NLayers), V: make([]*layers.KVBuf, c.NLayers)}
 	for l := range kv.K {
-		kv.K[l] = make([]float32, 0, capacity*kvDim)
-		kv.V[l] = make([]float32, 0, capacity*kvDim)
+		kv.K[l] = layers.NewKVBuf(dt, capacity, c.NKVHeads, c.HeadDim)
+		kv.V[l] = layers.NewKVBuf(dt, capacity, c.NKVHeads, c.HeadDim)
 	}
 	return kv
 }
@@ -25,10 +30,13 @@ func newKV(layersN, capacity, kvDim int) *KV {
 func (kv *KV) Bytes() int64 {
 	var n int64
 	for l := range kv.K {
-		n += 4 * int64(cap(kv.K[l])+cap(kv.V[l]))
+		n += kv.K[l].Bytes() + kv.V[l].Bytes()
 	}
 	return n
 }
+
+// DType is the cache's element type.
+func (kv *KV) DType() weights.DType { return kv.K[0].DType }
 
 // Combiner merges a rank's partial attention with every other rank's. On
 // return out and lse hold the exact attention over all ranks' keys, the
@@ -40,12 +48,13 @@ type Combiner interface {
 // Worker is one rank's model, KV caches and scratch.
 type Worker struct {
 	M      *layers.Model
-	Rank   int      // this rank's id
-	Host   bool     // query host: holds the query/generated KV and computes logits
-	Blocks []Block  // blocks this rank encodes
-	KV     []*KV    // one cache per block, same order
-	Query  *KV      // query/generated tokens' KV (host only)
-	Comb   Combiner // nil: single process
+	Rank   int           // this rank's id
+	Host   bool          // query host: holds the query/generated KV and computes logits
+	DType  weights.DType // of every K/V cache (layers.KVDTypes)
+	Blocks []Block       // blocks this rank encodes
+	KV     []*KV         // one cache per block, same order
+	Query  *KV           // query/generated tokens' KV (host only)
+	Comb   Combiner      // nil: single process
 	// Progress, if set, is told phase 1's progress in token-layers (one
 	// token through one layer) after each layer: done of total.
 	Progress func(done, total int64)
@@ -53,7 +62,7 @@ type Worker struct {
 
 	st      *layers.State
 	anchor  *KV       // anchor K/V, computed once per rank
-	kbuf    []float32 // [(a+b)*KVDim] anchor ; block keys of one layer
+	kbuf    []float32 // [(a+b)*KVDim] anchor ; block keys of one layer, token-major float32
 	vbuf    []float32 // same for values
 	lse     []float32 // [Cap*H]
 	partO   [][]float32
@@ -64,21 +73,23 @@ type Worker struct {
 	anchorPeak int64
 }
 
-// NewWorker prepares rank `rank`'s worker. capacity bounds the tokens run
-// through the model at once (block length, query chunk). Its scratch
-// grows as it is used; NewWorkerFor allocates a document's up front.
-func NewWorker(m *layers.Model, rank int, host bool, capacity int) *Worker {
-	return &Worker{M: m, Rank: rank, Host: host, st: m.NewState(capacity)}
+// NewWorker prepares rank `rank`'s worker, its K/V caches of dtype kv.
+// capacity bounds the tokens run through the model at once (block length,
+// query chunk). Its scratch grows as it is used; NewWorkerFor allocates a
+// document's up front.
+func NewWorker(m *layers.Model, rank int, host bool, capacity int, kv weights.DType) *Worker {
+	return &Worker{M: m, Rank: rank, Host: host, DType: kv, st: m.NewState(capacity)}
 }
 
-// NewWorkerFor prepares rank r's worker for layout lay with every buffer
-// its plan sizes (see Footprint) allocated now: the query cache of reserve
-// tokens on the host, activations of capacity tokens, partials of chunk
-// rows, the anchor ; block key buffers. Blocks' and the anchor's K/V are
-// allocated as they are encoded, of exactly their length.
-func NewWorkerFor(m *layers.Model, lay Layout, r, capacity, chunk, reserve int) *Worker {
-	p := planWorker(lay, r, capacity, chunk, reserve)
-	w := NewWorker(m, r, p.host, p.capacity)
+// NewWorkerFor prepares rank r's worker for layout lay, K/V of dtype kv,
+// with every buffer its plan sizes (see Footprint) allocated now: the
+// query cache of reserve tokens on the host, activations of capacity
+// tokens, partials of chunk rows, the anchor ; block key buffers. Blocks'
+// and the anchor's K/V are allocated as they are encoded, of exactly
+// their length.
+func NewWorkerFor(m *layers.Model, lay Layout, r, capacity, chunk, reserve int, kv weights.DType) *Worker {
+	p := planWorker(lay, r, capacity, chunk, reserve, kv)
+	w := NewWorker(m, r, p.host, p.capacity, kv)
 	w.ReserveQuery(p.reserve)
 	w.ensureScratch(p.capacity, 0)
 	w.ensureScratch(p.chunk, p.parts)
@@ -124,8 +135,7 @@ func (w *Worker) held() held {
 // use; beyond that it grows. No-op on other ranks or once it exists.
 func (w *Worker) ReserveQuery(tokens int) {
 	if w.Host && w.Query == nil && tokens > 0 {
-		c := &w.M.Cfg
-		w.Query = newKV(c.NLayers, tokens, c.KVDim())
+		w.Query = newKV(&w.M.Cfg, w.DType, tokens)
 	}
 }
 
@@ -139,7 +149,6 @@ func (w *Worker) Capacity() int { return w.st.Cap }
 // a block's cache.
 func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error {
 	c := &w.M.Cfg
-	kvd := c.KVDim()
 	w.Blocks, w.KV = blocks, nil
 	needAnchor := false
 	for i, b := range blocks {
@@ -174,13 +183,13 @@ func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error 
 	for _, i := range order {
 		b := blocks[i]
 		if needAnchor && w.anchor == nil && b.Index > 0 {
-			kv := newKV(c.NLayers, len(anchor), kvd)
+			kv := newKV(c, w.DType, len(anchor))
 			if err := w.encode(kv, nil, anchor, 0); err != nil {
 				return fmt.Errorf("anchor: %w", err)
 			}
 			w.anchor, w.anchorPeak = kv, kv.Bytes()
 		}
-		kv := newKV(c.NLayers, b.Len, kvd)
+		kv := newKV(c, w.DType, b.Len)
 		var a *KV
 		if b.Index > 0 {
 			a = w.anchor
@@ -190,24 +199,40 @@ func (w *Worker) EncodeBlocks(anchor []int, blocks []Block, toks [][]int) error 
 		}
 		w.KV[i] = kv
 		if b.Index == 0 && needAnchor && len(anchor) <= kv.Len {
-			w.anchor = kv.prefix(len(anchor), kvd)
+			w.anchor = kv.prefix(len(anchor))
 		}
 	}
 	w.anchor = nil // dropped: only the blocks' K/V stay
 	return nil
 }
 
-// prefix is a view of the first n tokens of kv.
-func (kv *KV) prefix(n, kvd int) *KV {
-	p := &KV{K: make([][]float32, len(kv.K)), V: make([][]float32, len(kv.V)), Len: n}
+// prefix is a view of the first n tokens of kv (the same storage).
+func (kv *KV) prefix(n int) *KV {
+	p := &KV{K: make([]*layers.KVBuf, len(kv.K)), V: make([]*layers.KVBuf, len(kv.V)), Len: n}
 	for l := range kv.K {
-		p.K[l], p.V[l] = kv.K[l][:n*kvd:n*kvd], kv.V[l][:n*kvd:n*kvd]
+		k, v := *kv.K[l], *kv.V[l]
+		k.Len, v.Len = n, n
+		p.K[l], p.V[l] = &k, &v
 	}
 	return p
 }
 
+// widen writes tokens [0, n) of b into dst [n][HKV*D], token-major
+// float32 (the layout of a forward pass's fresh keys and values).
+func widen(dst []float32, b *layers.KVBuf, n int) {
+	sp := b.Span(0, n)
+	kvd := b.HKV * b.D
+	for j := 0; j < n; j++ {
+		for h := 0; h < b.HKV; h++ {
+			sp.Row(dst[j*kvd+h*b.D:j*kvd+(h+1)*b.D], h, j)
+		}
+	}
+}
+
 // encode runs toks at positions start.. through the model with causal
-// attention over [prefix ; toks], appending toks' K/V to kv.
+// attention over [prefix ; toks], appending toks' K/V to kv. The fresh
+// keys and values are rounded to the cache's dtype before they are
+// attended to, so that phase 1 sees what the cache holds.
 func (w *Worker) encode(kv, prefix *KV, toks []int, start int) error {
 	c := &w.M.Cfg
 	kvd, sh := c.KVDim(), w.M.Shape()
@@ -223,14 +248,19 @@ func (w *Worker) encode(kv, prefix *KV, toks []int, start int) error {
 		}
 	}
 	attend := func(l int, out, q, k, v []float32, n int) error {
-		kv.K[l] = append(kv.K[l], k...)
-		kv.V[l] = append(kv.V[l], v...)
+		layers.RoundKV(w.DType, k)
+		layers.RoundKV(w.DType, v)
+		kv.K[l].Append(k, n)
+		kv.V[l].Append(v, n)
 		keys, vals, nk := k, v, n
 		if prefix != nil && prefix.Len > 0 {
 			a := prefix.Len
-			w.kbuf = append(append(w.kbuf[:0], prefix.K[l]...), k...)
-			w.vbuf = append(append(w.vbuf[:0], prefix.V[l]...), v...)
-			keys, vals, nk = w.kbuf[:(a+n)*kvd], w.vbuf[:(a+n)*kvd], a+n
+			w.kbuf, w.vbuf = w.kbuf[:(a+n)*kvd], w.vbuf[:(a+n)*kvd]
+			widen(w.kbuf, prefix.K[l], a)
+			widen(w.vbuf, prefix.V[l], a)
+			copy(w.kbuf[a*kvd:], k)
+			copy(w.vbuf[a*kvd:], v)
+			keys, vals, nk = w.kbuf, w.vbuf, a+n
 		}
 		layers.Attention(w.M.C, out, w.lse[:n*sh.H], q, keys, vals, n, nk, sh, true)
 		w.progress(int64(l * n))
@@ -274,12 +304,13 @@ func (w *Worker) ensureScratch(n, parts int) {
 // another query can run on the same encoded context.
 func (w *Worker) TruncateQuery(n int) {
 	q := w.Query
-	if q == nil || n >= q.Len {
+	if q == nil {
 		return
 	}
-	kvd := w.M.Cfg.KVDim()
+	n = min(n, q.Len)
 	for l := range q.K {
-		q.K[l], q.V[l] = q.K[l][:n*kvd], q.V[l][:n*kvd]
+		q.K[l].Truncate(n)
+		q.V[l].Truncate(n)
 	}
 	q.Len = n
 }
@@ -288,7 +319,8 @@ func (w *Worker) TruncateQuery(n int) {
 // attends to this rank's blocks (one partial each, all keys visible) and,
 // on the host, causally to the query cache, which grows by these tokens;
 // partials are merged locally in block order (host's own last), then with
-// the other ranks through Comb. On the host, logits receives the classifier
+// the other ranks through Comb. Keys and values are read from the caches,
+// head-major, in their dtype. On the host, logits receives the classifier
 // output for the rows listed in rows ([len(rows), VocabSize]).
 func (w *Worker) Step(toks []int, pos0 int, logits []float32, rows []int) error {
 	c := &w.M.Cfg
@@ -300,7 +332,7 @@ func (w *Worker) Step(toks []int, pos0 int, logits []float32, rows []int) error 
 		return fmt.Errorf("step: %d tokens exceed the worker capacity %d", n, w.st.Cap)
 	}
 	if w.Host && w.Query == nil {
-		w.Query = newKV(c.NLayers, n, c.KVDim())
+		w.Query = newKV(c, w.DType, n)
 	}
 	sh := w.M.Shape()
 	parts := len(w.KV)
@@ -319,14 +351,15 @@ func (w *Worker) Step(toks []int, pos0 int, logits []float32, rows []int) error 
 	}
 	attend := func(l int, out, q, k, v []float32, n int) error {
 		for b, kv := range w.KV {
-			layers.Attention(w.M.C, outs[b], lses[b], q, kv.K[l], kv.V[l], n, kv.Len, sh, false)
+			layers.AttentionKV(w.M.C, outs[b], lses[b], q, kv.K[l].All(), kv.V[l].All(), n, kv.Len, sh, false)
 		}
 		if w.Host {
-			qc := w.Query
-			qc.K[l] = append(qc.K[l], k...)
-			qc.V[l] = append(qc.V[l], v...)
-			nk := qc.Len + n
-			layers.Attention(w.M.C, outs[parts-1], lses[parts-1], q, qc.K[l], qc.V[l], n, nk, sh, true)
+			qk, qv := w.Query.K[l], w.Query.V[l]
+			qk.Truncate(w.Query.Len) // a failed step may have left tokens in some layers
+			qv.Truncate(w.Query.Len)
+			qk.Append(k, n)
+			qv.Append(v, n)
+			layers.AttentionKV(w.M.C, outs[parts-1], lses[parts-1], q, qk.All(), qv.All(), n, qk.Len, sh, true)
 		}
 		lse := w.lse[:rowsN]
 		layers.Merge(out, lse, outs, lses, n, sh.H, sh.D)
@@ -359,4 +392,49 @@ func (w *Worker) CacheBytes() int64 {
 		n += w.Query.Bytes()
 	}
 	return n
+}
+
+// FillRandom gives the worker blocks (and the host n0 tokens of its query
+// cache, global attention's context) whose K/V are random finite values
+// in [-1, 1) of its dtype, instead of encoding them: benchmarks time
+// decode after a long context without running phase 1. seed makes the
+// values.
+func (w *Worker) FillRandom(blocks []Block, n0 int, seed uint64) {
+	c := &w.M.Cfg
+	w.Blocks, w.KV = blocks, make([]*KV, len(blocks))
+	for i, b := range blocks {
+		w.KV[i] = newKV(c, w.DType, b.Len)
+		fillRandom(w.M.C, w.KV[i], b.Len, seed+uint64(b.Index)<<8)
+	}
+	if w.Host && n0 > 0 {
+		w.ReserveQuery(n0)
+		w.TruncateQuery(0)
+		fillRandom(w.M.C, w.Query, n0, seed^0xfeed)
+	}
+}
+
+// fillRandom appends n tokens of random values to every layer of kv, the
+// layers shared out over c's threads.
+func fillRandom(c layers.Compute, kv *KV, n int, seed uint64) {
+	const chunk = 256 // tokens made at once
+	b := kv.K[0]
+	kvd := b.HKV * b.D
+	c.Parallel(2*len(kv.K), func(lo, hi int) {
+		x := make([]float32, chunk*kvd)
+		for i := lo; i < hi; i++ {
+			r := rand.New(rand.NewPCG(seed, uint64(i)))
+			buf := kv.K[i/2]
+			if i%2 == 1 {
+				buf = kv.V[i/2]
+			}
+			for j := 0; j < n; j += chunk {
+				m := min(chunk, n-j)
+				for e := range x[:m*kvd] {
+					x[e] = 2*r.Float32() - 1
+				}
+				buf.Append(x, m)
+			}
+		}
+	})
+	kv.Len += n
 }

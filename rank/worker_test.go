@@ -45,7 +45,7 @@ func TestAnchorOnceEqualsJointEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewWorker(m, 0, true, 16)
+	w := NewWorker(m, 0, true, 16, weights.F32)
 	var toks [][]int
 	for _, b := range lay.Blocks {
 		toks = append(toks, ctx[b.Start:b.Start+b.Len])
@@ -85,11 +85,18 @@ func TestAnchorOnceEqualsJointEncoding(t *testing.T) {
 			t.Fatalf("block %d holds %d tokens, want %d (the anchor must not be kept)", b.Index, kv.Len, b.Len)
 		}
 		for l := 0; l < c.NLayers; l++ {
-			if d := math.Max(maxDiff(kv.K[l], wantK[l]), maxDiff(kv.V[l], wantV[l])); d > 1e-5 {
+			if d := math.Max(maxDiff(tokenMajor(kv.K[l], kv.Len), wantK[l]), maxDiff(tokenMajor(kv.V[l], kv.Len), wantV[l])); d > 1e-5 {
 				t.Fatalf("block %d layer %d: K/V differ from joint [anchor ; block] encoding by %g", b.Index, l, d)
 			}
 		}
 	}
+}
+
+// tokenMajor is the first n tokens of b as float32 [n][HKV*D].
+func tokenMajor(b *layers.KVBuf, n int) []float32 {
+	x := make([]float32, n*b.HKV*b.D)
+	widen(x, b, n)
+	return x
 }
 
 // queryLogits runs the query through a worker and returns all rows' logits.
@@ -108,7 +115,11 @@ func queryLogits(t *testing.T, w *Worker, q []int, pos0 int) []float32 {
 }
 
 func globalLogits(t *testing.T, m *layers.Model, ctx, q []int) []float32 {
-	g := NewWorker(m, 0, true, len(ctx)+len(q))
+	return globalLogitsKV(t, m, ctx, q, weights.F32)
+}
+
+func globalLogitsKV(t *testing.T, m *layers.Model, ctx, q []int, dt weights.DType) []float32 {
+	g := NewWorker(m, 0, true, len(ctx)+len(q), dt)
 	if err := g.Step(ctx, 0, nil, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -116,11 +127,15 @@ func globalLogits(t *testing.T, m *layers.Model, ctx, q []int) []float32 {
 }
 
 func starLogits(t *testing.T, m *layers.Model, ctx, q []int, b, a int) []float32 {
+	return starLogitsKV(t, m, ctx, q, b, a, weights.F32)
+}
+
+func starLogitsKV(t *testing.T, m *layers.Model, ctx, q []int, b, a int, dt weights.DType) []float32 {
 	lay, err := NewLayout(len(ctx), b, a, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := NewWorker(m, 0, true, max(b, len(q)))
+	w := NewWorker(m, 0, true, max(b, len(q)), dt)
 	var toks [][]int
 	for _, bl := range lay.Blocks {
 		toks = append(toks, ctx[bl.Start:bl.Start+bl.Len])
@@ -205,7 +220,7 @@ func softmax64(x []float32) []float64 {
 // A worker with no blocks that is not the query host contributes -Inf.
 func TestIdleWorkerContributesNothing(t *testing.T) {
 	m := testModel(t)
-	w := NewWorker(m, 3, false, 4)
+	w := NewWorker(m, 3, false, 4, weights.F32)
 	var got [][]float32
 	w.Comb = combinerFunc(func(out, lse []float32, rows, D int) error {
 		for _, x := range lse {
@@ -239,7 +254,7 @@ func TestRingOneRankEqualsGlobal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := NewWorker(m, 0, true, 32)
+		w := NewWorker(m, 0, true, 32, weights.F32)
 		var toks [][]int
 		for _, b := range lay.Of(0) {
 			toks = append(toks, ctx[b.Start:b.Start+b.Len])
@@ -277,20 +292,20 @@ func TestReserveQueryFillsInPlace(t *testing.T) {
 	m := testModel(t)
 	ctx, q := randTokens(20, m.Cfg.VocabSize, 3), randTokens(4, m.Cfg.VocabSize, 4)
 	want := globalLogits(t, m, ctx, q)
-	w := NewWorker(m, 0, true, 24)
+	w := NewWorker(m, 0, true, 24, weights.F32)
 	w.ReserveQuery(24)
-	k0 := &w.Query.K[0][:1][0]
+	k0 := &w.Query.K[0].F[0]
 	if err := w.Step(ctx, 0, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := queryLogits(t, w, q, len(ctx))
-	if &w.Query.K[0][:1][0] != k0 || cap(w.Query.K[0]) != 24*m.Cfg.KVDim() {
-		t.Fatalf("query cache reallocated (cap %d, want %d)", cap(w.Query.K[0]), 24*m.Cfg.KVDim())
+	if &w.Query.K[0].F[0] != k0 || w.Query.K[0].Cap != 24 {
+		t.Fatalf("query cache reallocated (capacity %d tokens, want 24)", w.Query.K[0].Cap)
 	}
 	if d := maxDiff(got, want); d > 1e-6 {
 		t.Fatalf("logits differ from an unreserved worker's by %g", d)
 	}
-	other := NewWorker(m, 1, false, 8)
+	other := NewWorker(m, 1, false, 8, weights.F32)
 	if other.ReserveQuery(8); other.Query != nil {
 		t.Fatal("a rank that is not the host reserved a query cache")
 	}
@@ -322,7 +337,7 @@ func TestPhase1Progress(t *testing.T) {
 			blocks = append(blocks, b)
 			toks = append(toks, ctx[b.Start:b.Start+b.Len])
 		}
-		w := NewWorker(m, 0, true, 10)
+		w := NewWorker(m, 0, true, 10, weights.F32)
 		var last, total int64
 		calls := 0
 		w.Progress = func(done, tot int64) {
@@ -392,7 +407,7 @@ func TestAnchorFromB0(t *testing.T) {
 				blocks = append(blocks, b)
 				toks = append(toks, ctx[b.Start:b.Start+b.Len])
 			}
-			w := NewWorker(m, 0, true, tc.b)
+			w := NewWorker(m, 0, true, tc.b, weights.F32)
 			var last, total int64
 			w.Progress = func(done, tot int64) { last, total = done, tot }
 			cc.tokens = 0

@@ -156,8 +156,8 @@ var mutants = []mutant{
 		"layers.Merge(out, lse, outs[1:], lses[1:], n, sh.H, sh.D)",
 		[]string{"./rank"}},
 	{"multi-query: the previous query's K/V kept", "rank/worker.go",
-		"if q == nil || n >= q.Len {",
-		"if q == nil || n >= 0 {",
+		"n = min(n, q.Len)",
+		"n = q.Len",
 		[]string{"./rank", "./jobs"}},
 
 	// RoPE.
@@ -201,6 +201,28 @@ var mutants = []mutant{
 		"if crc != h.CRC32C {",
 		"if false {",
 		[]string{"./rank", "."}},
+	{"kv-dir: a file of another K/V dtype read", "rank/kvfile.go",
+		"case h.DType != o.DType:",
+		"case false:",
+		[]string{"./rank"}},
+
+	// K/V dtype.
+	{"kv dtype: phase 1 attends to unrounded keys", "rank/worker.go",
+		"layers.RoundKV(w.DType, k)\n\t\tlayers.RoundKV(w.DType, v)\n\t\tkv.K[l].Append(k, n)",
+		"kv.K[l].Append(k, n)",
+		[]string{"./rank"}},
+	{"kv dtype: not in the plan (ranks keep their own)", "rank/session.go",
+		"Chunk: s.Chunk, KVDType: e.KVDType}",
+		"Chunk: s.Chunk}",
+		[]string{"./rank", "./jobs"}},
+	{"kv dtype: not in results' fingerprints", "jobs/batch.go",
+		"if kv := b.e.KVDType; kv != weights.F32 {",
+		"if kv := b.e.KVDType; false && kv != weights.F32 {",
+		[]string{"./jobs"}},
+	{"kv dtype: footprint counts float32 K/V", "rank/memory.go",
+		"int64(c.KVDim()) * int64(dt.Size())",
+		"int64(c.KVDim()) * 4",
+		[]string{"./rank"}},
 
 	// Sampling.
 	{"sampling: top-p boundary (> for >=)", "jobs/sample.go",
