@@ -19,13 +19,7 @@ func (s Setting) String() string {
 	if s.Attention != rank.Star {
 		return string(s.Attention)
 	}
-	b, a := "context/ranks", "block"
-	if s.Block > 0 {
-		b = fmt.Sprint(s.Block)
-	}
-	if s.Anchor >= 0 {
-		a = fmt.Sprint(s.Anchor)
-	}
+	b, a := s.sizes("context/ranks", "block")
 	return fmt.Sprintf("star block %s anchor %s", b, a)
 }
 
@@ -34,14 +28,21 @@ func (s Setting) slug() string {
 	if s.Attention != rank.Star {
 		return string(s.Attention)
 	}
-	b, a := "auto", "auto"
+	b, a := s.sizes("auto", "auto")
+	return fmt.Sprintf("star-b%s-a%s", b, a)
+}
+
+// sizes writes Star's block and anchor sizes, or the given words for the
+// defaults.
+func (s Setting) sizes(autoBlock, autoAnchor string) (b, a string) {
+	b, a = autoBlock, autoAnchor
 	if s.Block > 0 {
 		b = fmt.Sprint(s.Block)
 	}
 	if s.Anchor >= 0 {
 		a = fmt.Sprint(s.Anchor)
 	}
-	return fmt.Sprintf("star-b%s-a%s", b, a)
+	return b, a
 }
 
 // rank is the setting as the engine takes it, for ranks ranks.

@@ -473,21 +473,6 @@ EI e16 e16_perm8(__m256 v, const int *idx) {
 #undef VMUL
 #undef VADD
 #undef VHSUM
-#undef IV
-#undef IZERO
-#undef ILOAD
-#undef IBCAST4
-#undef IDPBUSD
-#undef ICVT
-#undef IJOIN
-#undef VPERM8
-#undef IAND
-#undef IOR
-#undef ISET1B
-#undef ISRL16
-#undef ISLL16
-#undef IBCAST32
-#undef ISRLV16H
 
 // Activations for gemv_i8 with weights of dtype dt (see kern_i8.h): each
 // row of x quantized per block of 32 (quant_x), zero padded to Kp = K
@@ -683,21 +668,6 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #undef VMUL
 #undef VADD
 #undef VHSUM
-#undef IV
-#undef IZERO
-#undef ILOAD
-#undef IBCAST4
-#undef IDPBUSD
-#undef ICVT
-#undef IJOIN
-#undef VPERM8
-#undef IAND
-#undef IOR
-#undef ISET1B
-#undef ISRL16
-#undef ISLL16
-#undef IBCAST32
-#undef ISRLV16H
 
 #pragma GCC pop_options
 

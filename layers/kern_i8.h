@@ -394,3 +394,20 @@ static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, in
 #undef CAT
 #undef CAT2
 #undef INL
+
+// The integer vocabulary is this file's alone: released here.
+#undef IV
+#undef IZERO
+#undef ILOAD
+#undef IBCAST4
+#undef IDPBUSD
+#undef ICVT
+#undef IJOIN
+#undef VPERM8
+#undef IAND
+#undef IOR
+#undef ISET1B
+#undef ISRL16
+#undef ISLL16
+#undef IBCAST32
+#undef ISRLV16H
