@@ -80,13 +80,19 @@ func TestFillRandomIsTheFootprint(t *testing.T) {
 				t.Fatal(err)
 			}
 			for r := 0; r < 2; r++ {
-				wk := rank.NewWorkerFor(m, lay, r, rank.Capacity(lay, 64), 64, rank.QueryReserve, dt)
-				wk.FillRandom(lay.Of(r), 0, 7)
+				wk, err := rank.NewWorkerFor(layers.OnHost(m), lay, r, rank.Capacity(lay, 64), 64, rank.QueryReserve, dt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := wk.FillRandom(lay.Of(r), 0, 7); err != nil {
+					t.Fatal(err)
+				}
 				f := rank.Footprint(m, 0, lay, r, rank.QueryReserve, rank.Capacity(lay, 64), 64, dt)
 				if got := wk.CacheBytes(); got != f.KVBytes {
 					t.Fatalf("rank %d holds %d bytes of K/V, the footprint counts %d", r, got, f.KVBytes)
 				}
-				for i, kv := range wk.KV {
+				for i, c := range wk.KV {
+					kv := layers.HostCache(c)
 					if kv.Len != lay.Of(r)[i].Len || kv.DType() != dt {
 						t.Fatalf("rank %d block %d: %d tokens of %v, want %d of %v", r, i, kv.Len, kv.DType(), lay.Of(r)[i].Len, dt)
 					}

@@ -103,7 +103,10 @@ func (s *Settings) Layout(n int) (Layout, error) {
 // leads a run (Lead); every other rank follows it (Follow).
 type Engine struct {
 	W *weights.Model // the loaded weights
-	M *layers.Model  // the model on a compute backend
+	M *layers.Model  // the model's host description (and the CPU backend's compute)
+	// B is where this rank's forward passes run and its weights,
+	// activations and K/V live (nil: the CPU backend over M).
+	B layers.Backend
 	// Comm joins the ranks of a distributed run; nil runs in one process.
 	Comm collective.Comm
 	// Merge is the merge mode of partial attentions across ranks.
@@ -132,7 +135,16 @@ type Engine struct {
 
 // NewEngine wraps loaded weights with a compute backend.
 func NewEngine(w *weights.Model, c layers.Compute) *Engine {
-	return &Engine{W: w, M: layers.NewModel(w, c), Merge: MergeGather, KVDType: AutoKVDType(w)}
+	m := layers.NewModel(w, c)
+	return &Engine{W: w, M: m, Merge: MergeGather, KVDType: AutoKVDType(w)}
+}
+
+// Backend is where this rank computes: B, or the CPU backend over M.
+func (e *Engine) Backend() layers.Backend {
+	if e.B == nil {
+		e.B = layers.OnHost(e.M)
+	}
+	return e.B
 }
 
 // KVAuto is the K/V dtype choice that AutoKVDType resolves.

@@ -66,12 +66,14 @@ type Memory struct {
 	KVDType         string `json:"kv_dtype"`           // the K/V caches' element type: f32, f16, bf16
 }
 
-// held is what the worker's own buffers take (bytes), by part.
+// held is what the worker's own buffers take (bytes), by part: acts
+// are the backend's activations (the forward state, log-sum-exps,
+// partials, anchor ; block keys).
 type held struct {
-	kv, anchor, state, lse, partials, keys, logits int64
+	kv, anchor, acts, logits int64
 }
 
-func (h held) activations() int64 { return h.state + h.lse + h.partials + h.keys + h.logits }
+func (h held) activations() int64 { return h.acts + h.logits }
 
 // bytes is what p's buffers take in model m.
 func (p workerPlan) bytes(m *layers.Model) held {
@@ -84,10 +86,10 @@ func (p workerPlan) bytes(m *layers.Model) held {
 	}
 	h.kv += per * int64(p.reserve)
 	h.anchor = per * int64(p.anchor)
-	h.state = m.StateBytes(p.capacity)
-	h.lse = 4 * int64(p.capacity) * H                              // phase 1's log-sum-exps
-	h.partials = 4 * int64(p.parts) * int64(p.chunk) * H * (D + 1) // phase 2's partial attentions of a chunk
-	h.keys = 2 * 4 * kvd * int64(p.keyRows)                        // anchor ; block keys and values of one layer
+	h.acts = m.StateBytes(p.capacity) +
+		4*int64(p.capacity)*H + // phase 1's log-sum-exps
+		4*int64(p.parts)*int64(p.chunk)*H*(D+1) + // phase 2's partial attentions of a chunk
+		2*4*kvd*int64(p.keyRows) // anchor ; block keys and values of one layer
 	if p.host {
 		h.logits = 4 * int64(c.VocabSize) // the last position's logits
 	}

@@ -42,7 +42,10 @@ func TestFootprintIsTheAllocation(t *testing.T) {
 					if lay.Blocks == nil { // global: the context in the query cache
 						capacity, res = min(chunk, lay.N), globalReserve(lay.N, m.Cfg.SeqLen)
 					}
-					w := NewWorkerFor(m, lay, r, capacity, chunk, res, dt)
+					w, err := NewWorkerFor(layers.OnHost(m), lay, r, capacity, chunk, res, dt)
+					if err != nil {
+						t.Fatal(err)
+					}
 					pos := 0
 					if lay.Blocks == nil {
 						for i := 0; i < lay.N; i += capacity {

@@ -102,7 +102,15 @@ func eachRun(kv *KV, f func([]byte) error) error {
 func (w *Worker) SaveKV(path string, h KVHeader) error {
 	w.fill(&h, w.Blocks)
 	h.CRC32C = 0
-	for _, kv := range w.KV {
+	hosts := make([]*KV, len(w.KV)) // the caches on the host (themselves on the CPU)
+	for i, c := range w.KV {
+		kv, err := c.Host()
+		if err != nil {
+			return fmt.Errorf("save KV: block %d from %s: %w", w.Blocks[i].Index, w.B.Name(), err)
+		}
+		hosts[i] = kv
+	}
+	for _, kv := range hosts {
 		eachRun(kv, func(b []byte) error {
 			h.CRC32C = crc32.Update(h.CRC32C, castagnoli, b)
 			return nil
@@ -125,7 +133,7 @@ func (w *Worker) SaveKV(path string, h KVHeader) error {
 	binary.LittleEndian.PutUint32(n[:], uint32(len(hb)))
 	bw.Write(n[:])
 	bw.Write(hb)
-	for _, kv := range w.KV {
+	for _, kv := range hosts {
 		eachRun(kv, func(b []byte) error {
 			_, err := bw.Write(b)
 			return err
@@ -215,6 +223,17 @@ func (w *Worker) LoadKV(path string, want KVHeader, blocks []Block) error {
 	if crc != h.CRC32C {
 		return fmt.Errorf("%s: K/V data checksum %08x, the header says %08x: the file was altered or damaged", path, crc, h.CRC32C)
 	}
-	w.Blocks, w.KV = blocks, kvs
+	caches := make([]layers.Cache, len(kvs))
+	for i, kv := range kvs {
+		c, err := w.B.Upload(kv)
+		if err != nil {
+			for _, c := range caches[:i] {
+				c.Free()
+			}
+			return fmt.Errorf("%s: block %d to %s: %w", path, blocks[i].Index, w.B.Name(), err)
+		}
+		caches[i] = c
+	}
+	w.Blocks, w.KV = blocks, caches
 	return nil
 }

@@ -61,14 +61,14 @@ func TestKVFileChecksum(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := range saved.KV {
-				if w.KV[i].Len != saved.KV[i].Len || w.KV[i].DType() != dt {
-					t.Fatalf("block %d: %d tokens of %v loaded, want %d of %v", i, w.KV[i].Len, w.KV[i].DType(), saved.KV[i].Len, dt)
+				if hkv(w.KV[i]).Len != hkv(saved.KV[i]).Len || w.KV[i].DType() != dt {
+					t.Fatalf("block %d: %d tokens of %v loaded, want %d of %v", i, hkv(w.KV[i]).Len, w.KV[i].DType(), hkv(saved.KV[i]).Len, dt)
 				}
-				for l := range saved.KV[i].K {
-					n := saved.KV[i].Len
+				for l := range hkv(saved.KV[i]).K {
+					n := hkv(saved.KV[i]).Len
 					for hd := 0; hd < m.Cfg.NKVHeads; hd++ {
-						if !bytes.Equal(saved.KV[i].K[l].HeadRaw(hd, n), w.KV[i].K[l].HeadRaw(hd, n)) ||
-							!bytes.Equal(saved.KV[i].V[l].HeadRaw(hd, n), w.KV[i].V[l].HeadRaw(hd, n)) {
+						if !bytes.Equal(hkv(saved.KV[i]).K[l].HeadRaw(hd, n), hkv(w.KV[i]).K[l].HeadRaw(hd, n)) ||
+							!bytes.Equal(hkv(saved.KV[i]).V[l].HeadRaw(hd, n), hkv(w.KV[i]).V[l].HeadRaw(hd, n)) {
 							t.Fatalf("block %d layer %d head %d differs after the round trip", i, l, hd)
 						}
 					}
@@ -186,7 +186,8 @@ func FuzzLoadKV(f *testing.F) {
 		if len(w.KV) != len(blocks) {
 			t.Fatalf("%d blocks loaded, want %d", len(w.KV), len(blocks))
 		}
-		for i, kv := range w.KV {
+		for i, c := range w.KV {
+			kv := hkv(c)
 			for l := range kv.K {
 				if kv.K[l].Len != blocks[i].Len || kv.V[l].Len != blocks[i].Len || kv.Len != blocks[i].Len {
 					t.Fatalf("block %d layer %d: %d/%d tokens", i, l, kv.K[l].Len, kv.V[l].Len)

@@ -59,29 +59,48 @@ func (w *Worker) EncodeRing(comm collective.Comm, blocks []Block, toks [][]int) 
 	if len(seq) == 0 || len(blocks) > 2 {
 		return fmt.Errorf("ring attention: rank %d holds %d shards and %d tokens", rp.me, len(blocks), len(seq))
 	}
-	if len(seq) > w.st.Cap {
-		return fmt.Errorf("ring attention: %d tokens exceed the worker capacity %d", len(seq), w.st.Cap)
+	if len(seq) > w.acts.Cap() {
+		return fmt.Errorf("ring attention: %d tokens exceed the worker capacity %d", len(seq), w.acts.Cap())
 	}
 	w.Blocks, w.KV = blocks, nil
+	// The shards' K/V are kept on the host while the ring runs (its
+	// messages are host memory), then handed to the backend.
+	rp.keep = nil
 	for _, b := range blocks {
-		w.KV = append(w.KV, newKV(c, w.DType, b.Len))
+		rp.keep = append(rp.keep, newKV(c, w.DType, b.Len))
 	}
 	w.prog.done, w.prog.total = 0, int64(len(seq)*c.NLayers)
 	rp.alloc(w.M.Shape(), len(seq))
-	attend := func(l int, out, q, k, v []float32, nt int) error {
-		w.keepAndPack(rp, l, k, v)
+	layer := func(out, q, k, v []float32) error {
+		w.keepAndPack(rp, rp.l, k, v)
 		if err := w.ringLayer(rp, q); err != nil {
 			return err
 		}
 		copy(out, rp.acc)
-		w.progress(int64(l * nt))
 		return nil
 	}
-	if err := w.M.Forward(w.st, seq, pos, attend); err != nil {
+	attend := func(l int, a layers.Attn) error {
+		rp.l = l
+		if err := a.Host(layer); err != nil {
+			return err
+		}
+		w.progress(int64(l * a.N()))
+		return nil
+	}
+	if err := w.B.Run(w.acts, seq, pos, attend); err != nil {
 		return err
 	}
 	for i, b := range blocks {
-		w.KV[i].Len = b.Len
+		rp.keep[i].Len = b.Len
+		kv, err := w.B.Upload(rp.keep[i])
+		if err != nil {
+			for _, c := range w.KV {
+				c.Free()
+			}
+			w.KV = nil
+			return fmt.Errorf("shard %d: K/V to %s: %w", b.Index, w.B.Name(), err)
+		}
+		w.KV = append(w.KV, kv)
 	}
 	w.prog.done = w.prog.total
 	w.progress(0)
@@ -113,6 +132,8 @@ type ringPass struct {
 	cur, next   []float32 // the message in hand and the one arriving: ringMeta, then K and V rows
 	acc, accL   []float32 // [n, H*D], [n, H] running merged attention of this rank's n tokens
 	part, partL []float32 // one step's partial attention, same shapes
+	keep        []*KV     // this rank's shards' K/V, on the host, as the layers make them
+	l           int       // the layer in progress
 }
 
 // alloc makes the buffers for n tokens of attention shape sh.
@@ -135,8 +156,8 @@ func (w *Worker) keepAndPack(rp *ringPass, l int, k, v []float32) {
 	layers.RoundKV(w.DType, k)
 	layers.RoundKV(w.DType, v)
 	for i, b := range rp.blocks {
-		w.KV[i].K[l].Append(k[off*kvd:(off+b.Len)*kvd], b.Len)
-		w.KV[i].V[l].Append(v[off*kvd:(off+b.Len)*kvd], b.Len)
+		rp.keep[i].K[l].Append(k[off*kvd:(off+b.Len)*kvd], b.Len)
+		rp.keep[i].V[l].Append(v[off*kvd:(off+b.Len)*kvd], b.Len)
 		rp.cur[2*i], rp.cur[2*i+1] = float32(b.Start), float32(b.Len)
 		off += b.Len
 	}

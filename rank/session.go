@@ -159,6 +159,7 @@ func (e *Engine) open(p *Plan, ctx []int) (*Session, error) {
 	ss.Stats.Phase1 = time.Since(t0).Seconds()
 	e.Doing("the agreement after phase 1")
 	if err := agree(e.Comm, err, status{}); err != nil {
+		ss.Close()
 		return nil, err
 	}
 	if e.Comm != nil {
@@ -183,7 +184,11 @@ func (ss *Session) phase1(ctx []int) error {
 	if err := e.checkMemory(p); err != nil {
 		return err
 	}
-	w := NewWorkerFor(e.M, p.Layout, e.Rank(), p.Capacity, p.Chunk, QueryReserve, p.KVDType)
+	w, err := NewWorkerFor(e.Backend(), p.Layout, e.Rank(), p.Capacity, p.Chunk, QueryReserve, p.KVDType)
+	if err != nil {
+		return err
+	}
+	ss.w = w // from here on the session owns it (and frees it)
 	w.Progress = ss.progress()
 	if e.Distributed() {
 		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
@@ -198,7 +203,6 @@ func (ss *Session) phase1(ctx []int) error {
 	} else if err := ss.encodeStar(w, mine, toks); err != nil {
 		return err
 	}
-	ss.w = w
 	ss.Stats.Blocks = len(mine)
 	for _, b := range mine {
 		ss.Stats.Tokens += b.Len
@@ -221,16 +225,20 @@ func (ss *Session) fillRandom() error {
 	if err := e.checkMemory(p); err != nil {
 		return err
 	}
-	w := NewWorkerFor(e.M, lay, e.Rank(), p.Capacity, p.Chunk, reserve, p.KVDType)
+	w, err := NewWorkerFor(e.Backend(), lay, e.Rank(), p.Capacity, p.Chunk, reserve, p.KVDType)
+	if err != nil {
+		return err
+	}
+	ss.w = w
 	if e.Distributed() && p.Attention != Global {
-		var err error
 		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
 			return err
 		}
 	}
 	mine := lay.Of(e.Rank())
-	w.FillRandom(mine, n0, 1)
-	ss.w = w
+	if err := w.FillRandom(mine, n0, 1); err != nil {
+		return err
+	}
 	ss.Stats.Blocks = len(mine)
 	for _, b := range mine {
 		ss.Stats.Tokens += b.Len
@@ -250,7 +258,11 @@ func (ss *Session) prefillGlobal(ctx []int) error {
 	}
 	// the whole sequence lives in the query cache: sized once, so that
 	// it never grows by reallocation (a transient second copy)
-	w := NewWorkerFor(e.M, Layout{}, 0, p.Capacity, p.Chunk, globalReserve(p.N, e.M.Cfg.SeqLen), p.KVDType)
+	w, err := NewWorkerFor(e.Backend(), Layout{}, 0, p.Capacity, p.Chunk, globalReserve(p.N, e.M.Cfg.SeqLen), p.KVDType)
+	if err != nil {
+		return err
+	}
+	ss.w = w
 	prog := ss.progress()
 	for i := 0; i < len(ctx); i += w.Capacity() {
 		j := min(i+w.Capacity(), len(ctx))
@@ -261,7 +273,6 @@ func (ss *Session) prefillGlobal(ctx []int) error {
 			prog(int64(j), int64(len(ctx)))
 		}
 	}
-	ss.w = w
 	return nil
 }
 
@@ -399,6 +410,15 @@ func (ss *Session) query(q *QueryPlan, choose Chooser, rows []int, logits []floa
 	return nil
 }
 
+// Close frees what the session's worker holds on its backend (device
+// memory); the session is not used afterwards. Nil-safe.
+func (ss *Session) Close() {
+	if ss != nil && ss.w != nil {
+		ss.w.Close()
+		ss.w = nil
+	}
+}
+
 // finish gathers every rank's stats of this document on every rank.
 func (ss *Session) finish(phase2 time.Duration) ([]RankStats, error) {
 	ss.Stats.Phase2 = phase2.Seconds()
@@ -426,6 +446,7 @@ func (e *Engine) Follow() error {
 		}
 		switch m.Op {
 		case "doc":
+			ss.Close()
 			ss, t2 = nil, 0
 			if m.Err != "" || m.Doc == nil {
 				continue
@@ -447,7 +468,9 @@ func (e *Engine) Follow() error {
 		case "end":
 			e.Doing("the end of the run (gathering stats)")
 			if ss != nil {
-				if _, err := ss.finish(t2); err != nil {
+				_, err := ss.finish(t2)
+				ss.Close()
+				if err != nil {
 					return err
 				}
 			} else if _, err := gatherStats(e.Comm, RankStats{Rank: e.Rank()}); err != nil {
@@ -477,6 +500,7 @@ func (e *Engine) Lead() *Leader { return &Leader{e: e} }
 // Doc encodes a document on every rank (p nil with perr: tell the others
 // this document is skipped, and return perr as an agreed error).
 func (l *Leader) Doc(ctx []int, p *Plan, perr error) error {
+	l.ss.Close()
 	l.ss, l.t2 = nil, 0
 	m := &msg{Op: "doc", Doc: p}
 	if perr != nil {
@@ -501,7 +525,10 @@ func (l *Leader) Doc(ctx []int, p *Plan, perr error) error {
 func (l *Leader) Session() *Session { return l.ss }
 
 // Drop forgets the open document (its caches go with it).
-func (l *Leader) Drop() { l.ss = nil }
+func (l *Leader) Drop() {
+	l.ss.Close()
+	l.ss = nil
+}
 
 // Generate runs the query's steps, then generates on every rank: choose
 // picks each next token on rank 0, at most maxTok of them.
@@ -541,7 +568,10 @@ func (l *Leader) End(final error) ([]RankStats, error) {
 		return nil, err
 	}
 	if l.ss != nil {
-		return l.ss.finish(l.t2)
+		st, err := l.ss.finish(l.t2)
+		l.ss.Close()
+		l.ss = nil
+		return st, err
 	}
 	return gatherStats(l.e.Comm, RankStats{Rank: l.e.Rank()})
 }

@@ -80,7 +80,7 @@ func TestAnchorOnceEqualsJointEncoding(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kv := w.KV[bi]
+		kv := hkv(w.KV[bi])
 		if kv.Len != b.Len {
 			t.Fatalf("block %d holds %d tokens, want %d (the anchor must not be kept)", b.Index, kv.Len, b.Len)
 		}
@@ -95,7 +95,12 @@ func TestAnchorOnceEqualsJointEncoding(t *testing.T) {
 // tokenMajor is the first n tokens of b as float32 [n][HKV*D].
 func tokenMajor(b *layers.KVBuf, n int) []float32 {
 	x := make([]float32, n*b.HKV*b.D)
-	widen(x, b, n)
+	sp, kvd := b.Span(0, n), b.HKV*b.D
+	for j := 0; j < n; j++ {
+		for h := 0; h < b.HKV; h++ {
+			sp.Row(x[j*kvd+h*b.D:j*kvd+(h+1)*b.D], h, j)
+		}
+	}
 	return x
 }
 
@@ -294,13 +299,13 @@ func TestReserveQueryFillsInPlace(t *testing.T) {
 	want := globalLogits(t, m, ctx, q)
 	w := NewWorker(m, 0, true, 24, weights.F32)
 	w.ReserveQuery(24)
-	k0 := &w.Query.K[0].F[0]
+	k0 := &hkv(w.Query).K[0].F[0]
 	if err := w.Step(ctx, 0, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := queryLogits(t, w, q, len(ctx))
-	if &w.Query.K[0].F[0] != k0 || w.Query.K[0].Cap != 24 {
-		t.Fatalf("query cache reallocated (capacity %d tokens, want 24)", w.Query.K[0].Cap)
+	if &hkv(w.Query).K[0].F[0] != k0 || hkv(w.Query).K[0].Cap != 24 {
+		t.Fatalf("query cache reallocated (capacity %d tokens, want 24)", hkv(w.Query).K[0].Cap)
 	}
 	if d := maxDiff(got, want); d > 1e-6 {
 		t.Fatalf("logits differ from an unreserved worker's by %g", d)
@@ -423,3 +428,6 @@ func TestAnchorFromB0(t *testing.T) {
 		})
 	}
 }
+
+// hkv is a CPU backend's cache as the host cache it is.
+func hkv(c layers.Cache) *KV { return layers.HostCache(c) }

@@ -155,17 +155,21 @@ extern "C" __global__ void star_to16(unsigned short *out, const float *x, int dt
 	if (i < n) out[i] = dtype == 1 ? star_f32_to_f16(x[i]) : star_f32_to_bf16(x[i]);
 }
 
-// star_attention is GQA attention with its log-sum-exp, flash style (one
-// pass, online softmax): for each query row r of nq and head h,
+// star_attention: scaled dot-product attention of nq query rows, per head,
+// with its log-sum-exp:
 //   out[r, h] = softmax(q[r, h] · K_g^T / sqrt(D)) V_g,  lse[r, h] = log Σ exp(scores)
-// over the keys the row sees, g = h / (H / HKV). causal: the nq queries
-// are the last nq of the nk keys' positions, so row r sees keys
-// 0 .. nk-nq+r; otherwise every key. A row that sees no key gets out 0 and
-// lse -Inf (it contributes nothing to a merge).
+// over the keys the row sees, g = h / (H / HKV). The nk keys come in two
+// segments, each token-major [rows, HKV*D] of element type kvdtype (0 F32,
+// 1 F16, 2 BF16): keys 0 .. n1-1 from (k1, v1), keys n1 .. nk-1 from
+// (k2, v2) (phase 1's anchor, then the block; n1 = 0: one segment).
+// causal: the nq queries are the last nq of the nk keys' positions, so row
+// r sees keys 0 .. nk-nq+r; otherwise every key. A row that sees no key
+// gets out 0 and lse -Inf (it contributes nothing to a merge).
 // One warp per (row, head): grid (nq, H), block (32). D <= 256.
-// q, out [nq, H*D]; k, v [nk, HKV*D]; lse [nq, H].
-extern "C" __global__ void star_attention(float *out, float *lse, const float *q, const float *k, const float *v,
-                                          int nq, int nk, int H, int HKV, int D, int causal) {
+// q, out [nq, H*D]; lse [nq, H].
+extern "C" __global__ void star_attention(float *out, float *lse, const float *q, const void *k1, const void *v1,
+                                          int n1, const void *k2, const void *v2, int nq, int nk, int H, int HKV,
+                                          int D, int causal, int kvdtype) {
 	int r = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
 	int g = h / (H / HKV);
 	int nvis = causal ? nk - nq + r + 1 : nk;
@@ -173,6 +177,7 @@ extern "C" __global__ void star_attention(float *out, float *lse, const float *q
 	const float *qr = q + ((long long)r * H + h) * D;
 	float *or_ = out + ((long long)r * H + h) * D;
 	float scale = star_rsqrtf((float)D);
+	long long row = (long long)HKV * D;
 	// each lane owns output dims lane, lane+32, ... (D/32 of them, up to 8)
 	float acc[8];
 	for (int t = 0; t < 8; t++) acc[t] = 0.0f;
@@ -181,9 +186,10 @@ extern "C" __global__ void star_attention(float *out, float *lse, const float *q
 		int j = j0 + lane;
 		float s = star_neg_inf();
 		if (j < nvis) {
-			const float *kj = k + ((long long)j * HKV + g) * D;
+			const void *ks = j < n1 ? k1 : k2;
+			long long kj = (long long)(j < n1 ? j : j - n1) * row + (long long)g * D;
 			float dot = 0.0f;
-			for (int d = 0; d < D; d++) dot += qr[d] * kj[d];
+			for (int d = 0; d < D; d++) dot += qr[d] * star_load(ks, kvdtype, kj + d);
 			s = dot * scale;
 		}
 		float mt = star_fmaxf(m, star_warp_max(s));
@@ -194,10 +200,12 @@ extern "C" __global__ void star_attention(float *out, float *lse, const float *q
 		int cnt = nvis - j0 < STAR_WARP ? nvis - j0 : STAR_WARP;
 		for (int jj = 0; jj < cnt; jj++) {
 			float pj = star_shfl(p, jj);
-			const float *vj = v + ((long long)(j0 + jj) * HKV + g) * D;
+			int jv = j0 + jj;
+			const void *vs = jv < n1 ? v1 : v2;
+			long long vj = (long long)(jv < n1 ? jv : jv - n1) * row + (long long)g * D;
 			for (int t = 0; t < 8; t++) {
 				int d = lane + t * STAR_WARP;
-				if (d < D) acc[t] += pj * vj[d];
+				if (d < D) acc[t] += pj * star_load(vs, kvdtype, vj + d);
 			}
 		}
 		m = mt;
@@ -207,6 +215,20 @@ extern "C" __global__ void star_attention(float *out, float *lse, const float *q
 		if (d < D) or_[d] = nvis > 0 ? acc[t] / l : 0.0f;
 	}
 	if (lane == 0) lse[(long long)r * H + h] = nvis > 0 ? m + star_logf(l) : star_neg_inf();
+}
+
+// star_store_kv writes n token rows of x [n, w] (float) into the cache rows
+// dst [.., w] of element type dtype (0 F32, 1 F16, 2 BF16) from row j0.
+// grid (n), block (256).
+extern "C" __global__ void star_store_kv(void *dst, const float *x, int dtype, long long j0, int w) {
+	long long i = blockIdx.x;
+	for (int d = threadIdx.x; d < w; d += blockDim.x) {
+		long long o = (j0 + i) * w + d;
+		float f = x[i * w + d];
+		if (dtype == 0) ((float *)dst)[o] = f;
+		else if (dtype == 1) ((unsigned short *)dst)[o] = star_f32_to_f16(f);
+		else ((unsigned short *)dst)[o] = star_f32_to_bf16(f);
+	}
 }
 
 // star_merge folds a partial attention (o2, lse2) into (o, lse), in place,

@@ -24,10 +24,10 @@ func Source() string { return preludeNVRTC + "\n" + kernelsCU }
 
 // Kernels are the compiled kernels on one device.
 type Kernels struct {
-	D                                                         *nccl.Device
-	Image                                                     string // "cubin" or "ptx"
-	mod                                                       *nccl.Module
-	embed, rmsnorm, rope, swiglu, add, to16, attention, merge *nccl.Kernel
+	D                                                                  *nccl.Device
+	Image                                                              string // "cubin" or "ptx"
+	mod                                                                *nccl.Module
+	embed, rmsnorm, rope, swiglu, add, to16, attention, merge, storeKV *nccl.Kernel
 }
 
 // LoadKernels compiles the kernels for d and loads them.
@@ -45,7 +45,8 @@ func LoadKernels(d *nccl.Device) (*Kernels, error) {
 		name string
 		dst  **nccl.Kernel
 	}{{"star_embed", &k.embed}, {"star_rmsnorm", &k.rmsnorm}, {"star_rope", &k.rope}, {"star_swiglu", &k.swiglu},
-		{"star_add", &k.add}, {"star_to16", &k.to16}, {"star_attention", &k.attention}, {"star_merge", &k.merge}} {
+		{"star_add", &k.add}, {"star_to16", &k.to16}, {"star_attention", &k.attention}, {"star_merge", &k.merge},
+		{"star_store_kv", &k.storeKV}} {
 		if *f.dst, err = mod.Kernel(f.name); err != nil {
 			return nil, err
 		}
@@ -91,9 +92,16 @@ func (k *Kernels) To16(out, x nccl.Ptr, dtype int, n int64) error {
 }
 
 // Attention is layers.Attention on the device: out [nq, H*D], lse [nq, H]
-// from q [nq, H*D], k, v [nk, HKV*D]; causal: the queries are the last nq
-// of the nk key positions.
+// from q [nq, H*D], k, v [nk, HKV*D] (float32); causal: the queries are
+// the last nq of the nk key positions.
 func (k *Kernels) Attention(out, lse, q, kk, v nccl.Ptr, nq, nk, H, HKV, D int, causal bool) error {
+	return k.AttentionKV(out, lse, q, 0, 0, 0, kk, v, nq, nk, H, HKV, D, causal, 0)
+}
+
+// AttentionKV is Attention over keys and values in two segments of
+// element type dtype (0 F32, 1 F16, 2 BF16), each token-major [rows,
+// HKV*D]: keys 0 .. n1-1 are rows of (k1, v1), the others rows of (k2, v2).
+func (k *Kernels) AttentionKV(out, lse, q, k1, v1 nccl.Ptr, n1 int, k2, v2 nccl.Ptr, nq, nk, H, HKV, D int, causal bool, dtype int) error {
 	if D > 256 {
 		return fmt.Errorf("attention: head size %d over the kernel's 256", D)
 	}
@@ -104,8 +112,17 @@ func (k *Kernels) Attention(out, lse, q, kk, v nccl.Ptr, nq, nk, H, HKV, D int, 
 	if causal {
 		c = 1
 	}
-	return k.attention.Launch(nccl.Dim3{X: nq, Y: H}, nccl.Dim3{X: 32}, out, lse, q, kk, v,
-		int32(nq), int32(nk), int32(H), int32(HKV), int32(D), c)
+	return k.attention.Launch(nccl.Dim3{X: nq, Y: H}, nccl.Dim3{X: 32}, out, lse, q, k1, v1, int32(n1), k2, v2,
+		int32(nq), int32(nk), int32(H), int32(HKV), int32(D), c, int32(dtype))
+}
+
+// StoreKV writes n rows of x [n, w] (float32) into rows j0.. of dst [.., w]
+// of element type dtype (0 F32, 1 F16, 2 BF16).
+func (k *Kernels) StoreKV(dst, x nccl.Ptr, dtype int, j0, n, w int) error {
+	if n == 0 {
+		return nil
+	}
+	return k.storeKV.Launch(nccl.Dim3{X: n}, nccl.Dim3{X: 256}, dst, x, int32(dtype), int64(j0), int32(w))
 }
 
 // MergeInto folds (o2, lse2) into (o, lse) in place: rows of D.
