@@ -27,6 +27,8 @@ func modelFlags() []cli.Flag {
 		&cli.StringFlag{Name: "load-format", Value: "auto", Usage: "auto (from the model path) or dummy (random weights of --model-config's shape)"},
 		&cli.StringFlag{Name: "model-config", Usage: "Hugging Face config.json giving the shape for --load-format dummy (see configs/)"},
 		&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "dtype of dummy weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k"},
+		&cli.StringFlag{Name: "device", Value: "auto", EnvVars: []string{"STAR_DEVICE"},
+			Usage: "where each rank computes: auto (a CUDA GPU when one and its libraries are found, else CPU), cpu, or cuda (rank's node-local index modulo the GPUs)"},
 	}
 }
 

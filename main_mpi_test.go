@@ -96,7 +96,11 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(run(append([]string{"star"}, os.Args[1:]...), os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if standinDir != "" {
+		os.RemoveAll(standinDir)
+	}
+	os.Exit(code)
 }
 
 func needMPI(t *testing.T) {
@@ -135,7 +139,7 @@ func mpirunWatched(t *testing.T, limit time.Duration, spec ...string) (code int,
 		t.Fatal(err)
 	}
 	args := []string{"--verbose", "-k", "10s", fmt.Sprintf("%ds", int(limit.Seconds())), "mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1"}
-	for _, v := range []string{"STAR_TEST_DIE", "STAR_TEST_HOLD", "STAR_TEST_STOP"} {
+	for _, v := range []string{"STAR_TEST_DIE", "STAR_TEST_HOLD", "STAR_TEST_STOP", "STAR_CUDA_LIBDIR", "STAR_DEVICE"} {
 		if os.Getenv(v) != "" {
 			args = append(args, "-x", v)
 		}

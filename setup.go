@@ -46,11 +46,12 @@ func onRanks(c *cli.Context, stderr io.Writer, o rankSetup, body func(r *rankRun
 	}
 	defer w.close()
 	defer func() { err = w.finish(err, stderr) }()
-	r, err := setup(c, w, o)
+	r, err := setup(c, w, o, stderr)
 	if err != nil {
 		return err
 	}
 	defer r.e.W.Close()
+	defer r.e.Backend().Close()
 	if w.rank == 0 {
 		r.e.Log = stderr // warnings and a long phase 1's progress
 	}
@@ -59,8 +60,12 @@ func onRanks(c *cli.Context, stderr io.Writer, o rankSetup, body func(r *rankRun
 
 // setup loads the model on every rank and, on rank 0, reads what the
 // command needs; every rank then agrees that all of this worked.
-func setup(c *cli.Context, w *world, o rankSetup) (*rankRun, error) {
+func setup(c *cli.Context, w *world, o rankSetup, stderr io.Writer) (*rankRun, error) {
 	r := &rankRun{w: w}
+	device, err := deviceChoice(c.String("device"))
+	if err != nil {
+		return nil, err
+	}
 	m, err := loadModel(c, loadOptions{local: w.local, checkMemory: true})
 	if err == nil && w.rank == 0 {
 		err = readRank0(c, m, o, r)
@@ -88,6 +93,19 @@ func setup(c *cli.Context, w *world, o rankSetup) (*rankRun, error) {
 	if w.wd != nil {
 		e.Phase = w.wd.SetPhase
 	}
+	var log io.Writer
+	if w.rank == 0 {
+		log = stderr
+	}
+	b, err := openBackend(device, e.M, w.localRank(), w.local, log)
+	if err := rank.Agree(w.comm, err, hostLabel()); err != nil {
+		if b != nil {
+			b.Close()
+		}
+		m.Close()
+		return nil, err
+	}
+	e.B = b
 	r.e = e
 	return r, nil
 }

@@ -24,6 +24,15 @@ type world struct {
 	local int // ranks on this node
 }
 
+// localRank is this rank's index among the ranks of its node (0 in one
+// process).
+func (w *world) localRank() int {
+	if w.mpi == nil {
+		return 0
+	}
+	return w.mpi.LocalRank()
+}
+
 // joinWorld initialises MPI when an MPI launcher started this process, and
 // starts the watchdog that ends the job when a rank stops answering for
 // --rank-timeout.

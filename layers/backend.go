@@ -41,6 +41,16 @@ type Backend interface {
 	Close() error
 }
 
+// Device is implemented by backends with memory of their own (a GPU):
+// the memory check before a document is encoded asks it, not the host.
+type Device interface {
+	// MemInfo is the device's free and total memory in bytes.
+	MemInfo() (free, total int64, err error)
+	// Sharing is the number of ranks of this node that compute on the
+	// device (they share its memory).
+	Sharing() int
+}
+
 // LayerAttend decides the attention of layer l for the Run's n tokens
 // through a, which holds their fresh queries, keys and values (RoPE
 // applied) and receives their attention output.

@@ -118,3 +118,47 @@ func Footprint(m *layers.Model, weightBytes int64, lay Layout, r, reserve, capac
 // Capacity is the tokens one forward takes for a layout: the longest
 // block, or a chunk of the query if that is longer.
 func Capacity(lay Layout, chunk int) int { return max(lay.MaxBlockLen(), chunk) }
+
+// DeviceActivationBytes is what a rank's activations take on a GPU
+// (layers/cuda, which allocates exactly this): the forward state of
+// capacity tokens, RoPE tables and token ids, 16-bit copies of a
+// product's input when some weights are 16-bit (wide16), parts partials
+// of chunk rows, and the logits of one row.
+func DeviceActivationBytes(c *weights.Config, capacity, parts, chunk int, wide16 bool) int64 {
+	n, mc := int64(capacity), int64(min(capacity, 256))
+	D, qd, kvd, hd, H := int64(c.Dim), int64(c.QDim()), int64(c.KVDim()), int64(c.HiddenDim), int64(c.NHeads)
+	b := 4 * (3*n*D + 2*n*qd + 2*n*kvd + 2*mc*hd + n*H + n + n*int64(c.HeadDim))
+	if wide16 {
+		b += 2 * max(n*max(D, qd), mc*hd)
+	}
+	b += 4 * int64(parts) * int64(chunk) * (qd + H)
+	return b + 4*int64(c.VocabSize)
+}
+
+// DeviceWeightBytes is what m's weights take on a GPU: matrices as
+// stored, norms as float32, a tied classifier once.
+func DeviceWeightBytes(m *weights.Model) int64 {
+	var n int64
+	m.Walk(weights.CheckOrder, func(s *weights.TensorSpec, _ int, t *weights.Tensor) error {
+		switch {
+		case s.Classifier && m.Config.TiedEmbeddings:
+		case s.Norm:
+			n += 4 * int64(t.Numel())
+		default:
+			n += t.Bytes()
+		}
+		return nil
+	})
+	return n
+}
+
+// Wide16 tells whether some matrix of m is 16-bit (a GPU converts
+// activations for its products).
+func Wide16(m *weights.Model) bool {
+	wide := false
+	m.Walk(weights.CheckOrder, func(s *weights.TensorSpec, _ int, t *weights.Tensor) error {
+		wide = wide || (!s.Norm && (t.DType == weights.F16 || t.DType == weights.BF16))
+		return nil
+	})
+	return wide
+}

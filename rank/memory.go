@@ -72,3 +72,15 @@ func CheckWeightMemory(bytes int64, shared bool, local int, what, advice string)
 }
 
 func gib(b int64) float64 { return float64(b) / (1 << 30) }
+
+// size is b bytes for people: "1.50 GiB", "312.0 KiB".
+func size(b int64) string {
+	f := float64(b)
+	for _, u := range []string{"B", "KiB", "MiB"} {
+		if f < 1024 {
+			return fmt.Sprintf("%.1f %s", f, u)
+		}
+		f /= 1024
+	}
+	return fmt.Sprintf("%.2f GiB", f)
+}

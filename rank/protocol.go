@@ -132,6 +132,13 @@ func agree(comm collective.Comm, local error, st status) error {
 	return nil
 }
 
+// Agree is an agreement on one step every rank took (opening its device):
+// local is this rank's outcome; a failure on any rank becomes the same
+// RankError on all, naming the ranks and their hosts.
+func Agree(comm collective.Comm, local error, host string) error {
+	return agree(comm, local, status{Host: host})
+}
+
 // Handshake is the start-up agreement: every rank reports whether it
 // loaded its model (loadErr) and its fingerprint; a failure or mismatch on
 // any rank becomes the same RankError on all.

@@ -25,7 +25,16 @@ type Backend struct {
 	Weights int64
 	allocs  []nccl.Ptr // the weights' allocations
 	need16  bool       // some matrix is 16-bit: products convert activations
+	// Share is the number of ranks of this node on the device (1 unless
+	// set).
+	Share int
 }
+
+// MemInfo is the device's free and total memory.
+func (b *Backend) MemInfo() (free, total int64, err error) { return b.d.MemInfo() }
+
+// Sharing is the number of ranks of this node on the device.
+func (b *Backend) Sharing() int { return max(b.Share, 1) }
 
 // devMat is a weight matrix on the device, in its stored dtype.
 type devMat struct {

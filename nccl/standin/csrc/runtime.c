@@ -3,8 +3,11 @@
 // nccl/dl.h), with device memory in host memory and a kernel launch
 // running the kernel's own CUDA C source, compiled for the CPU, under a
 // small emulation of CUDA's thread model: the blocks of a grid one after
-// another, the threads of a block as fibers (ucontext) that switch only at
-// __syncthreads and warp shuffles, so those behave as on a GPU.
+// another, the threads of a block as fibers that switch only at
+// __syncthreads and warp shuffles, so those behave as on a GPU. On x86-64
+// a fiber switch is a few instructions (callee-saved registers and the
+// stack pointer; no system call, unlike swapcontext's signal mask);
+// elsewhere it is ucontext's.
 // cuBLASLt's matmul is a plain host GEMM; NCCL runs a single rank.
 //
 // It cannot show speed, races that need true parallelism or tensor-core
@@ -127,10 +130,33 @@ CUresult cuModuleGetFunction(void **f, void *m, const char *name) {
 // -------- threads of a block as fibers --------
 
 enum { RUN, BARRIER, WARP, DONE };
-struct fiber { ucontext_t ctx; int state; unsigned tid; };
+
+#if defined(__x86_64__)
+// fctx is a suspended fiber: its stack pointer, below which its
+// callee-saved registers, MXCSR and x87 control word are pushed.
+typedef struct { void *sp; } fctx;
+void star_fswitch(fctx *from, fctx *to);
+__asm__(".text\n"
+        ".globl star_fswitch\n"
+        ".type star_fswitch,@function\n"
+        "star_fswitch:\n"
+        "\tpushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n"
+        "\tsubq $8, %rsp\n\tstmxcsr (%rsp)\n\tfnstcw 4(%rsp)\n"
+        "\tmovq %rsp, (%rdi)\n\tmovq (%rsi), %rsp\n"
+        "\tldmxcsr (%rsp)\n\tfldcw 4(%rsp)\n\taddq $8, %rsp\n"
+        "\tpopq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n"
+        "\tret\n"
+        ".size star_fswitch, .-star_fswitch\n");
+#define SWITCH(from, to) star_fswitch(from, to)
+#else
+typedef ucontext_t fctx;
+#define SWITCH(from, to) swapcontext(from, to)
+#endif
+
+struct fiber { fctx ctx; int state; unsigned tid; };
 static struct fiber *fibers;
 static int nfib, cur;
-static ucontext_t sched;
+static fctx sched;
 static char *stacks;
 static size_t stack_size = 128 << 10;
 static float xchg[1024];
@@ -146,17 +172,44 @@ static void set_thread(int i) {
 
 static void fiber_main(void) {
 	run_fn(run_args);
-	fibers[cur].state = DONE; // uc_link returns to the scheduler
+	fibers[cur].state = DONE;
+#if defined(__x86_64__)
+	SWITCH(&fibers[cur].ctx, &sched); // never resumed
+	abort();
+#endif
+	// ucontext: uc_link returns to the scheduler
+}
+
+// fiber_init prepares fiber i to start in fiber_main on its own stack.
+static void fiber_init(int i) {
+	char *base = stacks + (size_t)i * stack_size;
+#if defined(__x86_64__)
+	uint64_t *top = (uint64_t *)(base + stack_size); // 16-byte aligned
+	uint64_t *sp = top - 9;
+	memset(sp, 0, 9 * sizeof *sp);
+	// MXCSR default, x87 control word default; then r15 .. rbp; then the
+	// return address (fiber_main, entered with rsp = top - 8 as if called)
+	((uint32_t *)sp)[0] = 0x1f80;
+	((uint16_t *)sp)[2] = 0x037f;
+	sp[7] = (uint64_t)(uintptr_t)fiber_main;
+	fibers[i].ctx.sp = sp;
+#else
+	getcontext(&fibers[i].ctx);
+	fibers[i].ctx.uc_stack.ss_sp = base;
+	fibers[i].ctx.uc_stack.ss_size = stack_size;
+	fibers[i].ctx.uc_link = &sched;
+	makecontext(&fibers[i].ctx, fiber_main, 0);
+#endif
 }
 
 void star_syncthreads(void) {
 	fibers[cur].state = BARRIER;
-	swapcontext(&fibers[cur].ctx, &sched);
+	SWITCH(&fibers[cur].ctx, &sched);
 }
 
 static void warp_wait(void) {
 	fibers[cur].state = WARP;
-	swapcontext(&fibers[cur].ctx, &sched);
+	SWITCH(&fibers[cur].ctx, &sched);
 }
 
 float star_shfl_xor(float v, int m) {
@@ -183,11 +236,7 @@ static int run_block(int n) {
 	for (int i = 0; i < n; i++) {
 		fibers[i].state = RUN;
 		fibers[i].tid = (unsigned)i;
-		getcontext(&fibers[i].ctx);
-		fibers[i].ctx.uc_stack.ss_sp = stacks + (size_t)i * stack_size;
-		fibers[i].ctx.uc_stack.ss_size = stack_size;
-		fibers[i].ctx.uc_link = &sched;
-		makecontext(&fibers[i].ctx, fiber_main, 0);
+		fiber_init(i);
 	}
 	for (;;) {
 		int alive = 0, ran = 0;
@@ -197,7 +246,7 @@ static int run_block(int n) {
 			if (fibers[i].state != RUN) continue;
 			cur = i;
 			set_thread(i);
-			swapcontext(&sched, &fibers[i].ctx);
+			SWITCH(&sched, &fibers[i].ctx);
 			ran = 1;
 		}
 		if (!alive) return 0;

@@ -1,0 +1,34 @@
+//go:build cgo
+
+package main
+
+import (
+	"fmt"
+
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/layers/cuda"
+	"github.com/star-attn/star/nccl"
+)
+
+// openCUDA opens GPU localRank modulo the node's GPUs for model m; the
+// ranks of the node (localSize) that land on the same GPU share it.
+func openCUDA(m *layers.Model, localRank, localSize int) (layers.Backend, error) {
+	n, err := nccl.DeviceCount()
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("the CUDA driver sees no GPU")
+	}
+	ord := localRank % n
+	b, err := cuda.Open(m, ord)
+	if err != nil {
+		return nil, fmt.Errorf("GPU %d: %w", ord, err)
+	}
+	for r := 0; r < max(localSize, 1); r++ {
+		if r%n == ord {
+			b.Share++
+		}
+	}
+	return b, nil
+}

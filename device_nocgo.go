@@ -1,0 +1,13 @@
+//go:build !cgo
+
+package main
+
+import (
+	"github.com/star-attn/star/layers"
+	"github.com/star-attn/star/nccl"
+)
+
+// openCUDA fails: a build without cgo has no GPU support.
+func openCUDA(m *layers.Model, localRank, localSize int) (layers.Backend, error) {
+	return nil, nccl.ErrUnavailable
+}
