@@ -47,11 +47,17 @@ func cmdInspect(c *cli.Context, stdout io.Writer) error {
 		return err
 	}
 	rep.LoadSeconds = time.Since(t0).Seconds()
-	if c.Bool("json") {
-		return json.NewEncoder(stdout).Encode(rep)
+	if rep.Device, err = inspectDevice(c.String("device")); err != nil {
+		return err
 	}
-	rep.Print(stdout)
-	return nil
+	if c.Bool("json") {
+		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		rep.Print(stdout)
+	}
+	return rep.CheckDevice()
 }
 
 // cmdTokenize prints the ids of a text, or the text of ids.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/star-attn/star/jobs"
 	"github.com/star-attn/star/layers"
 )
 
@@ -39,4 +40,21 @@ func openBackend(choice string, m *layers.Model, localRank, localSize int, log i
 		fmt.Fprintf(log, "star: computing on CPU (--device auto): %s\n", why)
 	}
 	return layers.OnHost(m), nil
+}
+
+// inspectDevice is the GPU that --device puts ranks on, for inspect: nil
+// for cpu, and for auto when none is found; an error for cuda without one.
+func inspectDevice(s string) (*jobs.DeviceInfo, error) {
+	choice, err := deviceChoice(s)
+	if err != nil || choice == "cpu" {
+		return nil, err
+	}
+	d, err := cudaInfo()
+	if err != nil && choice == "cuda" {
+		return nil, fmt.Errorf("--device cuda: %w (use --device cpu to size CPU ranks)", err)
+	}
+	if err != nil {
+		return nil, nil
+	}
+	return d, nil
 }

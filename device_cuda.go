@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 
+	"github.com/star-attn/star/jobs"
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/layers/cuda"
 	"github.com/star-attn/star/nccl"
@@ -31,4 +32,25 @@ func openCUDA(m *layers.Model, localRank, localSize int) (layers.Backend, error)
 		}
 	}
 	return b, nil
+}
+
+// cudaInfo describes GPU 0 of this node without putting anything on it.
+func cudaInfo() (*jobs.DeviceInfo, error) {
+	n, err := nccl.DeviceCount()
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("the CUDA driver sees no GPU")
+	}
+	d, err := nccl.Open(0)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	free, total, err := d.MemInfo()
+	if err != nil {
+		return nil, err
+	}
+	return &jobs.DeviceInfo{Name: d.Name, Count: n, TotalBytes: total, FreeBytes: free}, nil
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"github.com/star-attn/star/jobs"
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/nccl"
 )
@@ -11,3 +12,6 @@ import (
 func openCUDA(m *layers.Model, localRank, localSize int) (layers.Backend, error) {
 	return nil, nccl.ErrUnavailable
 }
+
+// cudaInfo fails: a build without cgo has no GPU support.
+func cudaInfo() (*jobs.DeviceInfo, error) { return nil, nccl.ErrUnavailable }

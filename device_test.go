@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -246,4 +247,54 @@ func TestDeviceMemoryRefusal(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q; want a refusal naming device memory, cuda:0 and --kv-dtype f16:\n%s", code, out, errOut)
 	}
 	t.Logf("refused: %s", strings.TrimSpace(errOut))
+}
+
+// inspect reports what each rank holds on a GPU (the numbers the
+// backend allocates: layers/cuda's TestDeviceFootprint) and refuses a
+// layout that does not fit, before anything is allocated.
+func TestInspectDevice(t *testing.T) {
+	useStandin(t)
+	args := []string{"inspect", "--load-format", "dummy", "--model-config", "configs/llama-3.1-8b.json", "--dtype", "bf16",
+		"--context", "131072", "--block-size", "16384", "--json"}
+	for _, c := range []struct {
+		mem   int64
+		ranks string
+		code  int
+	}{{141 << 30, "1", 0}, {141 << 30, "8", 0}, {16 << 30, "1", 1}} {
+		env := []string{"STAR_CUDA_LIBDIR=" + standinDir, fmt.Sprintf("STAR_STANDIN_MEM=%d", c.mem)}
+		code, out, errOut := starProcess(t, env, append(args, "--ranks", c.ranks, "--device", "cuda")...)
+		if code != c.code {
+			t.Fatalf("%d GiB, %s ranks: exit %d, want %d\n%s", c.mem>>30, c.ranks, code, c.code, errOut)
+		}
+		var rep struct {
+			Device *struct {
+				Name       string `json:"name"`
+				TotalBytes int64  `json:"total_bytes"`
+			} `json:"device"`
+			Ranks []struct {
+				KV     int64 `json:"kv_cache_bytes"`
+				Device int64 `json:"device_bytes"`
+			} `json:"ranks"`
+		}
+		if err := json.Unmarshal([]byte(out), &rep); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		if rep.Device == nil || rep.Device.TotalBytes != c.mem || len(rep.Ranks) == 0 {
+			t.Fatalf("device %+v, %d ranks: want the stand-in's %d bytes", rep.Device, len(rep.Ranks), c.mem)
+		}
+		for r, m := range rep.Ranks {
+			if m.Device <= m.KV+15<<30 { // 8B BF16 weights are 15 GiB
+				t.Fatalf("rank %d holds %d bytes on the device with %d of K/V: the weights are missing", r, m.Device, m.KV)
+			}
+		}
+		if c.code != 0 && !strings.Contains(errOut, "of device memory") {
+			t.Fatalf("refusal without the reason:\n%s", errOut)
+		}
+		t.Logf("%s ranks on %d GiB: rank 0 needs %.1f GiB (exit %d) %s", c.ranks, c.mem>>30, float64(rep.Ranks[0].Device)/(1<<30), code, strings.TrimSpace(errOut))
+	}
+	// --device cpu: no device section
+	code, out, errOut := starProcess(t, nil, append(args, "--ranks", "1", "--device", "cpu")...)
+	if code != 0 || strings.Contains(out, `"device":{`) {
+		t.Fatalf("--device cpu: exit %d, %s %s", code, out, errOut)
+	}
 }

@@ -113,10 +113,16 @@ type BenchRow struct {
 	DecodeTPS       float64 `json:"decode_tok_s"`
 	LinearGFLOPS    float64 `json:"linear_gflops"`
 	AttentionGFLOPS float64 `json:"attention_gflops"`
-	PeakRSS         int64   `json:"peak_rss_bytes"`
-	SgemmGFLOPS     float64 `json:"sgemm_gflops,omitempty"`       // cblas_sgemm on one layer's linear shapes (512 tokens), flop-weighted
-	MemBWGBs        float64 `json:"membw_gbs,omitempty"`          // measured read bandwidth, GB/s
-	DecodeBound     float64 `json:"decode_bound_tok_s,omitempty"` // membw / (weight + K/V bytes read per decode step)
+	// Device is where rank 0 computed ("cpu", "cuda:0 NVIDIA H200");
+	// on a GPU, MFU is phase 1's linear throughput over its dense BF16
+	// peak (PeakTFLOPS).
+	Device      string  `json:"device"`
+	PeakTFLOPS  float64 `json:"peak_tflops,omitempty"`
+	MFU         float64 `json:"mfu,omitempty"`
+	PeakRSS     int64   `json:"peak_rss_bytes"`
+	SgemmGFLOPS float64 `json:"sgemm_gflops,omitempty"`       // cblas_sgemm on one layer's linear shapes (512 tokens), flop-weighted
+	MemBWGBs    float64 `json:"membw_gbs,omitempty"`          // measured read bandwidth, GB/s
+	DecodeBound float64 `json:"decode_bound_tok_s,omitempty"` // membw / (weight + K/V bytes read per decode step)
 	// KVBytesPerStep is the K/V bytes one decode step reads on the rank
 	// that reads most (its blocks; rank 0 also the query and, on average,
 	// half the generated tokens): the bound counts them.
@@ -226,7 +232,11 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	s.Ranks = e.Ranks()
 	row := BenchRow{Attention: string(cf.att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: b.sgemm,
 		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, RandomKV: o.RandomKV,
-		WeightDType: e.W.WeightTypes(), KVDType: layers.KVDTypeName(e.KVDType), Kernel: layers.KernelOf(e.M.C, e.W.DType())}
+		WeightDType: e.W.WeightTypes(), KVDType: layers.KVDTypeName(e.KVDType), Kernel: layers.KernelOf(e.M.C, e.W.DType()),
+		Device: e.Backend().Name()}
+	if fc, ok := e.Backend().(layers.FlopCounter); ok {
+		row.Kernels, row.Kernel, row.PeakTFLOPS = e.Backend().Name(), "cublaslt-"+strings.ToLower(e.W.DType().String()), fc.PeakTFLOPS()
+	}
 	if lay, err := s.Layout(n); err == nil && cf.att == rank.Star {
 		row.Block, row.Anchor = lay.BlockSize, lay.AnchorSize
 	} else if lay, err := rank.RingLayout(n, s.Ranks); err == nil && cf.att == rank.Ring {
@@ -281,6 +291,11 @@ func (b *bench) phase1(ctx []int, s rank.Settings, row *BenchRow) error {
 	if b.cnt != nil {
 		b.cnt.reset()
 	}
+	fc, _ := b.e.Backend().(layers.FlopCounter)
+	if fc != nil {
+		fc.CountFlops(true)
+		defer fc.CountFlops(false)
+	}
 	t0 := time.Now()
 	p, err := b.e.PlanDoc(ctx, s)
 	if err == nil {
@@ -298,7 +313,18 @@ func (b *bench) phase1(ctx []int, s rank.Settings, row *BenchRow) error {
 		return nil
 	}
 	row.Phase1 = time.Since(t0).Seconds()
-	if c := b.cnt; c != nil { // phase 1's (rank 0's) throughput: decode's matrix-vector products are bandwidth-bound
+	if fc != nil { // a device's phase-1 throughput
+		lf, lns, af, ans := fc.Flops()
+		if lns > 0 {
+			row.LinearGFLOPS = float64(lf) / float64(lns)
+		}
+		if ans > 0 {
+			row.AttentionGFLOPS = float64(af) / float64(ans)
+		}
+		if row.PeakTFLOPS > 0 {
+			row.MFU = row.LinearGFLOPS / 1000 / row.PeakTFLOPS
+		}
+	} else if c := b.cnt; c != nil { // phase 1's (rank 0's) throughput: decode's matrix-vector products are bandwidth-bound
 		if ns := c.LinearNanos.Load(); ns > 0 {
 			row.LinearGFLOPS = float64(c.LinearFlops.Load()) / float64(ns)
 		}
@@ -442,6 +468,14 @@ func PrintBenchTable(w io.Writer, rows []BenchRow) {
 	}
 	if ref == nil {
 		return
+	}
+	if ref.Device != "" && ref.Device != "cpu" {
+		mfu := "peak unknown: set STAR_PEAK_TFLOPS"
+		if ref.PeakTFLOPS > 0 {
+			mfu = fmt.Sprintf("MFU %.1f%% of its %.0f TFLOP/s BF16 peak", 100*ref.MFU, ref.PeakTFLOPS)
+		}
+		fmt.Fprintf(w, "device %s: phase 1 linear %.1f TFLOP/s (%s), attention %.1f TFLOP/s\n",
+			ref.Device, ref.LinearGFLOPS/1000, mfu, ref.AttentionGFLOPS/1000)
 	}
 	if ref.SgemmGFLOPS > 0 {
 		fmt.Fprintf(w, "cblas_sgemm (OpenBLAS) on a layer's linear shapes (512 tokens), %d threads: %.1f GFLOP/s (compare lin_GF/s, phase 1's)\n", ref.Threads, ref.SgemmGFLOPS)

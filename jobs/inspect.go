@@ -24,7 +24,10 @@ type Report struct {
 	KVDType       string         `json:"kv_dtype"` // the K/V caches' element type the memory is sized for
 	Memory        rank.Memory    `json:"memory"`   // rank 0
 	Ranks         []rank.Memory  `json:"ranks"`
-	LoadSeconds   float64        `json:"load_s"`
+	// Device is the GPU the ranks would compute on (--device cuda, or
+	// auto with a GPU found); nil on CPU.
+	Device      *DeviceInfo `json:"device,omitempty"`
+	LoadSeconds float64     `json:"load_s"`
 }
 
 // Inspect describes m and estimates, per rank, the memory for ctx context
@@ -44,11 +47,42 @@ func Inspect(m *weights.Model, ctx, block, anchor, ranks int, kv weights.DType) 
 		return r, err
 	}
 	lm := layers.NewModel(m, layers.NewCPU(1))
+	dw, wide := rank.DeviceWeightBytes(m), rank.Wide16(m)
 	for k := 0; k < ranks; k++ {
-		r.Ranks = append(r.Ranks, rank.Footprint(lm, m.WeightBytes(), lay, k, rank.QueryReserve, rank.Capacity(lay, s.Chunk), s.Chunk, kv))
+		capacity := rank.Capacity(lay, s.Chunk)
+		f := rank.Footprint(lm, m.WeightBytes(), lay, k, rank.QueryReserve, capacity, s.Chunk, kv)
+		parts := f.Blocks
+		if k == 0 {
+			parts++
+		}
+		f.DeviceBytes = dw + f.KVBytes + f.AnchorBytes + rank.DeviceActivationBytes(&c, capacity, parts, min(s.Chunk, capacity), wide)
+		r.Ranks = append(r.Ranks, f)
 	}
 	r.Memory = r.Ranks[0]
 	return r, nil
+}
+
+// DeviceInfo is a GPU as inspect reports it.
+type DeviceInfo struct {
+	Name       string `json:"name"`
+	Count      int    `json:"count"` // GPUs of this node
+	TotalBytes int64  `json:"total_bytes"`
+	FreeBytes  int64  `json:"free_bytes"`
+}
+
+// CheckDevice refuses a report whose ranks do not fit on the device,
+// one rank per GPU.
+func (r *Report) CheckDevice() error {
+	if r.Device == nil {
+		return nil
+	}
+	for _, m := range r.Ranks {
+		if m.DeviceBytes > r.Device.TotalBytes {
+			return fmt.Errorf("rank %d needs %s of device memory (K/V %s, anchor %s, weights and activations %s) but %s has %s: use more ranks, a smaller --block-size, --kv-dtype f16, or --device cpu",
+				m.Rank, human(m.DeviceBytes, "B"), human(m.KVBytes, "B"), human(m.AnchorBytes, "B"), human(m.DeviceBytes-m.KVBytes-m.AnchorBytes, "B"), r.Device.Name, human(r.Device.TotalBytes, "B"))
+		}
+	}
+	return nil
 }
 
 // Print writes the report for people.
@@ -83,6 +117,12 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  K/V per token %s (%s, all layers; --kv-dtype chooses); weights are memory-mapped and shared by the ranks of a node; totals include %s for the program\n",
 		human(r.Memory.KVBytesPerToken, "B"), r.KVDType, human(rank.ProgramBytes, "B"))
+	if d := r.Device; d != nil {
+		fmt.Fprintf(w, "device memory per rank on %s (%d on this node, %s total, %s free), one rank per GPU:\n", d.Name, d.Count, human(d.TotalBytes, "B"), human(d.FreeBytes, "B"))
+		for _, m := range r.Ranks {
+			fmt.Fprintf(w, "  rank %-3d %s (%.0f%% of the device)\n", m.Rank, human(m.DeviceBytes, "B"), 100*float64(m.DeviceBytes)/float64(max(d.TotalBytes, 1)))
+		}
+	}
 }
 
 func human(n int64, unit string) string {

@@ -51,6 +51,19 @@ type Device interface {
 	Sharing() int
 }
 
+// FlopCounter is implemented by backends that count, when asked, the
+// floating-point work of their products and attention and the time it
+// took (synchronising the device around each: for benchmarks).
+type FlopCounter interface {
+	// CountFlops starts counting from zero (on) or stops (off).
+	CountFlops(on bool)
+	// Flops is what was counted: linear and attention flops and the
+	// nanoseconds they took.
+	Flops() (linear, linearNanos, attention, attentionNanos int64)
+	// PeakTFLOPS is the device's dense BF16 peak (0: unknown).
+	PeakTFLOPS() float64
+}
+
 // LayerAttend decides the attention of layer l for the Run's n tokens
 // through a, which holds their fresh queries, keys and values (RoPE
 // applied) and receives their attention output.

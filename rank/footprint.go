@@ -64,6 +64,10 @@ type Memory struct {
 	TotalBytes      int64  `json:"total_bytes"`        // all of the above
 	KVBytesPerToken int64  `json:"kv_bytes_per_token"` // K and V, all layers, in KVDType
 	KVDType         string `json:"kv_dtype"`           // the K/V caches' element type: f32, f16, bf16
+	// DeviceBytes is what the rank holds on a GPU (--device cuda): its
+	// weights (as stored, norms float32), K/V, anchor and device
+	// activations (set by jobs.Inspect).
+	DeviceBytes int64 `json:"device_bytes"`
 }
 
 // held is what the worker's own buffers take (bytes), by part: acts

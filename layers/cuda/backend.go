@@ -3,6 +3,10 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/star-attn/star/layers"
@@ -27,7 +31,62 @@ type Backend struct {
 	need16  bool       // some matrix is 16-bit: products convert activations
 	// Share is the number of ranks of this node on the device (1 unless
 	// set).
-	Share int
+	Share                    int
+	count                    bool // CountFlops on: time products and attention
+	linF, linNs, attF, attNs int64
+}
+
+// CountFlops starts (from zero) or stops counting products' and
+// attention's flops and time; while it counts, the device is synchronised
+// around each.
+func (b *Backend) CountFlops(on bool) {
+	b.count = on
+	b.linF, b.linNs, b.attF, b.attNs = 0, 0, 0, 0
+}
+
+// Flops is what CountFlops counted.
+func (b *Backend) Flops() (linear, linearNanos, attention, attentionNanos int64) {
+	return b.linF, b.linNs, b.attF, b.attNs
+}
+
+// timed runs f, and when counting adds its flops and time (the device
+// synchronised before and after) to *fl and *ns.
+func (b *Backend) timed(flops int64, fl, ns *int64, f func() error) error {
+	if !b.count {
+		return f()
+	}
+	if err := b.d.Sync(); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := f(); err != nil {
+		return err
+	}
+	if err := b.d.Sync(); err != nil {
+		return err
+	}
+	*ns += int64(time.Since(t0))
+	*fl += flops
+	return nil
+}
+
+// PeakTFLOPS is the device's dense BF16 tensor-core peak by architecture
+// (STAR_PEAK_TFLOPS overrides it; 0: unknown).
+func (b *Backend) PeakTFLOPS() float64 {
+	if v, err := strconv.ParseFloat(os.Getenv("STAR_PEAK_TFLOPS"), 64); err == nil && v > 0 {
+		return v
+	}
+	name := strings.ToUpper(b.d.Name)
+	for _, p := range []struct {
+		name  string
+		tflop float64
+	}{{"H200", 989}, {"H100", 989}, {"GH200", 989}, {"B200", 2250}, {"B100", 1750}, {"A100", 312}, {"A800", 312},
+		{"L40S", 362}, {"L40", 181}, {"L4", 121}, {"A10", 125}, {"RTX 4090", 165}} {
+		if strings.Contains(name, p.name) {
+			return p.tflop
+		}
+	}
+	return 0
 }
 
 // MemInfo is the device's free and total memory.
@@ -530,6 +589,11 @@ func (b *Backend) devCache(c layers.Cache) (*cache, error) {
 
 // mm is out [n, w.rows] = x [n, w.cols] · wᵀ.
 func (a *acts) mm(out, x nccl.Ptr, w devMat, n int) error {
+	b := a.b
+	return b.timed(2*int64(n)*int64(w.rows)*int64(w.cols), &b.linF, &b.linNs, func() error { return a.mm1(out, x, w, n) })
+}
+
+func (a *acts) mm1(out, x nccl.Ptr, w devMat, n int) error {
 	if w.kdt == 0 {
 		return a.b.blas.LinearRows(out, x, w.p, n, w.rows, w.cols, nccl.F32)
 	}
@@ -732,8 +796,21 @@ func (t *attn) Encode(lc, lprefix layers.Cache) error {
 		k1, v1, n1 = p.k[t.l], p.v[t.l], p.len
 	}
 	k2, v2 := c.k[t.l]+nccl.Ptr(int64(j0)*c.row), c.v[t.l]+nccl.Ptr(int64(j0)*c.row)
-	return a.b.k.AttentionKV(a.att, a.lse, a.q, k1, v1, n1, k2, v2, a.n, n1+a.n,
-		mc.NHeads, mc.NKVHeads, mc.HeadDim, true, c.kdt)
+	b := a.b
+	return b.timed(attnFlops(mc, a.n, n1+a.n, true), &b.attF, &b.attNs, func() error {
+		return b.k.AttentionKV(a.att, a.lse, a.q, k1, v1, n1, k2, v2, a.n, n1+a.n, mc.NHeads, mc.NKVHeads, mc.HeadDim, true, c.kdt)
+	})
+}
+
+// attnFlops is the flops of attention of nq queries over nk keys (causal:
+// the queries are the last nq), 4·D per head and (query, key) pair, as
+// the CPU benchmark counts.
+func attnFlops(c *weights.Config, nq, nk int, causal bool) int64 {
+	pairs := int64(nq) * int64(nk)
+	if causal {
+		pairs -= int64(nq) * int64(nq-1) / 2
+	}
+	return 4 * int64(c.HeadDim) * int64(c.NHeads) * max(pairs, 0)
 }
 
 func (t *attn) Append(lc layers.Cache) error {
@@ -753,8 +830,10 @@ func (t *attn) Part(p int, lc layers.Cache, causal bool) error {
 	if err := a.ensureParts(p+1, a.n); err != nil {
 		return err
 	}
-	return a.b.k.AttentionKV(a.parts[p], a.partsLSE[p], a.q, 0, 0, 0, c.k[t.l], c.v[t.l], a.n, c.lens[t.l],
-		mc.NHeads, mc.NKVHeads, mc.HeadDim, causal, c.kdt)
+	b, nk := a.b, c.lens[t.l]
+	return b.timed(attnFlops(mc, a.n, nk, causal), &b.attF, &b.attNs, func() error {
+		return b.k.AttentionKV(a.parts[p], a.partsLSE[p], a.q, 0, 0, 0, c.k[t.l], c.v[t.l], a.n, nk, mc.NHeads, mc.NKVHeads, mc.HeadDim, causal, c.kdt)
+	})
 }
 
 func (t *attn) Merge(parts int) error {
