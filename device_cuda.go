@@ -52,5 +52,17 @@ func cudaInfo() (*jobs.DeviceInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &jobs.DeviceInfo{Name: d.Name, Count: n, TotalBytes: total, FreeBytes: free}, nil
+	info := &jobs.DeviceInfo{Name: d.Name, Count: n, TotalBytes: total, FreeBytes: free}
+	info.Driver, _ = nccl.DriverVersion()
+	// load the others too, to say where they are (or why not)
+	for what, load := range map[string]func() error{"nvrtc": nccl.LoadNVRTC, "cublasLt": nccl.LoadLt, "nccl": nccl.LoadNCCL} {
+		if err := load(); err != nil {
+			if info.Missing == nil {
+				info.Missing = map[string]string{}
+			}
+			info.Missing[what] = err.Error()
+		}
+	}
+	info.Libraries = nccl.Libraries()
+	return info, nil
 }

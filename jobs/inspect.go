@@ -68,6 +68,11 @@ type DeviceInfo struct {
 	Count      int    `json:"count"` // GPUs of this node
 	TotalBytes int64  `json:"total_bytes"`
 	FreeBytes  int64  `json:"free_bytes"`
+	Driver     int    `json:"driver"` // the driver's CUDA version (13000: 13.0)
+	// Libraries are the paths of the libraries loaded (CUDA driver,
+	// NVRTC, cuBLASLt, NCCL) by what star looks up.
+	Libraries map[string]string `json:"libraries"`
+	Missing   map[string]string `json:"missing,omitempty"` // a library not found: why
 }
 
 // CheckDevice refuses a report whose ranks do not fit on the device,
@@ -118,7 +123,15 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "  K/V per token %s (%s, all layers; --kv-dtype chooses); weights are memory-mapped and shared by the ranks of a node; totals include %s for the program\n",
 		human(r.Memory.KVBytesPerToken, "B"), r.KVDType, human(rank.ProgramBytes, "B"))
 	if d := r.Device; d != nil {
-		fmt.Fprintf(w, "device memory per rank on %s (%d on this node, %s total, %s free), one rank per GPU:\n", d.Name, d.Count, human(d.TotalBytes, "B"), human(d.FreeBytes, "B"))
+		fmt.Fprintf(w, "device       %s (%d on this node, %s total, %s free), driver CUDA %d.%d\n", d.Name, d.Count, human(d.TotalBytes, "B"), human(d.FreeBytes, "B"), d.Driver/1000, d.Driver%1000/10)
+		for _, k := range []string{"cuda", "nvrtc", "cublasLt", "nccl"} {
+			if p, ok := d.Libraries[k]; ok {
+				fmt.Fprintf(w, "  %-9s %s\n", k, p)
+			} else if why, ok := d.Missing[k]; ok {
+				fmt.Fprintf(w, "  %-9s not loaded: %s\n", k, why)
+			}
+		}
+		fmt.Fprintf(w, "device memory per rank, one rank per GPU:\n")
 		for _, m := range r.Ranks {
 			fmt.Fprintf(w, "  rank %-3d %s (%.0f%% of the device)\n", m.Rank, human(m.DeviceBytes, "B"), 100*float64(m.DeviceBytes)/float64(max(d.TotalBytes, 1)))
 		}

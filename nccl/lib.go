@@ -195,6 +195,12 @@ func loadNCCL() error {
 	return ncclLoadErr
 }
 
+// LoadNVRTC, LoadLt and LoadNCCL load NVRTC, cuBLASLt and NCCL now (they
+// load on first use otherwise): an error says what was searched.
+func LoadNVRTC() error { return loadNVRTC() }
+func LoadLt() error    { return loadLt() }
+func LoadNCCL() error  { return loadNCCL() }
+
 // Libraries reports the path of each library loaded so far.
 func Libraries() map[string]string {
 	out := map[string]string{}

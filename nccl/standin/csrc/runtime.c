@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <pthread.h>
 #include <ucontext.h>
 
 struct dim3 { unsigned x, y, z; };
@@ -81,11 +82,17 @@ CUresult cuCtxSynchronize(void) { return OK; }
 // Allocations carry their size in a header, for the memory limit.
 #ifndef STAR_DROP_cuMemAlloc_v2
 CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
-	if (mem_used + (long long)n > (long long)mem_limit()) return OUT_OF_MEMORY;
+	long long used = __atomic_add_fetch(&mem_used, (long long)n, __ATOMIC_SEQ_CST);
+	if (used > (long long)mem_limit()) {
+		__atomic_sub_fetch(&mem_used, (long long)n, __ATOMIC_SEQ_CST);
+		return OUT_OF_MEMORY;
+	}
 	char *b = aligned_alloc(256, 256 + ((n + 255) & ~(size_t)255));
-	if (!b) return OUT_OF_MEMORY;
+	if (!b) {
+		__atomic_sub_fetch(&mem_used, (long long)n, __ATOMIC_SEQ_CST);
+		return OUT_OF_MEMORY;
+	}
 	*(size_t *)b = n;
-	mem_used += n;
 	*p = (unsigned long long)(uintptr_t)(b + 256);
 	return OK;
 }
@@ -93,7 +100,7 @@ CUresult cuMemAlloc_v2(unsigned long long *p, size_t n) {
 CUresult cuMemFree_v2(unsigned long long p) {
 	if (!p) return OK;
 	char *b = (char *)(uintptr_t)p - 256;
-	mem_used -= *(size_t *)b;
+	__atomic_sub_fetch(&mem_used, (long long)*(size_t *)b, __ATOMIC_SEQ_CST);
 	free(b);
 	return OK;
 }
@@ -278,8 +285,24 @@ static int run_block(int n) {
 	}
 }
 
+// One launch at a time in the process: the emulation's state (fibers,
+// built-in variables, shared arrays) is global, and ranks sharing the
+// device may launch from several threads.
+static pthread_mutex_t launch_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static CUresult launch(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       unsigned shmem, void *stream, void **params, void **extra);
+
 CUresult cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shmem, void *stream, void **params, void **extra) {
+	pthread_mutex_lock(&launch_mu);
+	CUresult r = launch(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra);
+	pthread_mutex_unlock(&launch_mu);
+	return r;
+}
+
+static CUresult launch(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                       unsigned shmem, void *stream, void **params, void **extra) {
 	(void)shmem, (void)stream, (void)extra;
 	int n = (int)(bx * by * bz);
 	if (!f || n <= 0 || n > 1024 || gx == 0 || gy == 0 || gz == 0) return INVALID_VALUE;
