@@ -4,11 +4,15 @@ package main
 
 import (
 	"fmt"
+	"io"
 
+	"github.com/star-attn/star/collective"
 	"github.com/star-attn/star/jobs"
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/layers/cuda"
 	"github.com/star-attn/star/nccl"
+	"github.com/star-attn/star/rank"
+	"strings"
 )
 
 // openCUDA opens GPU localRank modulo the node's GPUs for model m; the
@@ -65,4 +69,60 @@ func cudaInfo() (*jobs.DeviceInfo, error) {
 	}
 	info.Libraries = nccl.Libraries()
 	return info, nil
+}
+
+// ncclExchange is the NCCL exchanger of phase 2's partials when every
+// rank of comm computes on a GPU of its own (distinct host and bus id)
+// and finds NCCL; else nil: the ranks merge through MPI from the host
+// (rank 0 says why on log when they are all on GPUs). Every rank takes
+// part; a failure before the communicator is made is agreed.
+func ncclExchange(comm collective.Comm, b layers.Backend, host string, log io.Writer) (layers.Exchanger, error) {
+	cb, _ := b.(*cuda.Backend)
+	mine, why := "", ""
+	if cb != nil {
+		mine = host + " " + cb.Device().BusID
+		if _, err := nccl.NCCLVersion(); err != nil {
+			mine, why = "", err.Error()
+		}
+	} else {
+		why = "cpu"
+	}
+	all, err := comm.AllgatherBytes([]byte(mine + "\x00" + why))
+	if err != nil {
+		return nil, fmt.Errorf("device ids: %w", err)
+	}
+	seen, reason := map[string]int{}, ""
+	onGPUs := true
+	for r, a := range all {
+		dev, w, _ := strings.Cut(string(a), "\x00")
+		switch {
+		case w == "cpu":
+			onGPUs, reason = false, "cpu"
+		case dev == "":
+			reason = fmt.Sprintf("rank %d has no NCCL (%s)", r, w)
+		case seen[dev] > 0:
+			reason = fmt.Sprintf("ranks %d and %d share GPU %s (NCCL wants one per rank)", seen[dev]-1, r, dev)
+		}
+		seen[dev] = r + 1
+		if reason != "" {
+			break
+		}
+	}
+	if reason != "" {
+		if onGPUs && log != nil {
+			fmt.Fprintf(log, "star: phase 2 merges through MPI from the host: %s\n", reason)
+		}
+		return nil, nil
+	}
+	var id nccl.UniqueID
+	if comm.Rank() == 0 {
+		id, err = nccl.NewUniqueID()
+	}
+	if err := rank.Agree(comm, err, host); err != nil {
+		return nil, err
+	}
+	if err := comm.Bcast(id[:], 0); err != nil {
+		return nil, fmt.Errorf("NCCL id: %w", err)
+	}
+	return cb.NewNCCL(id, comm.Rank(), comm.Size())
 }

@@ -135,29 +135,53 @@ func sameRunRel(t *testing.T, what string, ref, got runJSON, tol, mean float64) 
 	t.Logf("%s: %d tokens equal, logprobs differ by %.2g relative at most (tolerance %g), %.2g on average (%g)", what, len(ref.Tokens), worst, tol, avg, mean)
 }
 
-// Two ranks on one device (the stand-in has one): each rank's blocks on
-// the device, the partials merged through MPI from the host.
+// Two ranks on GPUs of the stand-in: on one device (each rank's blocks
+// there, the partials merged through MPI from the host) and on a device
+// each (merged on the devices through NCCL: the stand-in's NCCL meets its
+// ranks through files). Both give one CPU process's answer.
 func TestMPIDeviceCUDA(t *testing.T) {
 	needMPI(t)
 	useStandin(t)
 	model := shared.Path(t, "models/stories260K/stories260K.bin")
 	prompt := writeFile(t, "p.txt", mpiStory)
 	base := []string{"--model", model, "--prompt", prompt, "--max-tokens", "12", "--json", "--threads", "1"}
-	for _, att := range [][]string{
-		{"--attention", "star", "--block-size", "12", "--anchor-size", "6"},
-		{"--attention", "ring"},
+	for _, c := range []struct {
+		name, devices, exchange string
+		att                     []string
+	}{
+		{"star/one device", "1", "mpi-gather", []string{"--attention", "star", "--block-size", "12", "--anchor-size", "6"}},
+		{"ring/one device", "1", "mpi-gather", []string{"--attention", "ring"}},
+		{"star/a device each", "2", "nccl", []string{"--attention", "star", "--block-size", "12", "--anchor-size", "6"}},
+		{"star/a device each/allreduce", "2", "nccl", []string{"--attention", "star", "--block-size", "12", "--merge", "allreduce"}},
 	} {
-		t.Run(att[1], func(t *testing.T) {
-			code, out, errOut := starProcess(t, nil, append(append(append([]string{}, base...), att...), "--device", "cpu")...)
+		t.Run(c.name, func(t *testing.T) {
+			args := append(append([]string{}, base...), c.att...)
+			code, out, errOut := starProcess(t, nil, append(args, "--device", "cpu")...)
 			if code != 0 {
 				t.Fatalf("cpu: exit %d: %s", code, errOut)
 			}
 			ref := parseRun(t, out)
-			code, out, errOut, _ = mpirun(t, mpiLimit, append([]string{"-np", "2"}, append(append(append([]string{}, base...), att...), "--device", "cuda")...)...)
+			t.Setenv("STAR_STANDIN_DEVICES", c.devices)
+			code, out, errOut, _ = mpirun(t, mpiLimit, append([]string{"-np", "2"}, append(args, "--device", "cuda")...)...)
 			if code != 0 {
 				t.Fatalf("mpirun -np 2 --device cuda: exit %d\n%s", code, errOut)
 			}
-			sameRunRel(t, "2 ranks on one stand-in device vs one CPU process", ref, parseRun(t, out), 1e-5, 0)
+			got := parseRun(t, out)
+			sameRunRel(t, "2 ranks on "+c.devices+" stand-in device(s) vs one CPU process", ref, got, 1e-5, 0)
+			if len(got.Ranks) != 2 {
+				t.Fatalf("%d rank stats", len(got.Ranks))
+			}
+			for _, r := range got.Ranks {
+				if r.Exchange != c.exchange || !strings.HasPrefix(r.Device, "cuda:") {
+					t.Fatalf("rank %d on %q merged by %q, want %q on a cuda device", r.Rank, r.Device, r.Exchange, c.exchange)
+				}
+			}
+			if c.devices == "2" && (got.Ranks[0].Device == got.Ranks[1].Device) {
+				t.Fatalf("both ranks on %s", got.Ranks[0].Device)
+			}
+			if c.exchange != "nccl" && !strings.Contains(errOut, "phase 2 merges through MPI from the host: ranks 0 and 1 share GPU") {
+				t.Fatalf("no line saying why not NCCL:\n%s", errOut)
+			}
 		})
 	}
 }

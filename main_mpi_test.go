@@ -139,7 +139,7 @@ func mpirunWatched(t *testing.T, limit time.Duration, spec ...string) (code int,
 		t.Fatal(err)
 	}
 	args := []string{"--verbose", "-k", "10s", fmt.Sprintf("%ds", int(limit.Seconds())), "mpirun", "--oversubscribe", "-x", "STAR_AS_MAIN=1"}
-	for _, v := range []string{"STAR_TEST_DIE", "STAR_TEST_HOLD", "STAR_TEST_STOP", "STAR_CUDA_LIBDIR", "STAR_DEVICE"} {
+	for _, v := range []string{"STAR_TEST_DIE", "STAR_TEST_HOLD", "STAR_TEST_STOP", "STAR_CUDA_LIBDIR", "STAR_DEVICE", "STAR_STANDIN_DEVICES"} {
 		if os.Getenv(v) != "" {
 			args = append(args, "-x", v)
 		}

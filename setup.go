@@ -52,6 +52,11 @@ func onRanks(c *cli.Context, stderr io.Writer, o rankSetup, body func(r *rankRun
 	}
 	defer r.e.W.Close()
 	defer r.e.Backend().Close()
+	defer func() {
+		if r.e.Exchange != nil {
+			r.e.Exchange.Close()
+		}
+	}()
 	if w.rank == 0 {
 		r.e.Log = stderr // warnings and a long phase 1's progress
 	}
@@ -106,6 +111,13 @@ func setup(c *cli.Context, w *world, o rankSetup, stderr io.Writer) (*rankRun, e
 		return nil, err
 	}
 	e.B = b
+	if w.comm != nil && w.comm.Size() > 1 {
+		if e.Exchange, err = ncclExchange(w.comm, b, hostLabel(), log); err != nil {
+			b.Close()
+			m.Close()
+			return nil, err
+		}
+	}
 	r.e = e
 	return r, nil
 }

@@ -41,6 +41,17 @@ type Backend interface {
 	Close() error
 }
 
+// Exchanger merges every rank's partial attention of a layer step where
+// the backend keeps it (NCCL between GPUs), instead of staging it through
+// the host (Attn.Exchange and an MPI merge). On return the step's (out,
+// lse) are the exact merge over all ranks, the same on every rank.
+type Exchanger interface {
+	Exchange(a Attn) error
+	// Name says how ("nccl").
+	Name() string
+	Close() error
+}
+
 // Device is implemented by backends with memory of their own (a GPU):
 // the memory check before a document is encoded asks it, not the host.
 type Device interface {

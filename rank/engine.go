@@ -107,6 +107,9 @@ type Engine struct {
 	// B is where this rank's forward passes run and its weights,
 	// activations and K/V live (nil: the CPU backend over M).
 	B layers.Backend
+	// Exchange, when set, merges phase 2's partials across ranks on the
+	// backend (NCCL between GPUs) instead of through Comm from the host.
+	Exchange layers.Exchanger
 	// Comm joins the ranks of a distributed run; nil runs in one process.
 	Comm collective.Comm
 	// Merge is the merge mode of partial attentions across ranks.

@@ -233,6 +233,11 @@ type RankStats struct {
 	Steps     int     `json:"phase2_tokens" msgpack:"phase2_tokens"` // tokens run through phase 2
 	KVBytes   int64   `json:"kv_bytes" msgpack:"kv_bytes"`
 	KVLoaded  bool    `json:"kv_loaded,omitempty" msgpack:"kv_loaded"` // phase 1 read from --kv-dir
+	// Device is where the rank computed ("cpu", "cuda:0 NVIDIA H200");
+	// Exchange how its phase-2 partials were merged with the other
+	// ranks' ("mpi-gather" from the host, "nccl" between GPUs).
+	Device   string `json:"device,omitempty" msgpack:"device"`
+	Exchange string `json:"exchange,omitempty" msgpack:"exchange"`
 }
 
 // gatherStats collects every rank's stats on every rank (rank order).

@@ -191,7 +191,7 @@ func (ss *Session) phase1(ctx []int) error {
 	ss.w = w // from here on the session owns it (and frees it)
 	w.Progress = ss.progress()
 	if e.Distributed() {
-		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
+		if err := ss.joinRanks(w); err != nil {
 			return err
 		}
 	}
@@ -231,7 +231,7 @@ func (ss *Session) fillRandom() error {
 	}
 	ss.w = w
 	if e.Distributed() && p.Attention != Global {
-		if w.Comb, err = NewCombiner(e.Comm, p.Merge); err != nil {
+		if err := ss.joinRanks(w); err != nil {
 			return err
 		}
 	}
@@ -408,6 +408,22 @@ func (ss *Session) query(q *QueryPlan, choose Chooser, rows []int, logits []floa
 		pos++
 	}
 	return nil
+}
+
+// joinRanks sets how w merges its phase-2 partials with the other ranks':
+// the engine's Exchanger (NCCL between GPUs), else through Comm from the
+// host in the plan's merge mode.
+func (ss *Session) joinRanks(w *Worker) error {
+	e := ss.e
+	ss.Stats.Device = e.Backend().Name()
+	if e.Exchange != nil {
+		w.X, ss.Stats.Exchange = e.Exchange, e.Exchange.Name()
+		return nil
+	}
+	var err error
+	w.Comb, err = NewCombiner(e.Comm, ss.p.Merge)
+	ss.Stats.Exchange = "mpi-" + string(ss.p.Merge)
+	return err
 }
 
 // Close frees what the session's worker holds on its backend (device

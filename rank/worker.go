@@ -27,15 +27,16 @@ type Combiner interface {
 // Worker is one rank's model on a compute backend, its K/V caches and
 // activations, all kept where the backend computes (layers.Backend).
 type Worker struct {
-	M      *layers.Model  // the model's host description (configuration, sizes)
-	B      layers.Backend // where the forward passes run and the state lives
-	Rank   int            // this rank's id
-	Host   bool           // query host: holds the query/generated KV and computes logits
-	DType  weights.DType  // of every K/V cache (layers.KVDTypes)
-	Blocks []Block        // blocks this rank encodes
-	KV     []layers.Cache // one cache per block, same order
-	Query  layers.Cache   // query/generated tokens' KV (host only)
-	Comb   Combiner       // nil: single process
+	M      *layers.Model    // the model's host description (configuration, sizes)
+	B      layers.Backend   // where the forward passes run and the state lives
+	Rank   int              // this rank's id
+	Host   bool             // query host: holds the query/generated KV and computes logits
+	DType  weights.DType    // of every K/V cache (layers.KVDTypes)
+	Blocks []Block          // blocks this rank encodes
+	KV     []layers.Cache   // one cache per block, same order
+	Query  layers.Cache     // query/generated tokens' KV (host only)
+	Comb   Combiner         // nil: single process
+	X      layers.Exchanger // set: merges partials on the backend instead of Comb
 	// Progress, if set, is told phase 1's progress in token-layers (one
 	// token through one layer) after each layer: done of total.
 	Progress func(done, total int64)
@@ -324,6 +325,9 @@ func (w *Worker) Step(toks []int, pos0 int, logits []float32, rows []int) error 
 		}
 		if err := a.Merge(parts); err != nil {
 			return err
+		}
+		if w.X != nil {
+			return w.X.Exchange(a)
 		}
 		if w.Comb != nil {
 			return a.Exchange(combine)

@@ -253,3 +253,42 @@ extern "C" __global__ void star_merge(float *o, float *lse, const float *o2, con
 	__syncthreads(); // every lane has read lse[r] before it changes
 	if (threadIdx.x == 0) lse[r] = M + star_logf(wa + wb);
 }
+
+// star_pack writes rows of (o [rows, D], lse [rows]) as dst [rows, D+1]:
+// each row's D values, then its lse (one message of an all-gather).
+// grid (rows), block (32).
+extern "C" __global__ void star_pack(float *dst, const float *o, const float *lse, int D) {
+	long long r = blockIdx.x;
+	for (int d = threadIdx.x; d < D; d += blockDim.x) dst[r * (D + 1) + d] = o[r * D + d];
+	if (threadIdx.x == 0) dst[r * (D + 1) + D] = lse[r];
+}
+
+// star_merge_packed sets (o, lse) to the exact merge of P packed partials
+// parts [P][rows][D+1] (star_pack's rows of every rank, in rank order):
+// M = max_p lse_p; w_p = exp(lse_p - M) (0 for -Inf); o = Σ w_p o_p / Σ w_p;
+// lse = M + log Σ w_p. No part with keys: o 0, lse -Inf.
+// grid (rows), block (32).
+extern "C" __global__ void star_merge_packed(float *o, float *lse, const float *parts, int P, long long rows, int D) {
+	long long r = blockIdx.x;
+	float M = star_neg_inf();
+	for (int p = 0; p < P; p++) M = star_fmaxf(M, parts[((long long)p * rows + r) * (D + 1) + D]);
+	if (M == star_neg_inf()) {
+		for (int d = threadIdx.x; d < D; d += blockDim.x) o[r * D + d] = 0.0f;
+		if (threadIdx.x == 0) lse[r] = M;
+		return;
+	}
+	float s = 0.0f;
+	for (int p = 0; p < P; p++) {
+		float l = parts[((long long)p * rows + r) * (D + 1) + D];
+		if (l != star_neg_inf()) s += star_expf(l - M);
+	}
+	for (int d = threadIdx.x; d < D; d += blockDim.x) {
+		float acc = 0.0f;
+		for (int p = 0; p < P; p++) {
+			const float *row = parts + ((long long)p * rows + r) * (D + 1);
+			if (row[D] != star_neg_inf()) acc += star_expf(row[D] - M) * row[d];
+		}
+		o[r * D + d] = acc / s;
+	}
+	if (threadIdx.x == 0) lse[r] = M + star_logf(s);
+}

@@ -28,6 +28,7 @@ type Kernels struct {
 	Image                                                              string // "cubin" or "ptx"
 	mod                                                                *nccl.Module
 	embed, rmsnorm, rope, swiglu, add, to16, attention, merge, storeKV *nccl.Kernel
+	pack, mergePacked                                                  *nccl.Kernel
 }
 
 // LoadKernels compiles the kernels for d and loads them.
@@ -46,7 +47,7 @@ func LoadKernels(d *nccl.Device) (*Kernels, error) {
 		dst  **nccl.Kernel
 	}{{"star_embed", &k.embed}, {"star_rmsnorm", &k.rmsnorm}, {"star_rope", &k.rope}, {"star_swiglu", &k.swiglu},
 		{"star_add", &k.add}, {"star_to16", &k.to16}, {"star_attention", &k.attention}, {"star_merge", &k.merge},
-		{"star_store_kv", &k.storeKV}} {
+		{"star_store_kv", &k.storeKV}, {"star_pack", &k.pack}, {"star_merge_packed", &k.mergePacked}} {
 		if *f.dst, err = mod.Kernel(f.name); err != nil {
 			return nil, err
 		}
@@ -131,4 +132,21 @@ func (k *Kernels) MergeInto(o, lse, o2, lse2 nccl.Ptr, rows, D int) error {
 		return nil
 	}
 	return k.merge.Launch(nccl.Dim3{X: rows}, nccl.Dim3{X: 32}, o, lse, o2, lse2, int32(D))
+}
+
+// Pack writes (o [rows, D], lse [rows]) as dst [rows, D+1].
+func (k *Kernels) Pack(dst, o, lse nccl.Ptr, rows, D int) error {
+	if rows == 0 {
+		return nil
+	}
+	return k.pack.Launch(nccl.Dim3{X: rows}, nccl.Dim3{X: 32}, dst, o, lse, int32(D))
+}
+
+// MergePacked sets (o, lse) to the exact merge of P packed partials
+// parts [P][rows][D+1] (Pack's rows of every rank, in rank order).
+func (k *Kernels) MergePacked(o, lse, parts nccl.Ptr, P, rows, D int) error {
+	if rows == 0 {
+		return nil
+	}
+	return k.mergePacked.Launch(nccl.Dim3{X: rows}, nccl.Dim3{X: 32}, o, lse, parts, int32(P), int64(rows), int32(D))
 }

@@ -221,6 +221,33 @@ func TestKernelsMatchCPU(t *testing.T) {
 			same(t, "attention lse", down(t, d, lse, len(wlse)), wlse, tol)
 		}
 	})
+	t.Run("pack and merge packed", func(t *testing.T) {
+		rows, D, P := 7, 16, 3
+		o, l := randn(r, rows*D), randn(r, rows)
+		l[2] = float32(math.Inf(-1))
+		packed := make([]float32, rows*(D+1))
+		layers.Pack(packed, o, l, D)
+		pp := up(t, d, make([]float32, rows*(D+1)))
+		if err := k.Pack(pp, up(t, d, o), up(t, d, l), rows, D); err != nil {
+			t.Fatal(err)
+		}
+		same(t, "pack", down(t, d, pp, rows*(D+1)), packed, 0)
+		parts := randn(r, P*rows*(D+1))
+		for p := 0; p < P; p++ { // row 4: no keys anywhere; row 5: keys on part 1 only
+			parts[(p*rows+4)*(D+1)+D] = float32(math.Inf(-1))
+			if p != 1 {
+				parts[(p*rows+5)*(D+1)+D] = float32(math.Inf(-1))
+			}
+		}
+		want, wl := make([]float32, rows*D), make([]float32, rows)
+		layers.MergePacked(want, wl, parts, P, D)
+		po, pl := up(t, d, make([]float32, rows*D)), up(t, d, make([]float32, rows))
+		if err := k.MergePacked(po, pl, up(t, d, parts), P, rows, D); err != nil {
+			t.Fatal(err)
+		}
+		same(t, "merge packed out", down(t, d, po, rows*D), want, tol)
+		same(t, "merge packed lse", down(t, d, pl, rows), wl, tol)
+	})
 	t.Run("merge", func(t *testing.T) {
 		rows, D := 6, 16
 		o1, o2 := randn(r, rows*D), randn(r, rows*D)

@@ -21,7 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <dlfcn.h>
 #include <pthread.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <ucontext.h>
 
 struct dim3 { unsigned x, y, z; };
@@ -73,10 +77,19 @@ CUresult cuDeviceGetAttribute(int *v, int a, int d) {
 }
 static size_t mem_limit(void) { return (size_t)envl("STAR_STANDIN_MEM", 16L << 30); }
 CUresult cuDeviceTotalMem_v2(size_t *b, int d) { (void)d; *b = mem_limit(); return OK; }
-static int ctx_token;
-CUresult cuDevicePrimaryCtxRetain(void **c, int d) { (void)d; *c = &ctx_token; return OK; }
+static int ctx_token[64];      // one primary context per device
+static __thread int cur_dev;   // the device of the thread's current context
+CUresult cuDevicePrimaryCtxRetain(void **c, int d) {
+	if (d < 0 || d >= 64) return INVALID_DEVICE;
+	*c = &ctx_token[d];
+	return OK;
+}
 CUresult cuDevicePrimaryCtxRelease_v2(int d) { (void)d; return OK; }
-CUresult cuCtxSetCurrent(void *c) { return c == &ctx_token ? OK : INVALID_CONTEXT; }
+CUresult cuCtxSetCurrent(void *c) {
+	if ((int *)c < ctx_token || (int *)c >= ctx_token + 64) return INVALID_CONTEXT;
+	cur_dev = (int)((int *)c - ctx_token);
+	return OK;
+}
 CUresult cuCtxSynchronize(void) { return OK; }
 
 // Allocations carry their size in a header, for the memory limit.
@@ -474,30 +487,139 @@ typedef struct { char internal[128]; } ncclUniqueId;
 int ncclGetVersion(int *v) { *v = 22700; return 0; }
 int ncclGetUniqueId(ncclUniqueId *id) {
 	memset(id, 0, sizeof *id);
-	snprintf(id->internal, sizeof id->internal, "star-standin-%d", rand());
+	struct timespec t;
+	clock_gettime(CLOCK_REALTIME, &t);
+	snprintf(id->internal, sizeof id->internal, "star-standin-%d-%ld%09ld", (int)getpid(), (long)t.tv_sec, t.tv_nsec);
 	return 0;
 }
-struct ncomm { int nranks; };
+
+// Several ranks (processes) meet through files in a folder:
+// STAR_STANDIN_NCCL_DIR, else "nccl" beside this library (the tests
+// remove the stand-in's folder). A rank writes its part of an all-gather
+// to <id>-<seq>-<rank> (renamed into place whole) and reads the others'.
+// Like NCCL, two ranks on one device are refused (Duplicate GPU detected).
+// A rank waits STAR_STANDIN_NCCL_TIMEOUT seconds (default 60) for the others.
+struct ncomm { int nranks, rank; long seq; char id[128], dir[3072]; };
+
+static void nccl_dir(char *out, size_t n) {
+	const char *e = getenv("STAR_STANDIN_NCCL_DIR");
+	if (e && *e) {
+		snprintf(out, n, "%s", e);
+	} else {
+		Dl_info i;
+		char lib[3000] = ".";
+		if (dladdr((void *)ncclGetVersion, &i) && i.dli_fname) snprintf(lib, sizeof lib, "%s", i.dli_fname);
+		char *slash = strrchr(lib, '/');
+		if (slash) *slash = 0; else snprintf(lib, sizeof lib, ".");
+		snprintf(out, n, "%s/nccl", lib);
+	}
+	mkdir(out, 0755);
+}
+
+static void part_path(char *out, size_t n, struct ncomm *c, const char *what, int rank) {
+	snprintf(out, n, "%s/%s-%s-%d", c->dir, c->id, what, rank);
+}
+
+static int put_file(const char *path, const void *b, size_t n) {
+	char tmp[3400];
+	snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+	FILE *f = fopen(tmp, "wb");
+	if (!f) return -1;
+	size_t w = fwrite(b, 1, n, f);
+	if (fclose(f) != 0 || w != n) return -1;
+	return rename(tmp, path);
+}
+
+// get_file waits for path and reads n bytes of it; -1 after the timeout.
+static int get_file(const char *path, void *b, size_t n) {
+	double limit = (double)envl("STAR_STANDIN_NCCL_TIMEOUT", 60);
+	struct timespec t0, now, nap = {0, 100000};
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		FILE *f = fopen(path, "rb");
+		if (f) {
+			size_t r = fread(b, 1, n, f);
+			fclose(f);
+			return r == n ? 0 : -1;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > limit) return -1;
+		nanosleep(&nap, NULL);
+	}
+}
+
 int ncclCommInitRank(struct ncomm **c, int nranks, ncclUniqueId id, int rank) {
-	(void)id;
-	if (nranks != 1 || rank != 0) return 5; // ncclInvalidUsage
-	*c = calloc(1, sizeof **c);
-	(*c)->nranks = 1;
+	if (nranks < 1 || rank < 0 || rank >= nranks) return 4; // ncclInvalidArgument
+	struct ncomm *m = calloc(1, sizeof *m);
+	if (!m) return 1;
+	m->nranks = nranks;
+	m->rank = rank;
+	snprintf(m->id, sizeof m->id, "%s", id.internal);
+	if (nranks > 1) {
+		nccl_dir(m->dir, sizeof m->dir);
+		char p[3400];
+		int dev = cur_dev, other;
+		part_path(p, sizeof p, m, "dev", rank);
+		if (put_file(p, &dev, sizeof dev) != 0) { free(m); return 2; }
+		for (int r = 0; r < nranks; r++) {
+			if (r == rank) continue;
+			part_path(p, sizeof p, m, "dev", r);
+			if (get_file(p, &other, sizeof other) != 0) { free(m); return 2; } // ncclSystemError
+			if (other == dev) { free(m); return 5; }                          // Duplicate GPU detected
+		}
+	}
+	*c = m;
 	return 0;
 }
-int ncclCommDestroy(struct ncomm *c) { free(c); return 0; }
+
+int ncclCommDestroy(struct ncomm *c) {
+	if (c->nranks > 1) { // every rank read the device files at init; the previous part too
+		char p[3400], w[32];
+		part_path(p, sizeof p, c, "dev", c->rank);
+		remove(p);
+		snprintf(w, sizeof w, "%ld", c->seq - 1);
+		part_path(p, sizeof p, c, w, c->rank);
+		remove(p);
+	}
+	free(c);
+	return 0;
+}
+
 int ncclAllGather(const void *s, void *r, size_t count, int dt, struct ncomm *c, void *stream) {
-	(void)c, (void)stream;
+	(void)stream;
 	static const int size[] = {1, 1, 4, 4, 8, 8, 2, 4, 8, 2};
 	if (dt < 0 || dt > 9) return 4; // ncclInvalidArgument
-	memmove(r, s, count * size[dt]);
+	size_t n = count * (size_t)size[dt];
+	if (c->nranks == 1) {
+		memmove(r, s, n);
+		return 0;
+	}
+	char p[3400], w[32];
+	c->seq++;
+	snprintf(w, sizeof w, "%ld", c->seq);
+	part_path(p, sizeof p, c, w, c->rank);
+	if (put_file(p, s, n) != 0) return 2;
+	for (int j = 0; j < c->nranks; j++) {
+		char *dst = (char *)r + (size_t)j * n;
+		if (j == c->rank) {
+			memmove(dst, s, n);
+			continue;
+		}
+		part_path(p, sizeof p, c, w, j);
+		if (get_file(p, dst, n) != 0) return 2;
+	}
+	// every rank has read this rank's part of two all-gathers ago
+	snprintf(w, sizeof w, "%ld", c->seq - 2);
+	part_path(p, sizeof p, c, w, c->rank);
+	remove(p);
 	return 0;
 }
 const char *ncclGetErrorString(int r) {
 	switch (r) {
 	case 0: return "no error";
 	case 4: return "invalid argument";
-	case 5: return "invalid usage (the stand-in NCCL runs a single rank)";
+	case 2: return "system error (the stand-in: the other ranks did not come within STAR_STANDIN_NCCL_TIMEOUT)";
+	case 5: return "invalid usage (the stand-in: Duplicate GPU detected, two ranks on one device)";
 	default: return "unhandled error";
 	}
 }
