@@ -1,7 +1,9 @@
 // Package layers is the model math of a Llama-family transformer: plain
 // functions on float32 slices, in the spirit of llama2.c's run.c. It does no
-// I/O and no communication. Heavy kernels go through the small Compute
-// interface so that other backends slot in without touching model code.
+// I/O and no communication. A forward pass runs on a Backend (backend.go),
+// which keeps the weights, activations and K/V caches where it computes:
+// OnHost is the CPU's, whose heavy kernels go through the small Compute
+// interface; layers/cuda is a GPU's.
 package layers
 
 import (
