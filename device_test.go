@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -320,5 +321,62 @@ func TestInspectDevice(t *testing.T) {
 	code, out, errOut := starProcess(t, nil, append(args, "--ranks", "1", "--device", "cpu")...)
 	if code != 0 || strings.Contains(out, `"device":{`) {
 		t.Fatalf("--device cpu: exit %d, %s %s", code, out, errOut)
+	}
+}
+
+// A batch job on a GPU: every document's caches are freed when the next
+// one starts (the device has room for one document at a time besides the
+// weights), the answers are the CPU's, and phase-1 K/V saved from the
+// device (--kv-dir) are read back by CPU ranks and the other way round.
+func TestDeviceJobsAndKVDir(t *testing.T) {
+	useStandin(t)
+	model := shared.Path(t, "models/stories260K/stories260K.bin")
+	m, err := weights.Load(model, weights.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wb := rank.DeviceWeightBytes(m)
+	m.Close()
+	in := writeJobInput(t, 6, false)
+	dir := t.TempDir()
+	env := []string{"STAR_CUDA_LIBDIR=" + standinDir, fmt.Sprintf("STAR_STANDIN_MEM=%d", wb+3<<20)}
+	job := func(name, device, kvdir string) (map[string]jobLine, string) {
+		out := filepath.Join(dir, name+".jsonl")
+		args := []string{"jobs", "run", "--model", model, "--input", in, "--output", out, "--threads", "1", "--max-tokens", "8",
+			"--block-size", "16", "--anchor-size", "8", "--device", device}
+		if kvdir != "" {
+			args = append(args, "--kv-dir", kvdir)
+		}
+		code, _, errOut := starProcess(t, env, args...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d\n%s", name, code, errOut)
+		}
+		return readJobOutput(t, out), errOut
+	}
+	same := func(what string, got, want map[string]jobLine) {
+		t.Helper()
+		if len(got) != len(want) || len(want) != 12 {
+			t.Fatalf("%s: %d results, want %d = 12", what, len(got), len(want))
+		}
+		for k, w := range want {
+			if g := got[k]; g.Error != "" || !slices.Equal(g.Tokens, w.Tokens) {
+				t.Fatalf("%s: %s: %v (%q), want %v", what, k, g.Tokens, g.Error, w.Tokens)
+			}
+		}
+	}
+	ref, _ := job("cpu", "cpu", "")
+	got, _ := job("cuda", "cuda", "")
+	same("cuda job vs cpu job", got, ref)
+	for _, c := range []struct{ save, load string }{{"cuda", "cpu"}, {"cpu", "cuda"}} {
+		kv := filepath.Join(dir, "kv-"+c.save)
+		job("save-"+c.save, c.save, kv)
+		if files, _ := filepath.Glob(filepath.Join(kv, "*")); len(files) == 0 {
+			t.Fatalf("--device %s wrote no K/V files to %s", c.save, kv)
+		}
+		got, errOut := job("load-"+c.load+"-from-"+c.save, c.load, kv)
+		if strings.Contains(errOut, "recomputing phase 1") {
+			t.Fatalf("--device %s did not read the K/V --device %s saved:\n%s", c.load, c.save, errOut)
+		}
+		same(fmt.Sprintf("--device %s on K/V saved by --device %s", c.load, c.save), got, ref)
 	}
 }
