@@ -87,9 +87,11 @@ func NewWorkerFor(b layers.Backend, lay Layout, r, capacity, chunk, reserve int,
 		return nil, err
 	}
 	if err := w.ReserveQuery(p.reserve); err != nil {
+		w.Close()
 		return nil, err
 	}
 	if err := w.acts.Reserve(p.parts, p.chunk, p.keyRows); err != nil {
+		w.Close()
 		return nil, fmt.Errorf("rank %d: attention scratch on %s: %w", r, b.Name(), err)
 	}
 	if p.host {
