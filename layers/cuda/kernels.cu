@@ -217,6 +217,84 @@ extern "C" __global__ void star_attention(float *out, float *lse, const float *q
 	if (lane == 0) lse[(long long)r * H + h] = nvis > 0 ? m + star_logf(l) : star_neg_inf();
 }
 
+// star_attention_tiled is star_attention for head sizes up to 128 with
+// each key and value read from device memory once per block instead of
+// once per (row, head): a block takes R query rows of kv head g with all
+// its hpg = H/HKV query heads, one warp per (row, head) (R*hpg <= 16
+// warps); tiles of 32 keys and values are loaded, coalesced and widened
+// to float, into shared memory, and each warp runs star_attention's
+// online softmax over the tile. Same arguments as star_attention, and R.
+// grid (ceil(nq/R), HKV), block (32, R*hpg).
+#define STAR_TK 32
+#define STAR_TD 128
+#define STAR_TW 16
+extern "C" __global__ void star_attention_tiled(float *out, float *lse, const float *q, const void *k1,
+                                                const void *v1, int n1, const void *k2, const void *v2, int nq,
+                                                int nk, int H, int HKV, int D, int causal, int kvdtype, int R) {
+	__shared__ float ks[STAR_TK][STAR_TD + 1]; // +1: lanes reading different keys hit different banks
+	__shared__ float vs[STAR_TK][STAR_TD + 1];
+	__shared__ float qs[STAR_TW][STAR_TD];
+	int g = blockIdx.y, hpg = H / HKV;
+	int w = threadIdx.y, lane = threadIdx.x, nthreads = blockDim.x * blockDim.y, tid = w * STAR_WARP + lane;
+	int r = blockIdx.x * R + w / hpg, h = g * hpg + w % hpg;
+	int active = r < nq;
+	int nvis = active ? (causal ? nk - nq + r + 1 : nk) : 0;
+	if (nvis > nk) nvis = nk;
+	int rlast = blockIdx.x * R + R - 1;
+	if (rlast > nq - 1) rlast = nq - 1;
+	int nmax = causal ? nk - nq + rlast + 1 : nk; // the block's furthest key
+	if (nmax > nk) nmax = nk;
+	long long row = (long long)HKV * D;
+	if (active)
+		for (int d = lane; d < D; d += STAR_WARP) qs[w][d] = q[((long long)r * H + h) * D + d];
+	float scale = star_rsqrtf((float)D);
+	float acc[STAR_TD / STAR_WARP];
+	for (int t = 0; t < STAR_TD / STAR_WARP; t++) acc[t] = 0.0f;
+	float m = star_neg_inf(), l = 0.0f;
+	for (int j0 = 0; j0 < nmax; j0 += STAR_TK) {
+		__syncthreads(); // the previous tile is used up (and qs written)
+		int cnt = nmax - j0 < STAR_TK ? nmax - j0 : STAR_TK;
+		for (int e = tid; e < cnt * D; e += nthreads) {
+			int jj = e / D, d = e - jj * D, j = j0 + jj;
+			long long o = (long long)(j < n1 ? j : j - n1) * row + (long long)g * D + d;
+			ks[jj][d] = star_load(j < n1 ? k1 : k2, kvdtype, o);
+			vs[jj][d] = star_load(j < n1 ? v1 : v2, kvdtype, o);
+		}
+		__syncthreads();
+		if (j0 < nvis) { // the same for the whole warp: shuffles stay inside one branch
+			int j = j0 + lane;
+			float s = star_neg_inf();
+			if (j < nvis) {
+				float dot = 0.0f;
+				for (int d = 0; d < D; d++) dot += qs[w][d] * ks[lane][d];
+				s = dot * scale;
+			}
+			float mt = star_fmaxf(m, star_warp_max(s)); // finite: key j0 is visible
+			float p = j < nvis ? star_expf(s - mt) : 0.0f;
+			float corr = star_expf(m - mt);
+			l = l * corr + star_warp_sum(p);
+			for (int t = 0; t < STAR_TD / STAR_WARP; t++) acc[t] *= corr;
+			int vis = nvis - j0 < STAR_TK ? nvis - j0 : STAR_TK;
+			for (int jj = 0; jj < vis; jj++) {
+				float pj = star_shfl(p, jj);
+				for (int t = 0; t < STAR_TD / STAR_WARP; t++) {
+					int d = lane + t * STAR_WARP;
+					if (d < D) acc[t] += pj * vs[jj][d];
+				}
+			}
+			m = mt;
+		}
+	}
+	if (active) {
+		float *or_ = out + ((long long)r * H + h) * D;
+		for (int t = 0; t < STAR_TD / STAR_WARP; t++) {
+			int d = lane + t * STAR_WARP;
+			if (d < D) or_[d] = nvis > 0 ? acc[t] / l : 0.0f;
+		}
+		if (lane == 0) lse[(long long)r * H + h] = nvis > 0 ? m + star_logf(l) : star_neg_inf();
+	}
+}
+
 // star_store_kv writes n token rows of x [n, w] (float) into the cache rows
 // dst [.., w] of element type dtype (0 F32, 1 F16, 2 BF16) from row j0.
 // grid (n), block (256).

@@ -28,7 +28,7 @@ type Kernels struct {
 	Image                                                              string // "cubin" or "ptx"
 	mod                                                                *nccl.Module
 	embed, rmsnorm, rope, swiglu, add, to16, attention, merge, storeKV *nccl.Kernel
-	pack, mergePacked                                                  *nccl.Kernel
+	pack, mergePacked, attentionTiled                                  *nccl.Kernel
 }
 
 // LoadKernels compiles the kernels for d and loads them.
@@ -47,7 +47,8 @@ func LoadKernels(d *nccl.Device) (*Kernels, error) {
 		dst  **nccl.Kernel
 	}{{"star_embed", &k.embed}, {"star_rmsnorm", &k.rmsnorm}, {"star_rope", &k.rope}, {"star_swiglu", &k.swiglu},
 		{"star_add", &k.add}, {"star_to16", &k.to16}, {"star_attention", &k.attention}, {"star_merge", &k.merge},
-		{"star_store_kv", &k.storeKV}, {"star_pack", &k.pack}, {"star_merge_packed", &k.mergePacked}} {
+		{"star_store_kv", &k.storeKV}, {"star_pack", &k.pack}, {"star_merge_packed", &k.mergePacked},
+		{"star_attention_tiled", &k.attentionTiled}} {
 		if *f.dst, err = mod.Kernel(f.name); err != nil {
 			return nil, err
 		}
@@ -113,9 +114,20 @@ func (k *Kernels) AttentionKV(out, lse, q, k1, v1 nccl.Ptr, n1 int, k2, v2 nccl.
 	if causal {
 		c = 1
 	}
+	if hpg := H / HKV; nq >= TiledRows && D <= 128 && hpg <= 16 {
+		// a block of R rows of a kv head's hpg query heads shares each K/V tile
+		R := max(16/hpg, 1)
+		return k.attentionTiled.Launch(nccl.Dim3{X: (nq + R - 1) / R, Y: HKV}, nccl.Dim3{X: 32, Y: R * hpg}, out, lse, q,
+			k1, v1, int32(n1), k2, v2, int32(nq), int32(nk), int32(H), int32(HKV), int32(D), c, int32(dtype), int32(R))
+	}
 	return k.attention.Launch(nccl.Dim3{X: nq, Y: H}, nccl.Dim3{X: 32}, out, lse, q, k1, v1, int32(n1), k2, v2,
 		int32(nq), int32(nk), int32(H), int32(HKV), int32(D), c, int32(dtype))
 }
+
+// TiledRows is the fewest query rows AttentionKV runs with the tiled
+// kernel (star_attention_tiled: K/V tiles shared by a block's rows and
+// heads); fewer (decode) run one warp per (row, head).
+var TiledRows = 8
 
 // StoreKV writes n rows of x [n, w] (float32) into rows j0.. of dst [.., w]
 // of element type dtype (0 F32, 1 F16, 2 BF16).

@@ -1,6 +1,9 @@
 package cuda_test
 
 import (
+	"fmt"
+	"github.com/star-attn/star/weights"
+	"github.com/star-attn/star/weights/weightstest"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -205,20 +208,13 @@ func TestKernelsMatchCPU(t *testing.T) {
 		}
 	})
 	t.Run("attention", func(t *testing.T) {
-		for _, c := range []struct {
-			nq, nk, H, HKV, D int
-			causal            bool
-		}{{1, 1, 1, 1, 8, true}, {5, 5, 4, 2, 16, true}, {3, 70, 4, 1, 64, false}, {4, 40, 8, 4, 128, true}, {2, 0, 2, 2, 8, false}} {
-			q, kk, v := randn(r, c.nq*c.H*c.D), randn(r, max(c.nk, 1)*c.HKV*c.D), randn(r, max(c.nk, 1)*c.HKV*c.D)
-			want, wlse := make([]float32, c.nq*c.H*c.D), make([]float32, c.nq*c.H)
-			layers.Attention(layers.NewCPUReference(1), want, wlse, q, kk, v, c.nq, c.nk, layers.AttnShape{H: c.H, HKV: c.HKV, D: c.D}, c.causal)
-			out, _ := d.Alloc(int64(4 * len(want)))
-			lse, _ := d.Alloc(int64(4 * len(wlse)))
-			if err := k.Attention(out, lse, up(t, d, q), up(t, d, kk), up(t, d, v), c.nq, c.nk, c.H, c.HKV, c.D, c.causal); err != nil {
-				t.Fatal(err)
-			}
-			same(t, "attention out", down(t, d, out, len(want)), want, tol)
-			same(t, "attention lse", down(t, d, lse, len(wlse)), wlse, tol)
+		// both kernels on every case: one warp per (row, head), and tiled
+		// (K/V tiles shared by a block's rows and heads; D > 128 and more
+		// than 16 heads per kv head stay on the first)
+		defer func(n int) { cuda.TiledRows = n }(cuda.TiledRows)
+		for _, tiled := range []int{1 << 30, 1} {
+			cuda.TiledRows = tiled
+			attentionCases(t, d, k, r, tol)
 		}
 	})
 	t.Run("pack and merge packed", func(t *testing.T) {
@@ -287,4 +283,56 @@ func TestKernelsCompileToPTX(t *testing.T) {
 			t.Fatalf("PTX lacks the entry %s", k)
 		}
 	}
+}
+
+// attentionCases checks AttentionKV against layers.Attention (causal or
+// not, grouped heads, an empty key set, rows over several tiles and a
+// two-segment split of the keys in F32 and as bfloat16).
+func attentionCases(t *testing.T, d *nccl.Device, k *cuda.Kernels, r *rand.Rand, tol float64) {
+	t.Helper()
+	for _, c := range []struct {
+		nq, nk, H, HKV, D int
+		causal            bool
+	}{{1, 1, 1, 1, 8, true}, {5, 5, 4, 2, 16, true}, {3, 70, 4, 1, 64, false}, {4, 40, 8, 4, 128, true}, {2, 0, 2, 2, 8, false},
+		{37, 100, 8, 2, 64, true}, {20, 20, 16, 1, 32, true}, {9, 45, 4, 4, 128, false}, {6, 33, 2, 1, 256, true}} {
+		q, kk, v := randn(r, c.nq*c.H*c.D), randn(r, max(c.nk, 1)*c.HKV*c.D), randn(r, max(c.nk, 1)*c.HKV*c.D)
+		want, wlse := make([]float32, c.nq*c.H*c.D), make([]float32, c.nq*c.H)
+		sh := layers.AttnShape{H: c.H, HKV: c.HKV, D: c.D}
+		layers.Attention(layers.NewCPUReference(1), want, wlse, q, kk, v, c.nq, c.nk, sh, c.causal)
+		out, _ := d.Alloc(int64(4 * len(want)))
+		lse, _ := d.Alloc(int64(4 * len(wlse)))
+		if err := k.Attention(out, lse, up(t, d, q), up(t, d, kk), up(t, d, v), c.nq, c.nk, c.H, c.HKV, c.D, c.causal); err != nil {
+			t.Fatal(err)
+		}
+		same(t, fmt.Sprintf("attention out %+v", c), down(t, d, out, len(want)), want, tol)
+		same(t, fmt.Sprintf("attention lse %+v", c), down(t, d, lse, len(wlse)), wlse, tol)
+		if c.nk < 2 {
+			continue
+		}
+		// the keys in two segments, stored as bfloat16: the reference sees the rounded values
+		n1 := c.nk / 3
+		kb, vb := weightstest.Round(kk, weights.BF16), weightstest.Round(v, weights.BF16)
+		layers.Attention(layers.NewCPUReference(1), want, wlse, q, kb, vb, c.nq, c.nk, sh, c.causal)
+		row := c.HKV * c.D
+		k16, v16 := to16(t, d, k, kk), to16(t, d, k, v)
+		if err := k.AttentionKV(out, lse, up(t, d, q), k16, v16, n1, k16+nccl.Ptr(2*n1*row), v16+nccl.Ptr(2*n1*row),
+			c.nq, c.nk, c.H, c.HKV, c.D, c.causal, 2); err != nil {
+			t.Fatal(err)
+		}
+		same(t, fmt.Sprintf("bf16 two-segment attention out %+v", c), down(t, d, out, len(want)), want, tol)
+		same(t, fmt.Sprintf("bf16 two-segment attention lse %+v", c), down(t, d, lse, len(wlse)), wlse, tol)
+	}
+}
+
+// to16 is x on the device as bfloat16.
+func to16(t *testing.T, d *nccl.Device, k *cuda.Kernels, x []float32) nccl.Ptr {
+	t.Helper()
+	p, err := d.Alloc(int64(2 * len(x)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.To16(p, up(t, d, x), 2, int64(len(x))); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
