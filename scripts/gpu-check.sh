@@ -38,10 +38,11 @@ result() { summary+=("$1: $2"); say "-- $1: $2"; }
 run() {
 	local name=$1 limit=$2
 	shift 2
-	local t0=$(date +%s.%N)
+	local t0=$(date +%s%N)
 	timeout -k 5 "$limit" "$@" >>"$rep" 2>&1
 	local rc=$?
-	local el=$(echo "$(date +%s.%N) - $t0" | bc)
+	local ms=$((($(date +%s%N) - t0) / 1000000))
+	local el="$((ms / 1000)).$(printf %03d $((ms % 1000)))"
 	if [ $rc -eq 0 ]; then result "$name" "ok (${el}s)"; else result "$name" "FAILED rc=$rc (${el}s)"; fi
 	return $rc
 }
