@@ -125,13 +125,15 @@ func Capacity(lay Layout, chunk int) int { return max(lay.MaxBlockLen(), chunk) 
 
 // DeviceActivationBytes is what a rank's activations take on a GPU
 // (layers/cuda, which allocates exactly this): the forward state of
-// capacity tokens, RoPE tables and token ids, 16-bit copies of a
+// capacity tokens, RoPE tables and token ids, decode's split-attention
+// partials, 16-bit copies of a
 // product's input when some weights are 16-bit (wide16), parts partials
 // of chunk rows, and the logits of one row.
 func DeviceActivationBytes(c *weights.Config, capacity, parts, chunk int, wide16 bool) int64 {
 	n, mc := int64(capacity), int64(min(capacity, 256))
 	D, qd, kvd, hd, H := int64(c.Dim), int64(c.QDim()), int64(c.KVDim()), int64(c.HiddenDim), int64(c.NHeads)
 	b := 4 * (3*n*D + 2*n*qd + 2*n*kvd + 2*mc*hd + n*H + n + n*int64(c.HeadDim))
+	b += 4 * 256 * H * int64(c.HeadDim+1) // decode's split-attention partials (cuda.MaxSplits)
 	if wide16 {
 		b += 2 * max(n*max(D, qd), mc*hd)
 	}

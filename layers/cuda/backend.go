@@ -276,6 +276,7 @@ type acts struct {
 	h1, h3          nccl.Ptr // [mc, Hidden]
 	x16             nccl.Ptr // [max(cap*max(Dim, QDim), mc*Hidden)] 16-bit activations (16-bit weights only)
 	lse             nccl.Ptr // [cap, H]
+	split           nccl.Ptr // [MaxSplits, H, D+1] decode's split-attention partials
 	tok             nccl.Ptr // [cap] int32
 	cos, sin        nccl.Ptr // [cap, HeadDim/2]
 	logits          nccl.Ptr // [logitRows, Vocab]
@@ -315,7 +316,8 @@ func (b *Backend) NewActs(capacity int) (layers.Acts, error) {
 		bytes int64
 	}{{&a.x, 4 * n * D}, {&a.xb, 4 * n * D}, {&a.xb2, 4 * n * D}, {&a.q, 4 * n * qd}, {&a.att, 4 * n * qd},
 		{&a.k, 4 * n * kvd}, {&a.v, 4 * n * kvd}, {&a.h1, 4 * int64(a.mc) * hd}, {&a.h3, 4 * int64(a.mc) * hd},
-		{&a.lse, 4 * n * H}, {&a.tok, 4 * n}, {&a.cos, 4 * n * int64(c.HeadDim/2)}, {&a.sin, 4 * n * int64(c.HeadDim/2)}} {
+		{&a.lse, 4 * n * H}, {&a.tok, 4 * n}, {&a.cos, 4 * n * int64(c.HeadDim/2)}, {&a.sin, 4 * n * int64(c.HeadDim/2)},
+		{&a.split, 4 * MaxSplits * H * int64(c.HeadDim+1)}} {
 		var err error
 		if *x.p, err = a.get(x.bytes); err != nil {
 			a.Free()
@@ -832,6 +834,11 @@ func (t *attn) Part(p int, lc layers.Cache, causal bool) error {
 	}
 	b, nk := a.b, c.lens[t.l]
 	return b.timed(attnFlops(mc, a.n, nk, causal), &b.attF, &b.attNs, func() error {
+		if a.n == 1 && nk > 2*SplitKeys { // decode over a long cache: split over the keys
+			chunk := max(SplitKeys, (nk+MaxSplits-1)/MaxSplits)
+			return b.k.AttentionSplit(a.parts[p], a.partsLSE[p], a.split, a.q, 0, 0, 0, c.k[t.l], c.v[t.l], nk,
+				mc.NHeads, mc.NKVHeads, mc.HeadDim, c.kdt, chunk)
+		}
 		return b.k.AttentionKV(a.parts[p], a.partsLSE[p], a.q, 0, 0, 0, c.k[t.l], c.v[t.l], a.n, nk, mc.NHeads, mc.NKVHeads, mc.HeadDim, causal, c.kdt)
 	})
 }

@@ -33,6 +33,22 @@ func TestBackendConformance(t *testing.T) {
 	})
 }
 
+// The suite again with decode's attention split over the keys (blocks of
+// 4 keys: every decode step over the suite's caches takes that path).
+func TestBackendConformanceSplitDecode(t *testing.T) {
+	device(t)
+	defer func(n int) { cuda.SplitKeys = n }(cuda.SplitKeys)
+	cuda.SplitKeys = 4
+	layerstest.RunBackend(t, "cuda-split", func(t *testing.T, m *layers.Model) layers.Backend {
+		b, err := cuda.Open(m, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	})
+}
+
 // The device memory rank counts (rank.DeviceWeightBytes,
 // rank.DeviceActivationBytes: what `star inspect` reports and the memory
 // check refuses by) is what the backend allocates.

@@ -295,6 +295,61 @@ extern "C" __global__ void star_attention_tiled(float *out, float *lse, const fl
 	}
 }
 
+// star_attention_split is decode's attention (one query row, which sees
+// every key) split over the keys, flash-decoding style, so that a long
+// context keeps the whole device busy: block (s, h) attends head h to keys
+// [s*chunk, min(nk, (s+1)*chunk)) of the two segments (as star_attention)
+// and writes its partial row (D outputs, then its lse; -Inf when it has no
+// key) to parts [S][H][D+1], which star_merge_packed then merges.
+// grid (S, H), block (32). q [H*D].
+extern "C" __global__ void star_attention_split(float *parts, const float *q, const void *k1, const void *v1, int n1,
+                                                const void *k2, const void *v2, int nk, int H, int HKV, int D,
+                                                int kvdtype, int chunk) {
+	int s = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
+	int g = h / (H / HKV);
+	int lo = s * chunk, hi = lo + chunk < nk ? lo + chunk : nk;
+	const float *qr = q + (long long)h * D;
+	float *pr = parts + ((long long)s * H + h) * (D + 1);
+	float scale = star_rsqrtf((float)D);
+	long long row = (long long)HKV * D;
+	float acc[8];
+	for (int t = 0; t < 8; t++) acc[t] = 0.0f;
+	float m = star_neg_inf(), l = 0.0f;
+	for (int j0 = lo; j0 < hi; j0 += STAR_WARP) {
+		int j = j0 + lane;
+		float sc = star_neg_inf();
+		if (j < hi) {
+			const void *ks = j < n1 ? k1 : k2;
+			long long kj = (long long)(j < n1 ? j : j - n1) * row + (long long)g * D;
+			float dot = 0.0f;
+			for (int d = 0; d < D; d++) dot += qr[d] * star_load(ks, kvdtype, kj + d);
+			sc = dot * scale;
+		}
+		float mt = star_fmaxf(m, star_warp_max(sc));
+		float p = j < hi ? star_expf(sc - mt) : 0.0f;
+		float corr = star_expf(m - mt);
+		l = l * corr + star_warp_sum(p);
+		for (int t = 0; t < 8; t++) acc[t] *= corr;
+		int cnt = hi - j0 < STAR_WARP ? hi - j0 : STAR_WARP;
+		for (int jj = 0; jj < cnt; jj++) {
+			float pj = star_shfl(p, jj);
+			int jv = j0 + jj;
+			const void *vs = jv < n1 ? v1 : v2;
+			long long vj = (long long)(jv < n1 ? jv : jv - n1) * row + (long long)g * D;
+			for (int t = 0; t < 8; t++) {
+				int d = lane + t * STAR_WARP;
+				if (d < D) acc[t] += pj * star_load(vs, kvdtype, vj + d);
+			}
+		}
+		m = mt;
+	}
+	for (int t = 0; t < 8; t++) {
+		int d = lane + t * STAR_WARP;
+		if (d < D) pr[d] = hi > lo ? acc[t] / l : 0.0f;
+	}
+	if (lane == 0) pr[D] = hi > lo ? m + star_logf(l) : star_neg_inf();
+}
+
 // star_store_kv writes n token rows of x [n, w] (float) into the cache rows
 // dst [.., w] of element type dtype (0 F32, 1 F16, 2 BF16) from row j0.
 // grid (n), block (256).

@@ -28,7 +28,7 @@ type Kernels struct {
 	Image                                                              string // "cubin" or "ptx"
 	mod                                                                *nccl.Module
 	embed, rmsnorm, rope, swiglu, add, to16, attention, merge, storeKV *nccl.Kernel
-	pack, mergePacked, attentionTiled                                  *nccl.Kernel
+	pack, mergePacked, attentionTiled, attentionSplit                  *nccl.Kernel
 }
 
 // LoadKernels compiles the kernels for d and loads them.
@@ -48,7 +48,7 @@ func LoadKernels(d *nccl.Device) (*Kernels, error) {
 	}{{"star_embed", &k.embed}, {"star_rmsnorm", &k.rmsnorm}, {"star_rope", &k.rope}, {"star_swiglu", &k.swiglu},
 		{"star_add", &k.add}, {"star_to16", &k.to16}, {"star_attention", &k.attention}, {"star_merge", &k.merge},
 		{"star_store_kv", &k.storeKV}, {"star_pack", &k.pack}, {"star_merge_packed", &k.mergePacked},
-		{"star_attention_tiled", &k.attentionTiled}} {
+		{"star_attention_tiled", &k.attentionTiled}, {"star_attention_split", &k.attentionSplit}} {
 		if *f.dst, err = mod.Kernel(f.name); err != nil {
 			return nil, err
 		}
@@ -122,6 +122,32 @@ func (k *Kernels) AttentionKV(out, lse, q, k1, v1 nccl.Ptr, n1 int, k2, v2 nccl.
 	}
 	return k.attention.Launch(nccl.Dim3{X: nq, Y: H}, nccl.Dim3{X: 32}, out, lse, q, k1, v1, int32(n1), k2, v2,
 		int32(nq), int32(nk), int32(H), int32(HKV), int32(D), c, int32(dtype))
+}
+
+// SplitKeys is the fewest keys per block of decode's split attention
+// (AttentionSplit): one query row over more than twice as many keys is
+// split into blocks of this many, or more when that would make more than
+// MaxSplits blocks.
+var SplitKeys = 512
+
+// MaxSplits bounds the blocks of a split attention (its partials are
+// MaxSplits·H·(D+1) floats of every rank's activations).
+const MaxSplits = 256
+
+// AttentionSplit is AttentionKV for one query row that sees every key
+// (decode), split over blocks of chunk keys: the partials go to parts
+// [S][H][D+1] (S = ceil(nk/chunk), allocated by the caller), then are
+// merged into out [H*D], lse [H].
+func (k *Kernels) AttentionSplit(out, lse, parts, q, k1, v1 nccl.Ptr, n1 int, k2, v2 nccl.Ptr, nk, H, HKV, D, dtype, chunk int) error {
+	if D > 256 {
+		return fmt.Errorf("attention: head size %d over the kernel's 256", D)
+	}
+	S := (nk + chunk - 1) / chunk
+	if err := k.attentionSplit.Launch(nccl.Dim3{X: S, Y: H}, nccl.Dim3{X: 32}, parts, q, k1, v1, int32(n1), k2, v2,
+		int32(nk), int32(H), int32(HKV), int32(D), int32(dtype), int32(chunk)); err != nil {
+		return err
+	}
+	return k.MergePacked(out, lse, parts, S, H, D)
 }
 
 // TiledRows is the fewest query rows AttentionKV runs with the tiled

@@ -217,6 +217,26 @@ func TestKernelsMatchCPU(t *testing.T) {
 			attentionCases(t, d, k, r, tol)
 		}
 	})
+	t.Run("split decode attention", func(t *testing.T) {
+		for _, c := range []struct{ nk, H, HKV, D, chunk int }{{1000, 8, 2, 64, 64}, {130, 4, 4, 128, 32}, {77, 2, 1, 256, 16}, {5, 2, 2, 8, 16}} {
+			q, kk, v := randn(r, c.H*c.D), randn(r, c.nk*c.HKV*c.D), randn(r, c.nk*c.HKV*c.D)
+			kb, vb := weightstest.Round(kk, weights.BF16), weightstest.Round(v, weights.BF16)
+			want, wlse := make([]float32, c.H*c.D), make([]float32, c.H)
+			layers.Attention(layers.NewCPUReference(1), want, wlse, q, kb, vb, 1, c.nk, layers.AttnShape{H: c.H, HKV: c.HKV, D: c.D}, false)
+			S := (c.nk + c.chunk - 1) / c.chunk
+			out, _ := d.Alloc(int64(4 * len(want)))
+			lse, _ := d.Alloc(int64(4 * len(wlse)))
+			parts, _ := d.Alloc(int64(4 * S * c.H * (c.D + 1)))
+			n1, row := c.nk/3, c.HKV*c.D
+			k16, v16 := to16(t, d, k, kk), to16(t, d, k, v)
+			if err := k.AttentionSplit(out, lse, parts, up(t, d, q), k16, v16, n1, k16+nccl.Ptr(2*n1*row), v16+nccl.Ptr(2*n1*row),
+				c.nk, c.H, c.HKV, c.D, 2, c.chunk); err != nil {
+				t.Fatal(err)
+			}
+			same(t, fmt.Sprintf("split attention out %+v", c), down(t, d, out, len(want)), want, tol)
+			same(t, fmt.Sprintf("split attention lse %+v", c), down(t, d, lse, len(wlse)), wlse, tol)
+		}
+	})
 	t.Run("pack and merge packed", func(t *testing.T) {
 		rows, D, P := 7, 16, 3
 		o, l := randn(r, rows*D), randn(r, rows)
