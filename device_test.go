@@ -339,7 +339,8 @@ func TestDeviceJobsAndKVDir(t *testing.T) {
 	m.Close()
 	in := writeJobInput(t, 6, false)
 	dir := t.TempDir()
-	env := []string{"STAR_CUDA_LIBDIR=" + standinDir, fmt.Sprintf("STAR_STANDIN_MEM=%d", wb+3<<20)}
+	// 4.5 MiB besides the weights: a document needs 3.1 (K/V, activations), two do not fit
+	env := []string{"STAR_CUDA_LIBDIR=" + standinDir, fmt.Sprintf("STAR_STANDIN_MEM=%d", wb+9<<19)}
 	job := func(name, device, kvdir string) (map[string]jobLine, string) {
 		out := filepath.Join(dir, name+".jsonl")
 		args := []string{"jobs", "run", "--model", model, "--input", in, "--output", out, "--threads", "1", "--max-tokens", "8",
