@@ -21,9 +21,10 @@ func deviceChoice(s string) (string, error) {
 }
 
 // openBackend puts model m on this rank's device: choice "cpu" the CPU
-// backend; "cuda" GPU localRank modulo the node's GPUs, or an error that
-// says why not (the node's localSize ranks share its GPUs); "auto" the GPU when a device and the libraries are found,
-// else the CPU with one line on log (nil: none) saying why.
+// backend; "cuda" GPU localRank modulo the node's GPUs (shared by its
+// localSize ranks), or an error that says why not; "auto" the GPU when a
+// device and the libraries are found, else the CPU with one line on log
+// (nil: none) saying why.
 func openBackend(choice string, m *layers.Model, localRank, localSize int, log io.Writer) (layers.Backend, error) {
 	if choice == "cpu" {
 		return layers.OnHost(m), nil

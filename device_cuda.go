@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/star-attn/star/collective"
 	"github.com/star-attn/star/jobs"
@@ -12,18 +13,23 @@ import (
 	"github.com/star-attn/star/layers/cuda"
 	"github.com/star-attn/star/nccl"
 	"github.com/star-attn/star/rank"
-	"strings"
 )
+
+// gpus is the number of GPUs the CUDA driver sees, an error if none.
+func gpus() (int, error) {
+	n, err := nccl.DeviceCount()
+	if err == nil && n == 0 {
+		err = fmt.Errorf("the CUDA driver sees no GPU")
+	}
+	return n, err
+}
 
 // openCUDA opens GPU localRank modulo the node's GPUs for model m; the
 // ranks of the node (localSize) that land on the same GPU share it.
 func openCUDA(m *layers.Model, localRank, localSize int) (layers.Backend, error) {
-	n, err := nccl.DeviceCount()
+	n, err := gpus()
 	if err != nil {
 		return nil, err
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("the CUDA driver sees no GPU")
 	}
 	ord := localRank % n
 	b, err := cuda.Open(m, ord)
@@ -40,12 +46,9 @@ func openCUDA(m *layers.Model, localRank, localSize int) (layers.Backend, error)
 
 // cudaInfo describes GPU 0 of this node without putting anything on it.
 func cudaInfo() (*jobs.DeviceInfo, error) {
-	n, err := nccl.DeviceCount()
+	n, err := gpus()
 	if err != nil {
 		return nil, err
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("the CUDA driver sees no GPU")
 	}
 	d, err := nccl.Open(0)
 	if err != nil {

@@ -259,12 +259,7 @@ func starProcess(t *testing.T, env []string, args ...string) (code int, stdout, 
 func TestDeviceMemoryRefusal(t *testing.T) {
 	useStandin(t)
 	model := shared.Path(t, "models/stories260K/stories260K.bin")
-	m, err := weights.Load(model, weights.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wb := rank.DeviceWeightBytes(m)
-	m.Close()
+	wb := deviceWeightBytes(t, model)
 	prompt := writeFile(t, "p.txt", mpiStory)
 	env := []string{"STAR_CUDA_LIBDIR=" + standinDir, fmt.Sprintf("STAR_STANDIN_MEM=%d", wb+16<<10)}
 	code, out, errOut := starProcess(t, env, "--model", model, "--prompt", prompt, "--max-tokens", "2", "--device", "cuda", "--json")
@@ -331,12 +326,7 @@ func TestInspectDevice(t *testing.T) {
 func TestDeviceJobsAndKVDir(t *testing.T) {
 	useStandin(t)
 	model := shared.Path(t, "models/stories260K/stories260K.bin")
-	m, err := weights.Load(model, weights.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wb := rank.DeviceWeightBytes(m)
-	m.Close()
+	wb := deviceWeightBytes(t, model)
 	in := writeJobInput(t, 6, false)
 	dir := t.TempDir()
 	// 4.5 MiB besides the weights: a document needs 3.1 (K/V, activations), two do not fit
@@ -380,4 +370,15 @@ func TestDeviceJobsAndKVDir(t *testing.T) {
 		}
 		same(fmt.Sprintf("--device %s on K/V saved by --device %s", c.load, c.save), got, ref)
 	}
+}
+
+// deviceWeightBytes is what the weights of the model at path take on a GPU.
+func deviceWeightBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	m, err := weights.Load(path, weights.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	return rank.DeviceWeightBytes(m)
 }

@@ -301,11 +301,10 @@ type hostAttn struct {
 func (h *hostAttn) N() int { return h.n }
 
 func hostKV(c Cache) (*KV, error) {
-	kv, ok := c.(*KV)
-	if !ok {
-		return nil, fmt.Errorf("layers: a %T is not a cache of the CPU backend", c)
+	if kv := HostCache(c); kv != nil {
+		return kv, nil
 	}
-	return kv, nil
+	return nil, fmt.Errorf("layers: a %T is not a cache of the CPU backend", c)
 }
 
 func (h *hostAttn) Encode(c, prefix Cache) error {
@@ -330,26 +329,14 @@ func (h *hostAttn) Encode(c, prefix Cache) error {
 			h.a.kbuf, h.a.vbuf = make([]float32, 0, need), make([]float32, 0, need)
 		}
 		kb, vb := h.a.kbuf[:(a+n)*kvd], h.a.vbuf[:(a+n)*kvd]
-		widen(kb, p.K[l], a)
-		widen(vb, p.V[l], a)
+		p.K[l].TokenMajor(kb, a)
+		p.V[l].TokenMajor(vb, a)
 		copy(kb[a*kvd:], h.k)
 		copy(vb[a*kvd:], h.v)
 		keys, vals, nk = kb, vb, a+n
 	}
 	Attention(m.C, h.out, h.a.lse[:n*m.Cfg.NHeads], h.q, keys, vals, n, nk, m.Shape(), true)
 	return nil
-}
-
-// widen writes tokens [0, n) of b into dst [n][HKV*D], token-major
-// float32 (the layout of a forward pass's fresh keys and values).
-func widen(dst []float32, b *KVBuf, n int) {
-	sp := b.Span(0, n)
-	kvd := b.HKV * b.D
-	for j := 0; j < n; j++ {
-		for hh := 0; hh < b.HKV; hh++ {
-			sp.Row(dst[j*kvd+hh*b.D:j*kvd+(hh+1)*b.D], hh, j)
-		}
-	}
 }
 
 func (h *hostAttn) Append(c Cache) error {

@@ -135,6 +135,18 @@ func (b *KVBuf) Span(j0, j1 int) KVSpan {
 // All is the span of the tokens held.
 func (b *KVBuf) All() KVSpan { return b.Span(0, b.Len) }
 
+// TokenMajor writes tokens [0, n) of b into dst [n][HKV*D], token-major
+// float32 (the layout of a forward pass's fresh keys and values).
+func (b *KVBuf) TokenMajor(dst []float32, n int) {
+	sp := b.Span(0, n)
+	kvd := b.HKV * b.D
+	for j := 0; j < n; j++ {
+		for h := 0; h < b.HKV; h++ {
+			sp.Row(dst[j*kvd+h*b.D:j*kvd+(h+1)*b.D], h, j)
+		}
+	}
+}
+
 // Append stores n tokens' rows x [n][HKV*D] (token-major float32, as a
 // forward pass makes them) after the tokens held, rounded to the buffer's
 // dtype (F16: nearest even, saturating at ±65504 so that no key or value

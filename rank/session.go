@@ -597,60 +597,48 @@ func (l *Leader) End(final error) ([]RankStats, error) {
 func globalReserve(n, seqLen int) int { return min(n+QueryReserve, seqLen) }
 
 // checkMemory refuses, before allocating anything, a document whose share
-// on this rank cannot fit in the memory available to it (the node's
-// available memory divided by the ranks on the node). The weights are
-// already loaded: only K/V and activations are still to come.
+// on this rank cannot fit in the memory available to it: the node's
+// available memory divided by the ranks on the node, or on a device
+// backend (layers.Device) the device's free memory divided by the ranks
+// sharing it. The weights are already loaded: only K/V and activations
+// are still to come.
 func (e *Engine) checkMemory(p *Plan) error {
+	lay, reserve := p.Layout, QueryReserve
+	if p.Attention == Global { // everything in rank 0's query cache
+		lay, reserve = Layout{N: p.N}, globalReserve(p.N, e.M.Cfg.SeqLen)
+	}
+	m := Footprint(e.M, 0, lay, e.Rank(), reserve, p.Capacity, p.Chunk, p.KVDType)
+	advice := func(more string) string {
+		if p.KVDType == weights.F32 {
+			return "use --kv-dtype f16, " + more + ", a smaller --block-size, or a shorter context"
+		}
+		return "use " + more + ", a smaller --block-size, or a shorter context"
+	}
 	if dev, ok := e.Backend().(layers.Device); ok {
-		return e.checkDeviceMemory(p, dev)
+		// the weights are on the device already
+		free, _, err := dev.MemInfo()
+		if err != nil {
+			return fmt.Errorf("device memory: %w", err)
+		}
+		share := int64(max(dev.Sharing(), 1))
+		wp := planWorker(lay, e.Rank(), p.Capacity, p.Chunk, reserve, p.KVDType)
+		acts := DeviceActivationBytes(&e.M.Cfg, wp.capacity, wp.parts, wp.chunk, Wide16(e.W))
+		if need := m.KVBytes + m.AnchorBytes + acts; need > free/share {
+			return fmt.Errorf("needs %s of device memory (%s K/V of %d blocks, %d tokens: %s; anchor %s; activations %s) but %s has %s free for each of its %d rank(s): %s",
+				size(need), m.KVDType, m.Blocks, m.BlockTokens, size(m.KVBytes), size(m.AnchorBytes), size(acts), e.Backend().Name(),
+				size(free/share), share, advice("more ranks or GPUs"))
+		}
+		return nil
 	}
 	avail := MemAvailable()
 	if avail == 0 {
 		return nil
 	}
 	local := max(e.LocalRanks, 1)
-	lay, reserve := p.Layout, QueryReserve
-	if p.Attention == Global { // everything in rank 0's query cache
-		lay, reserve = Layout{N: p.N}, globalReserve(p.N, e.M.Cfg.SeqLen)
-	}
-	m := Footprint(e.M, 0, lay, e.Rank(), reserve, p.Capacity, p.Chunk, p.KVDType)
-	need := m.KVBytes + m.AnchorBytes + m.ActivationBytes
-	if need > avail/int64(local) {
-		advice := "use more ranks, a smaller --block-size, or a shorter context"
-		if p.KVDType == weights.F32 {
-			advice = "use --kv-dtype f16, more ranks, a smaller --block-size, or a shorter context"
-		}
+	if need := m.KVBytes + m.AnchorBytes + m.ActivationBytes; need > avail/int64(local) {
 		return MemoryRefusal(need, fmt.Sprintf("%s K/V of %d blocks, %d tokens: %.2f GiB; anchor %.2f GiB; activations %.2f GiB",
 			m.KVDType, m.Blocks, m.BlockTokens, gib(m.KVBytes), gib(m.AnchorBytes), gib(m.ActivationBytes)),
-			avail/int64(local), local, advice)
-	}
-	return nil
-}
-
-// checkDeviceMemory refuses a document whose K/V, anchor and activations
-// do not fit in this rank's share of its device's free memory (the
-// weights are there already).
-func (e *Engine) checkDeviceMemory(p *Plan, dev layers.Device) error {
-	free, _, err := dev.MemInfo()
-	if err != nil {
-		return fmt.Errorf("device memory: %w", err)
-	}
-	share := int64(max(dev.Sharing(), 1))
-	lay, reserve := p.Layout, QueryReserve
-	if p.Attention == Global {
-		lay, reserve = Layout{N: p.N}, globalReserve(p.N, e.M.Cfg.SeqLen)
-	}
-	m := Footprint(e.M, 0, lay, e.Rank(), reserve, p.Capacity, p.Chunk, p.KVDType)
-	wp := planWorker(lay, e.Rank(), p.Capacity, p.Chunk, reserve, p.KVDType)
-	acts := DeviceActivationBytes(&e.M.Cfg, wp.capacity, wp.parts, wp.chunk, Wide16(e.W))
-	need := m.KVBytes + m.AnchorBytes + acts
-	if need > free/share {
-		advice := "use more ranks or GPUs, a smaller --block-size, or a shorter context"
-		if p.KVDType == weights.F32 {
-			advice = "use --kv-dtype f16, more ranks or GPUs, a smaller --block-size, or a shorter context"
-		}
-		return fmt.Errorf("needs %s of device memory (%s K/V of %d blocks, %d tokens: %s; anchor %s; activations %s) but %s has %s free for each of its %d rank(s): %s",
-			size(need), m.KVDType, m.Blocks, m.BlockTokens, size(m.KVBytes), size(m.AnchorBytes), size(acts), e.Backend().Name(), size(free/share), share, advice)
+			avail/int64(local), local, advice("more ranks"))
 	}
 	return nil
 }

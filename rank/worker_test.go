@@ -95,12 +95,7 @@ func TestAnchorOnceEqualsJointEncoding(t *testing.T) {
 // tokenMajor is the first n tokens of b as float32 [n][HKV*D].
 func tokenMajor(b *layers.KVBuf, n int) []float32 {
 	x := make([]float32, n*b.HKV*b.D)
-	sp, kvd := b.Span(0, n), b.HKV*b.D
-	for j := 0; j < n; j++ {
-		for h := 0; h < b.HKV; h++ {
-			sp.Row(x[j*kvd+h*b.D:j*kvd+(h+1)*b.D], h, j)
-		}
-	}
+	b.TokenMajor(x, n)
 	return x
 }
 

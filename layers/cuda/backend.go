@@ -578,6 +578,15 @@ func (c *cache) grow(need int) error {
 	return nil
 }
 
+// ownActs is la as b's activations, or an error.
+func (b *Backend) ownActs(la layers.Acts) (*acts, error) {
+	a, ok := la.(*acts)
+	if !ok || a.b != b {
+		return nil, fmt.Errorf("cuda: activations %T are not %s's", la, b.Name())
+	}
+	return a, nil
+}
+
 func (b *Backend) devCache(c layers.Cache) (*cache, error) {
 	kc, ok := c.(*cache)
 	if !ok || kc.b != b {
@@ -609,9 +618,9 @@ func off(p nccl.Ptr, floats int) nccl.Ptr { return p + nccl.Ptr(4*int64(floats))
 
 // Run embeds tokens at positions pos and runs every layer on the device.
 func (b *Backend) Run(la layers.Acts, tokens, pos []int, attend layers.LayerAttend) error {
-	a, ok := la.(*acts)
-	if !ok || a.b != b {
-		return fmt.Errorf("cuda: activations %T are not %s's", la, b.Name())
+	a, err := b.ownActs(la)
+	if err != nil {
+		return err
 	}
 	c := &b.m.Cfg
 	n := len(tokens)
@@ -716,9 +725,9 @@ func (a *acts) qkv(w *devLayer, n int) error {
 // Logits computes the classifier output of rows of the last Run and
 // downloads it: out [len(rows), VocabSize].
 func (b *Backend) Logits(out []float32, la layers.Acts, rows []int) error {
-	a, ok := la.(*acts)
-	if !ok || a.b != b {
-		return fmt.Errorf("cuda: activations %T are not %s's", la, b.Name())
+	a, err := b.ownActs(la)
+	if err != nil {
+		return err
 	}
 	c := &b.m.Cfg
 	D, V := c.Dim, c.VocabSize

@@ -155,37 +155,26 @@ extern "C" __global__ void star_to16(unsigned short *out, const float *x, int dt
 	if (i < n) out[i] = dtype == 1 ? star_f32_to_f16(x[i]) : star_f32_to_bf16(x[i]);
 }
 
-// star_attention: scaled dot-product attention of nq query rows, per head,
-// with its log-sum-exp:
-//   out[r, h] = softmax(q[r, h] · K_g^T / sqrt(D)) V_g,  lse[r, h] = log Σ exp(scores)
-// over the keys the row sees, g = h / (H / HKV). The nk keys come in two
-// segments, each token-major [rows, HKV*D] of element type kvdtype (0 F32,
-// 1 F16, 2 BF16): keys 0 .. n1-1 from (k1, v1), keys n1 .. nk-1 from
-// (k2, v2) (phase 1's anchor, then the block; n1 = 0: one segment).
-// causal: the nq queries are the last nq of the nk keys' positions, so row
-// r sees keys 0 .. nk-nq+r; otherwise every key. A row that sees no key
-// gets out 0 and lse -Inf (it contributes nothing to a merge).
-// One warp per (row, head): grid (nq, H), block (32). D <= 256.
-// q, out [nq, H*D]; lse [nq, H].
-extern "C" __global__ void star_attention(float *out, float *lse, const float *q, const void *k1, const void *v1,
-                                          int n1, const void *k2, const void *v2, int nq, int nk, int H, int HKV,
-                                          int D, int causal, int kvdtype) {
-	int r = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
-	int g = h / (H / HKV);
-	int nvis = causal ? nk - nq + r + 1 : nk;
-	if (nvis > nk) nvis = nk;
-	const float *qr = q + ((long long)r * H + h) * D;
-	float *or_ = out + ((long long)r * H + h) * D;
+// star_attend_keys is one warp's attention of the query row qr [D] to the
+// keys lo .. hi-1 of kv head g in two segments, each token-major [rows,
+// row] of element type kvdtype (0 F32, 1 F16, 2 BF16): keys below n1 are
+// rows of (k1, v1), the others rows j - n1 of (k2, v2). It writes the
+// output to o [D] and its log-sum-exp to *olse (lane 0); no key: o 0 and
+// lse -Inf. Each lane owns output dims lane, lane+32, ... (up to 8 of
+// them: D <= 256), and the keys come 32 at a time, one per lane, with an
+// online softmax.
+__device__ __forceinline__ void star_attend_keys(float *o, float *olse, const float *qr, const void *k1,
+                                                 const void *v1, int n1, const void *k2, const void *v2, int lo,
+                                                 int hi, int g, long long row, int D, int kvdtype) {
+	int lane = threadIdx.x;
 	float scale = star_rsqrtf((float)D);
-	long long row = (long long)HKV * D;
-	// each lane owns output dims lane, lane+32, ... (D/32 of them, up to 8)
 	float acc[8];
 	for (int t = 0; t < 8; t++) acc[t] = 0.0f;
 	float m = star_neg_inf(), l = 0.0f;
-	for (int j0 = 0; j0 < nvis; j0 += STAR_WARP) {
+	for (int j0 = lo; j0 < hi; j0 += STAR_WARP) {
 		int j = j0 + lane;
 		float s = star_neg_inf();
-		if (j < nvis) {
+		if (j < hi) {
 			const void *ks = j < n1 ? k1 : k2;
 			long long kj = (long long)(j < n1 ? j : j - n1) * row + (long long)g * D;
 			float dot = 0.0f;
@@ -193,11 +182,11 @@ extern "C" __global__ void star_attention(float *out, float *lse, const float *q
 			s = dot * scale;
 		}
 		float mt = star_fmaxf(m, star_warp_max(s));
-		float p = j < nvis ? star_expf(s - mt) : 0.0f;
+		float p = j < hi ? star_expf(s - mt) : 0.0f;
 		float corr = star_expf(m - mt); // 0 on the first chunk (m = -Inf)
 		l = l * corr + star_warp_sum(p);
 		for (int t = 0; t < 8; t++) acc[t] *= corr;
-		int cnt = nvis - j0 < STAR_WARP ? nvis - j0 : STAR_WARP;
+		int cnt = hi - j0 < STAR_WARP ? hi - j0 : STAR_WARP;
 		for (int jj = 0; jj < cnt; jj++) {
 			float pj = star_shfl(p, jj);
 			int jv = j0 + jj;
@@ -212,9 +201,32 @@ extern "C" __global__ void star_attention(float *out, float *lse, const float *q
 	}
 	for (int t = 0; t < 8; t++) {
 		int d = lane + t * STAR_WARP;
-		if (d < D) or_[d] = nvis > 0 ? acc[t] / l : 0.0f;
+		if (d < D) o[d] = hi > lo ? acc[t] / l : 0.0f;
 	}
-	if (lane == 0) lse[(long long)r * H + h] = nvis > 0 ? m + star_logf(l) : star_neg_inf();
+	if (lane == 0) *olse = hi > lo ? m + star_logf(l) : star_neg_inf();
+}
+
+// star_attention: scaled dot-product attention of nq query rows, per head,
+// with its log-sum-exp:
+//   out[r, h] = softmax(q[r, h] · K_g^T / sqrt(D)) V_g,  lse[r, h] = log Σ exp(scores)
+// over the keys the row sees, g = h / (H / HKV). The nk keys come in two
+// segments (star_attend_keys): keys 0 .. n1-1 from (k1, v1), keys n1 ..
+// nk-1 from (k2, v2) (phase 1's anchor, then the block; n1 = 0: one
+// segment). causal: the nq queries are the last nq of the nk keys'
+// positions, so row r sees keys 0 .. nk-nq+r; otherwise every key. A row
+// that sees no key gets out 0 and lse -Inf (it contributes nothing to a
+// merge).
+// One warp per (row, head): grid (nq, H), block (32). D <= 256.
+// q, out [nq, H*D]; lse [nq, H].
+extern "C" __global__ void star_attention(float *out, float *lse, const float *q, const void *k1, const void *v1,
+                                          int n1, const void *k2, const void *v2, int nq, int nk, int H, int HKV,
+                                          int D, int causal, int kvdtype) {
+	int r = blockIdx.x, h = blockIdx.y;
+	int nvis = causal ? nk - nq + r + 1 : nk;
+	if (nvis > nk) nvis = nk;
+	long long rh = (long long)r * H + h;
+	star_attend_keys(out + rh * D, lse + rh, q + rh * D, k1, v1, n1, k2, v2, 0, nvis, h / (H / HKV),
+	                 (long long)HKV * D, D, kvdtype);
 }
 
 // star_attention_tiled is star_attention for head sizes up to 128 with
@@ -298,56 +310,18 @@ extern "C" __global__ void star_attention_tiled(float *out, float *lse, const fl
 // star_attention_split is decode's attention (one query row, which sees
 // every key) split over the keys, flash-decoding style, so that a long
 // context keeps the whole device busy: block (s, h) attends head h to keys
-// [s*chunk, min(nk, (s+1)*chunk)) of the two segments (as star_attention)
+// [s*chunk, min(nk, (s+1)*chunk)) of the two segments (star_attend_keys)
 // and writes its partial row (D outputs, then its lse; -Inf when it has no
 // key) to parts [S][H][D+1], which star_merge_packed then merges.
 // grid (S, H), block (32). q [H*D].
 extern "C" __global__ void star_attention_split(float *parts, const float *q, const void *k1, const void *v1, int n1,
                                                 const void *k2, const void *v2, int nk, int H, int HKV, int D,
                                                 int kvdtype, int chunk) {
-	int s = blockIdx.x, h = blockIdx.y, lane = threadIdx.x;
-	int g = h / (H / HKV);
+	int s = blockIdx.x, h = blockIdx.y;
 	int lo = s * chunk, hi = lo + chunk < nk ? lo + chunk : nk;
-	const float *qr = q + (long long)h * D;
 	float *pr = parts + ((long long)s * H + h) * (D + 1);
-	float scale = star_rsqrtf((float)D);
-	long long row = (long long)HKV * D;
-	float acc[8];
-	for (int t = 0; t < 8; t++) acc[t] = 0.0f;
-	float m = star_neg_inf(), l = 0.0f;
-	for (int j0 = lo; j0 < hi; j0 += STAR_WARP) {
-		int j = j0 + lane;
-		float sc = star_neg_inf();
-		if (j < hi) {
-			const void *ks = j < n1 ? k1 : k2;
-			long long kj = (long long)(j < n1 ? j : j - n1) * row + (long long)g * D;
-			float dot = 0.0f;
-			for (int d = 0; d < D; d++) dot += qr[d] * star_load(ks, kvdtype, kj + d);
-			sc = dot * scale;
-		}
-		float mt = star_fmaxf(m, star_warp_max(sc));
-		float p = j < hi ? star_expf(sc - mt) : 0.0f;
-		float corr = star_expf(m - mt);
-		l = l * corr + star_warp_sum(p);
-		for (int t = 0; t < 8; t++) acc[t] *= corr;
-		int cnt = hi - j0 < STAR_WARP ? hi - j0 : STAR_WARP;
-		for (int jj = 0; jj < cnt; jj++) {
-			float pj = star_shfl(p, jj);
-			int jv = j0 + jj;
-			const void *vs = jv < n1 ? v1 : v2;
-			long long vj = (long long)(jv < n1 ? jv : jv - n1) * row + (long long)g * D;
-			for (int t = 0; t < 8; t++) {
-				int d = lane + t * STAR_WARP;
-				if (d < D) acc[t] += pj * star_load(vs, kvdtype, vj + d);
-			}
-		}
-		m = mt;
-	}
-	for (int t = 0; t < 8; t++) {
-		int d = lane + t * STAR_WARP;
-		if (d < D) pr[d] = hi > lo ? acc[t] / l : 0.0f;
-	}
-	if (lane == 0) pr[D] = hi > lo ? m + star_logf(l) : star_neg_inf();
+	star_attend_keys(pr, pr + D, q + (long long)h * D, k1, v1, n1, k2, v2, lo, hi, h / (H / HKV), (long long)HKV * D, D,
+	                 kvdtype);
 }
 
 // star_store_kv writes n token rows of x [n, w] (float) into the cache rows

@@ -47,20 +47,14 @@ var BackendConfig = weights.Config{Dim: 64, HiddenDim: 96, NLayers: 2, NHeads: 4
 // (F32, F16 or BF16; norms stay F32).
 func ModelOf(cfg weights.Config, seed int64, dt weights.DType) *weights.Model {
 	m := weightstest.RandomModel(cfg, seed)
-	r := func(t *weights.Tensor) {
-		*t = weights.Tensor{Name: t.Name, DType: dt, Shape: t.Shape, Data: weightstest.EncodeFloats(t.F32(), dt)}
-	}
-	r(&m.TokEmb)
+	m.Walk(weights.CheckOrder, func(s *weights.TensorSpec, _ int, t *weights.Tensor) error {
+		if !s.Norm && !(s.Classifier && m.Config.TiedEmbeddings) {
+			*t = weights.Tensor{Name: t.Name, DType: dt, Shape: t.Shape, Data: weightstest.EncodeFloats(t.F32(), dt)}
+		}
+		return nil
+	})
 	if m.Config.TiedEmbeddings {
 		m.Output = m.TokEmb
-	} else {
-		r(&m.Output)
-	}
-	for i := range m.Layers {
-		l := &m.Layers[i]
-		for _, t := range []*weights.Tensor{&l.WQ, &l.WK, &l.WV, &l.WO, &l.W1, &l.W2, &l.W3} {
-			r(t)
-		}
 	}
 	return m
 }
@@ -143,14 +137,9 @@ func cacheFloats(c layers.Cache) ([]float32, []byte, error) {
 	var raw []byte
 	for l := range h.K {
 		for _, b := range []*layers.KVBuf{h.K[l], h.V[l]} {
-			sp := b.Span(0, h.Len)
-			row := make([]float32, b.D)
-			for j := 0; j < h.Len; j++ {
-				for hh := 0; hh < b.HKV; hh++ {
-					sp.Row(row, hh, j)
-					f = append(f, row...)
-				}
-			}
+			tm := make([]float32, h.Len*b.HKV*b.D)
+			b.TokenMajor(tm, h.Len)
+			f = append(f, tm...)
 			for hh := 0; hh < b.HKV; hh++ {
 				raw = append(raw, b.HeadRaw(hh, h.Len)...)
 			}
