@@ -57,6 +57,13 @@ func (c *Counting) ActivationRounding(dt weights.DType) layers.Rounding {
 
 func (c *Counting) MatMulKernel(dt weights.DType) string { return layers.KernelOf(c.Compute, dt) }
 
+// SwiGLUKernel is the backend's (its vectorised SwiGLU), so that what
+// bench times is what a run computes.
+func (c *Counting) SwiGLUKernel(h1, h3 []float32) bool {
+	k, ok := c.Compute.(layers.SwiGLUKernel)
+	return ok && k.SwiGLUKernel(h1, h3)
+}
+
 func (c *Counting) reset() {
 	c.LinearFlops.Store(0)
 	c.LinearNanos.Store(0)

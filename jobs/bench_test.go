@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/weights"
 )
 
@@ -32,5 +33,40 @@ func TestLayerSgemm(t *testing.T) {
 	}
 	if g := layerSgemm(c, func(m, n, k int) float64 { return 0 }); g != 0 {
 		t.Fatalf("no reference: %g, want 0", g)
+	}
+}
+
+// Counting (bench's timing wrapper) keeps every optional kernel of the
+// backend it wraps: what bench times is what a run computes. It once hid
+// the vectorised SwiGLU, and bench timed the scalar loop instead.
+func TestCountingKeepsKernels(t *testing.T) {
+	cpu := layers.NewCPU(1)
+	c := &Counting{Compute: cpu}
+	var inner, outer any = cpu, c
+	for _, iface := range []struct {
+		name string
+		has  func(any) bool
+	}{
+		{"SwiGLUKernel", func(v any) bool { _, ok := v.(layers.SwiGLUKernel); return ok }},
+		{"AttentionKernel", func(v any) bool { _, ok := v.(layers.AttentionKernel); return ok }},
+		{"ActivationRounding", func(v any) bool { _, ok := v.(layers.ActivationRounding); return ok }},
+		{"MatMulKernel", func(v any) bool { _, ok := v.(layers.MatMulKernel); return ok }},
+	} {
+		if iface.has(inner) && !iface.has(outer) {
+			t.Errorf("%s implements %s but Counting around it does not", cpu.Name(), iface.name)
+		}
+	}
+	// The same SwiGLU, bit for bit, through the wrapper and directly.
+	h1, h3 := make([]float32, 1000), make([]float32, 1000)
+	for i := range h1 {
+		h1[i], h3[i] = float32(i-500)/37, float32(i%7)-3
+	}
+	a, b := append([]float32(nil), h1...), append([]float32(nil), h1...)
+	layers.SwiGLU(cpu, a, h3)
+	layers.SwiGLU(c, b, h3)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("SwiGLU through Counting differs at %d: %g, directly %g", i, b[i], a[i])
+		}
 	}
 }
