@@ -1,5 +1,7 @@
 package layers
 
+import "github.com/star-attn/star/weights"
+
 // Hooks into the CPU backend's internals for the external tests (package
 // layers_test, which may import layerstest).
 
@@ -28,3 +30,6 @@ func SetMatMulTuning(gemv, kc, mc, nc int) (restore func()) {
 	gemvMaxN, gemmKC, gemmMC, gemmNC = gemv, kc, mc, nc
 	return func() { gemvMaxN, gemmKC, gemmMC, gemmNC = g, k, m, n }
 }
+
+// UsesAMX reports whether c's GEMM runs on AMX tiles for dtype dt.
+func UsesAMX(c *CPU, dt weights.DType) bool { return c.k != nil && c.k.usesAMX(dt) }

@@ -18,6 +18,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "kern.h"
 
@@ -27,6 +29,38 @@ int star_cpu_level(void) {
 		return 0;
 	if (__builtin_cpu_supports("avx512f"))
 		return 2;
+	return 1;
+}
+
+// amx_usable reports whether the processor has AMX-TILE and AMX-BF16
+// (CPUID leaf 7: EDX bits 24 and 22), the OS enables their state (XCR0
+// bits 17 and 18), and Linux grants it to this process (the tile data is
+// off until asked for: ARCH_REQ_XCOMP_PERM). Asked once: the answer is
+// cached, the permission is the process's.
+static int amx_usable(void) {
+	static int known = -1;
+	if (known >= 0)
+		return known;
+	known = 0;
+	unsigned a, b, c, d;
+	__asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+	if (a < 7)
+		return 0;
+	__asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+	if (!(d & (1u << 24)) || !(d & (1u << 22)))
+		return 0;
+	__asm__("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+	if (!(c & (1u << 27))) // OSXSAVE
+		return 0;
+	unsigned lo, hi;
+	__asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	if ((lo & (3u << 17)) != (3u << 17))
+		return 0;
+#ifdef __linux__
+	if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) != 0)
+		return 0;
+#endif
+	known = 1;
 	return 1;
 }
 
@@ -41,6 +75,8 @@ int star_cpu_features(void) {
 	}
 	if (__builtin_cpu_is("amd"))
 		f |= STAR_FEAT_AMD;
+	if ((f & STAR_FEAT_VNNI) && (f & STAR_FEAT_BF16) && amx_usable())
+		f |= STAR_FEAT_AMX;
 	return f;
 }
 
@@ -672,6 +708,104 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #pragma GCC pop_options
 
 // ---------------------------------------------------------------------------
+// The GEMM on AMX tiles (kern_amx.h): emu512 with every tile instruction
+// emulated in C (slow and exact, for tests on processors without AMX), and
+// avx512 native (called only where star_cpu_features reports AMX).
+
+struct star_tilecfg {
+	uint8_t palette, start_row, reserved[14];
+	uint16_t colsb[16];
+	uint8_t rows[16];
+};
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+
+static __thread uint8_t etile[8][16][64]; // a thread's eight emulated tiles
+static void et_zero(int t) { memset(etile[t], 0, sizeof etile[t]); }
+static void et_load(int t, const void *p, long stride) {
+	for (int r = 0; r < 16; r++)
+		memcpy(etile[t][r], (const char *)p + r * stride, 64);
+}
+static void et_store(int t, void *p, long stride) {
+	for (int r = 0; r < 16; r++)
+		memcpy((char *)p + r * stride, etile[t][r], 64);
+}
+static void et_dpbf16ps(int c, int a, int b) {
+	for (int m = 0; m < 16; m++)
+		for (int n = 0; n < 16; n++) {
+			float acc;
+			memcpy(&acc, etile[c][m] + 4 * n, 4);
+			for (int k = 0; k < 16; k++) {
+				uint16_t a0, a1, b0, b1;
+				memcpy(&a0, etile[a][m] + 4 * k, 2);
+				memcpy(&a1, etile[a][m] + 4 * k + 2, 2);
+				memcpy(&b0, etile[b][k] + 4 * n, 2);
+				memcpy(&b1, etile[b][k] + 4 * n + 2, 2);
+				acc += bf16_f32(a0) * bf16_f32(b0) + bf16_f32(a1) * bf16_f32(b1);
+			}
+			memcpy(etile[c][m] + 4 * n, &acc, 4);
+		}
+}
+#define TCFG() memset(etile, 0, sizeof etile)
+#define TZERO(t) et_zero(t)
+#define TLOAD(t, p, s) et_load(t, p, s)
+#define TSTORE(t, p, s) et_store(t, p, s)
+#define TDPBF16PS(c, a, b) et_dpbf16ps(c, a, b)
+#define TRELEASE() ((void)0)
+#define SFX emu512
+#include "kern_amx.h"
+#undef SFX
+#undef TCFG
+#undef TZERO
+#undef TLOAD
+#undef TSTORE
+#undef TDPBF16PS
+#undef TRELEASE
+
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx2,fma,f16c,amx-tile,amx-bf16")
+
+// GCC's tile intrinsics are asm statements that tell the compiler of the
+// pointer only, not of the memory read: the barrier before a load or a
+// configuration makes sure every store to it has been made.
+#define STAR_BARRIER() __asm__ volatile("" ::: "memory")
+static inline __attribute__((always_inline)) void amx_cfg(void) {
+	struct star_tilecfg c;
+	memset(&c, 0, sizeof c);
+	c.palette = 1;
+	for (int t = 0; t < 8; t++) {
+		c.rows[t] = 16;
+		c.colsb[t] = 64;
+	}
+	STAR_BARRIER();
+	_tile_loadconfig(&c);
+}
+#define TCFG() amx_cfg()
+#define TZERO(t) _tile_zero(t)
+#define TLOAD(t, p, s)                  \
+	do {                            \
+		STAR_BARRIER();         \
+		_tile_loadd(t, p, s);   \
+	} while (0)
+#define TSTORE(t, p, s) _tile_stored(t, p, s)
+#define TDPBF16PS(c, a, b) _tile_dpbf16ps(c, a, b)
+#define TRELEASE() _tile_release()
+#define SFX avx512
+#include "kern_amx.h"
+#undef SFX
+#undef TCFG
+#undef TZERO
+#undef TLOAD
+#undef TSTORE
+#undef TDPBF16PS
+#undef TRELEASE
+
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------
 // avx512: 16 lanes.
 
 #pragma GCC push_options
@@ -824,6 +958,22 @@ void star_gemm_packa_i8(int v, int dt, const float *x, long M, long K, uint8_t *
 void star_gemm_cols_i8(int v, const uint8_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
                        long j1, uint8_t *bp, float *tmp, int kc, int mc) {
 #define C_(s) gemm_cols_i8_##s(ap, M, K, w, dt, out, N, j0, j1, bp, tmp, kc, mc)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+// The GEMM on AMX tiles: avx512 (native) or emu512 (emulated).
+long star_panel_a_amx_elems(long K) { return panel_a_amx_elems_emu512((K + 31) & ~31L); }
+
+void star_gemm_packa_amx(int v, const float *x, long M, long K, uint16_t *ap, long p0, long p1) {
+#define C_(s) gemm_packa_amx_##s(x, M, K, ap, p0, p1)
+	DISPATCH_I8(v, C_)
+#undef C_
+}
+
+void star_gemm_cols_amx(int v, const uint16_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+                        long j1, uint16_t *bp, float *ws, int kc, int mc) {
+#define C_(s) gemm_cols_amx_##s(ap, M, K, w, dt, out, N, j0, j1, bp, ws, kc, mc)
 	DISPATCH_I8(v, C_)
 #undef C_
 }

@@ -47,6 +47,7 @@ type kernels struct {
 	atk     int  // attention key tile
 	exact   bool // no product rounds its activations (",exact")
 	int8    bool // integer dot products for quantized weights (native VNNI, or emulated on emu512)
+	amx     bool // the GEMM of rounded products on AMX tiles (native where the processor and OS allow, or emulated on emu512)
 	bf16    bool // bfloat16 dot products for BF16 weights (native AVX512_BF16, or emulated on emu512)
 }
 
@@ -82,11 +83,12 @@ func (k *kernels) rounding(dt weights.DType) Rounding {
 // where the processor has them (native AVX512_BF16) and runs them faster
 // than its FMAs (AMD; measured on an Intel Xeon with AVX512_BF16:
 // vdpbf16ps one per two cycles, FMAs two per cycle, so a BF16 GEMM at 0.6
-// times the float32 one); always on emu512.
+// times the float32 one) or has AMX tiles for the GEMM (Intel Xeons since
+// Sapphire Rapids: tdpbf16ps); always on emu512.
 func (k *kernels) bf16Default() bool {
 	switch k.variant {
 	case C.STAR_AVX512:
-		return cpuFeatures&C.STAR_FEAT_BF16 != 0 && cpuFeatures&C.STAR_FEAT_AMD != 0
+		return cpuFeatures&C.STAR_FEAT_BF16 != 0 && cpuFeatures&(C.STAR_FEAT_AMD|C.STAR_FEAT_AMX) != 0
 	case C.STAR_EMU512:
 		return true
 	}
@@ -102,6 +104,35 @@ func (k *kernels) withBF16() *kernels {
 		return &e
 	}
 	return nil
+}
+
+// amxDefault reports whether the GEMM of rounded products (RoundBF16 and
+// RoundInt8) runs on AMX tiles by default: where the processor has
+// AMX-BF16 and the OS grants the tile state; never on emu512 (its tiles
+// are emulated, for tests: "emu512,amx").
+func (k *kernels) amxDefault() bool {
+	return k.variant == C.STAR_AVX512 && cpuFeatures&C.STAR_FEAT_AMX != 0
+}
+
+// withAMX is k with (on) or without the AMX GEMM, or nil if the variant
+// has no AMX on this processor.
+func (k *kernels) withAMX(on bool) *kernels {
+	e := *k
+	e.amx = on
+	if on && !(k.variant == C.STAR_EMU512 || k.amxDefault()) {
+		return nil
+	}
+	return &e
+}
+
+// usesAMX reports whether k's GEMM runs on AMX tiles for weights of dtype
+// dt.
+func (k *kernels) usesAMX(dt weights.DType) bool {
+	switch k.rounding(dt) {
+	case RoundInt8, RoundBF16:
+		return k.amx
+	}
+	return false
 }
 
 // exactOnly is k without the paths that round activations.
@@ -156,6 +187,7 @@ func newKernels(name string) *kernels {
 		k.int8 = true
 	}
 	k.bf16 = k.bf16Default()
+	k.amx = k.amxDefault()
 	return k
 }
 
@@ -183,13 +215,16 @@ const (
 	phaseGemv
 	phasePackAI8
 	phaseColsI8
+	phasePackAAMX
+	phaseColsAMX
 	phaseGemvI8
 	phaseColsBF
 	phaseGemvBF
 )
 
-// Tiles of the integer GEMM (kern_i8.h): MRI rows of x, NRI columns.
-const mri, nri = 6, 32
+// Tiles of the integer GEMM (kern_i8.h): MRI rows of x, NRI columns; of
+// the AMX GEMM (kern_amx.h): MRA rows, NRI columns.
+const mri, nri, mra = 6, 32, 32
 
 type gemmTask struct {
 	k       *kernels
@@ -260,6 +295,30 @@ func (g *gemmTask) run(tid int) {
 			C.star_gemm_cols_i8(k.variant, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), g.w, g.dt,
 				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(bp))),
 				fptr(tmp), C.int(g.kc), C.int(gemmMC))
+		}
+	case phasePackAAMX:
+		panels := (g.M + mra - 1) / mra
+		for {
+			p0 := int(g.next.Add(1)-1) * g.chunk
+			if p0 >= panels {
+				return
+			}
+			p1 := min(p0+g.chunk, panels)
+			C.star_gemm_packa_amx(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(g.ap))),
+				C.long(p0), C.long(p1))
+		}
+	case phaseColsAMX:
+		pb := (g.chunk*g.panelB + 1) / 2
+		buf := g.res.tws[tid].get(pb + mra*nri)
+		bp, ws := buf[:pb], buf[pb:]
+		for {
+			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
+			if !ok {
+				return
+			}
+			C.star_gemm_cols_amx(k.variant, (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), g.w, g.dt,
+				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(bp))),
+				fptr(ws), C.int(g.kc), C.int(gemmMC))
 		}
 	case phaseGemvI8:
 		for {
@@ -396,6 +455,10 @@ func (k *kernels) matMulBF(g *gemmTask, res *resources, p *workerPool, n, rows, 
 		run(min(nt, (g.items+3)/4))
 		return
 	}
+	if k.amx {
+		k.matMulAMX(g, res, p, n, cols, nt)
+		return
+	}
 	panels := (n + k.mr - 1) / k.mr
 	buf := res.shared.get(n*cols/2 + panels*k.mr*cols/2)
 	xb, ap := buf[:n*cols/2], buf[n*cols/2:]
@@ -431,6 +494,10 @@ func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, 
 		run(min(nt, (g.items+3)/4))
 		return
 	}
+	if k.amx {
+		k.matMulAMX(g, res, p, n, cols, nt)
+		return
+	}
 	blk := 32 // weights per block
 	if g.dt >= C.STAR_Q4_K {
 		blk = 256
@@ -449,6 +516,33 @@ func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, 
 	run(min(nt, panels))
 	g.phase = phaseColsI8
 	g.items = (rows + nri - 1) / nri
+	g.chunk = max(1, gemmNC/nri)
+	run(min(nt, g.items))
+}
+
+// matMulAMX is the GEMM on AMX tiles (kern_amx.h) for BF16 or quantized
+// weights: x rounded to bfloat16 into panels of mra rows, then blocks of
+// nri output columns, the weights exact (BF16 in one pass of tile
+// products, quantized dequantized as hi + lo bfloat16 in two).
+func (k *kernels) matMulAMX(g *gemmTask, res *resources, p *workerPool, n, cols, nt int) {
+	run := func(nt int) { g.runOn(p, nt) }
+	passes := 2
+	if g.dt == C.STAR_BF16 {
+		passes = 1
+	}
+	// B panels of 2·gemmKC columns rounded up to a multiple of 256 (whole
+	// super-blocks of the K-quants): 512 by default, 128 KiB of a two-pass
+	// panel per 32 columns.
+	kp := (cols + 31) &^ 31
+	g.kc = min((2*gemmKC+255)/256*256, kp)
+	g.panelB = passes * g.kc * nri // bfloat16 per B panel
+	panels := (n + mra - 1) / mra
+	g.ap = res.shared.get((panels*int(C.star_panel_a_amx_elems(C.long(cols))) + 1) / 2)
+	g.phase = phasePackAAMX
+	g.chunk = max(1, panels/(4*nt))
+	run(min(nt, panels))
+	g.phase = phaseColsAMX
+	g.items = (g.N + nri - 1) / nri
 	g.chunk = max(1, gemmNC/nri)
 	run(min(nt, g.items))
 }

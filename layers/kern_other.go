@@ -27,6 +27,12 @@ func (k *kernels) bf16Default() bool { return false }
 
 func (k *kernels) withBF16() *kernels { return nil }
 
+func (k *kernels) amxDefault() bool { return false }
+
+func (k *kernels) withAMX(on bool) *kernels { return nil }
+
+func (k *kernels) usesAMX(dt weights.DType) bool { return false }
+
 func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32, w *weights.Tensor, n int) {
 	panic("layers: no SIMD kernels in this build")
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/layers/layerstest"
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 )
 
@@ -59,6 +60,9 @@ func TestBackendNames(t *testing.T) {
 			case layers.RoundBF16:
 				want += "bf16"
 			}
+			if layers.UsesAMX(c, dt) {
+				want += "-amx"
+			}
 			if k := c.MatMulKernel(dt); k != want {
 				t.Errorf("backend %s: kernel for %v is %q, want %q", b.name, dt, k, want)
 			}
@@ -73,7 +77,7 @@ func TestBackendNames(t *testing.T) {
 
 // Bad kernel choices are refused in one line naming the choice.
 func TestKernelSpecErrors(t *testing.T) {
-	for _, spec := range []string{"go,exact", "avx512,exact,bf16", "avx2,bf16", "avx512,fast", "sse4"} {
+	for _, spec := range []string{"go,exact", "avx512,exact,bf16", "avx2,bf16", "avx512,fast", "sse4", "avx2,amx", "emu512,amx,noamx", "emu512,exact,amx"} {
 		_, err := layers.NewCPUKernels(1, spec)
 		if err == nil || !strings.Contains(err.Error(), spec) {
 			t.Errorf("%q: %v", spec, err)
@@ -210,5 +214,55 @@ func TestSIMDNoAllocs(t *testing.T) {
 		if a := testing.AllocsPerRun(20, func() { c.Parallel(100, f) }); a != 0 {
 			t.Errorf("%s: Parallel allocates %v times per call", b.name, a)
 		}
+	}
+}
+
+// The GEMM on AMX tiles rounds x to bfloat16 but uses the weights
+// exactly: a quantized weight as two bfloat16 passes (hi + lo, within
+// 2⁻¹⁷ of it). With x already bfloat16 every product is then exact, and
+// the outputs agree with float64 within float32 sums: a lost or wrong lo
+// pass (weights rounded to bfloat16, errors of 2⁻⁹) cannot pass. Native
+// where the processor has AMX, emulated everywhere.
+func TestAMXExactWeights(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	specs := 0
+	for _, spec := range layers.KernelSpecs()[1:] {
+		c, err := layers.NewCPUKernels(2, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dt := range weights.DTypes() {
+			if !layers.UsesAMX(c, dt) {
+				continue
+			}
+			specs++
+			for _, sh := range []struct{ n, rows, cols int }{{40, 70, 1024}, {33, 33, 512}, {64, 31, 768}} {
+				wf := layerstest.RandSlice(r, sh.rows*sh.cols, 1)
+				w := layerstest.TensorFrom(wf, dt, sh.rows, sh.cols)
+				wr := make([]float32, sh.rows*sh.cols)
+				quant.RowsTo(wr, &w, 0, sh.rows)
+				x := layerstest.RandSlice(r, sh.n*sh.cols, 1)
+				for i := range x { // exactly bfloat16
+					x[i] = math.Float32frombits(math.Float32bits(x[i]) &^ 0xffff)
+				}
+				want, mag := layerstest.RefMatMul(x, wr, sh.n, sh.rows, sh.cols)
+				got := make([]float32, sh.n*sh.rows)
+				c.MatMul(got, x, &w, sh.n)
+				worst, at := 0.0, 0
+				for i := range want {
+					d := math.Abs(float64(got[i])-want[i]) / (1e-5*mag[i] + 1e-6)
+					if !(d <= worst) {
+						worst, at = d, i
+					}
+				}
+				if worst > 1 {
+					t.Errorf("%s %v %dx%d n=%d: out[%d] = %g, want %g: %.1f times the float32 bound",
+						spec, dt, sh.rows, sh.cols, sh.n, at, got[at], want[at], worst)
+				}
+			}
+		}
+	}
+	if specs == 0 {
+		t.Fatalf("no kernel choice runs the AMX GEMM (choices %v): emu512,amx should", layers.KernelSpecs())
 	}
 }
