@@ -34,6 +34,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,7 +117,7 @@ func BenchmarkGEMM(b *testing.B) {
 		b.Logf("OpenBLAS: %s", benchref.Config())
 	}
 	for _, sh := range gemmShapes {
-		for _, n := range []int{1, 16, 512} {
+		for _, n := range benchGEMMNs() {
 			x := randSlice(rand.New(rand.NewPCG(1, uint64(n))), n*sh.cols, 1)
 			out := make([]float32, n*sh.rows)
 			flops := 2 * float64(n) * float64(sh.rows) * float64(sh.cols)
@@ -471,4 +472,19 @@ func BenchmarkModel(b *testing.B) {
 	benchModelRun(b, weights.F32)
 	benchModelRun(b, weights.BF16)
 	benchModel = nil
+}
+
+// benchGEMMNs are BenchmarkGEMM's rows of x: 1, 16 and 512, or
+// STAR_BENCH_GEMM_N="n1,n2,…".
+func benchGEMMNs() []int {
+	var ns []int
+	for _, f := range strings.Split(os.Getenv("STAR_BENCH_GEMM_N"), ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			ns = append(ns, n)
+		}
+	}
+	if len(ns) == 0 {
+		return []int{1, 16, 512}
+	}
+	return ns
 }

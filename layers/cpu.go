@@ -188,8 +188,9 @@ func (c *CPU) ActivationRounding(dt weights.DType) Rounding {
 // rounded ones ("cpu-avx512vnni" for int8 dot products,
 // "cpu-avx512bf16" for bfloat16 ones; emulated on emu512:
 // "cpu-emu512vnni", "cpu-emu512bf16"), and "-amx" where the GEMM
-// (prefill) runs on AMX tiles ("cpu-avx512vnni-amx": prefill on AMX with
-// x rounded to bfloat16 and the weights exact, decode on VNNI).
+// (prefill) runs on AMX tiles ("cpu-avx512vnni-amx": products of 512 or
+// more rows of x on AMX with x rounded to bfloat16 and the weights exact,
+// fewer rows and decode on VNNI).
 func (c *CPU) MatMulKernel(dt weights.DType) string {
 	switch c.ActivationRounding(dt) {
 	case RoundInt8:

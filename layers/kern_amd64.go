@@ -494,7 +494,7 @@ func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, 
 		run(min(nt, (g.items+3)/4))
 		return
 	}
-	if k.amx {
+	if k.amx && n >= amxMinRowsQ {
 		k.matMulAMX(g, res, p, n, cols, nt)
 		return
 	}

@@ -105,7 +105,14 @@ func kernelTunings(b backend) []tuning {
 	}
 	_, kc, mc, nc := layers.MatMulTuning()
 	with := func(name string, gv, kc, mc, nc int) tuning {
-		return tuning{name, func() func() { return layers.SetMatMulTuning(gv, kc, mc, nc) }}
+		return tuning{name, func() func() {
+			r1 := layers.SetMatMulTuning(gv, kc, mc, nc)
+			r2 := func() {}
+			if gv == 0 { // the GEMM for every n: on AMX tiles too, where they are on
+				r2 = layers.SetAMXMinRows(0)
+			}
+			return func() { r2(); r1() }
+		}}
 	}
 	return []tuning{
 		with("gemv", 1<<30, kc, mc, nc),
@@ -224,6 +231,7 @@ func TestSIMDNoAllocs(t *testing.T) {
 // pass (weights rounded to bfloat16, errors of 2⁻⁹) cannot pass. Native
 // where the processor has AMX, emulated everywhere.
 func TestAMXExactWeights(t *testing.T) {
+	defer layers.SetAMXMinRows(0)()
 	r := rand.New(rand.NewPCG(31, 32))
 	specs := 0
 	for _, spec := range layers.KernelSpecs()[1:] {
