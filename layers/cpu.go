@@ -45,10 +45,11 @@ func NewCPU(threads int) *CPU {
 // without the paths that round activations (see Rounding); "bf16" for
 // bfloat16 dot products on BF16 weights where the processor has them but
 // they are not the default (Intel: vdpbf16ps runs at half the rate of its
-// FMAs there); "amx" and "noamx" for the GEMM of BF16 and quantized
-// weights on AMX tiles or not (on by default where the processor has
-// AMX-BF16 and the OS grants the tiles; "emu512,amx" emulates them, for
-// tests). A choice this processor cannot run is an error.
+// FMAs there); "amx" and "noamx" for the GEMM of BF16 weights on AMX
+// tiles or not (on by default where the processor has AMX-BF16 and the OS
+// grants the tiles, and with it the bfloat16 products; "emu512,amx"
+// emulates them, for tests). A choice this processor cannot run is an
+// error.
 func NewCPUKernels(threads int, spec string) (*CPU, error) {
 	k, err := parseKernels(spec)
 	if err != nil {
@@ -60,7 +61,8 @@ func NewCPUKernels(threads int, spec string) (*CPU, error) {
 // KernelSpecs lists the kernel choices this processor runs, for tests
 // and benchmarks that try each: "go", then each SIMD variant as chosen by
 // default, with ",exact" where that differs, with ",bf16" where that
-// differs, and with ",noamx" (or ",amx") where AMX tiles are possible.
+// differs, and with ",noamx" (and ",noamx,bf16") or ",amx" where AMX
+// tiles are possible.
 func KernelSpecs() []string {
 	out := []string{"go"}
 	for _, v := range kernelVariants() {
@@ -73,6 +75,9 @@ func KernelSpecs() []string {
 		}
 		if k := newKernels(v); k != nil && k.amxDefault() {
 			out = append(out, v+",noamx")
+			if n := k.withAMX(false); !n.bf16Default() && n.withBF16() != nil {
+				out = append(out, v+",noamx,bf16")
+			}
 		} else if k != nil && k.withAMX(true) != nil {
 			out = append(out, v+",amx")
 		}
@@ -128,16 +133,18 @@ func parseKernels(spec string) (*kernels, error) {
 		return nil, fmt.Errorf("kernels %q: exact and amx exclude each other (AMX tiles round x to bfloat16)", spec)
 	case amx && noamx:
 		return nil, fmt.Errorf("kernels %q: amx and noamx exclude each other", spec)
+	}
+	if amx || noamx {
+		if k = k.withAMX(amx); k == nil {
+			return nil, fmt.Errorf("kernels %q: variant %s has no AMX tiles on this processor (or the OS does not grant them)", spec, variant)
+		}
+	}
+	switch {
 	case exact:
 		k = k.exactOnly()
 	case bf16:
 		if k = k.withBF16(); k == nil {
 			return nil, fmt.Errorf("kernels %q: variant %s has no bfloat16 dot products on this processor", spec, variant)
-		}
-	}
-	if amx || noamx {
-		if k = k.withAMX(amx); k == nil {
-			return nil, fmt.Errorf("kernels %q: variant %s has no AMX tiles on this processor (or the OS does not grant them)", spec, variant)
 		}
 	}
 	return k, nil
@@ -188,15 +195,11 @@ func (c *CPU) ActivationRounding(dt weights.DType) Rounding {
 // rounded ones ("cpu-avx512vnni" for int8 dot products,
 // "cpu-avx512bf16" for bfloat16 ones; emulated on emu512:
 // "cpu-emu512vnni", "cpu-emu512bf16"), and "-amx" where the GEMM
-// (prefill) runs on AMX tiles ("cpu-avx512vnni-amx": products of 512 or
-// more rows of x on AMX with x rounded to bfloat16 and the weights exact,
-// fewer rows and decode on VNNI).
+// (prefill) runs on AMX tiles ("cpu-avx512bf16-amx": the GEMM on tiles,
+// decode on vdpbf16ps).
 func (c *CPU) MatMulKernel(dt weights.DType) string {
 	switch c.ActivationRounding(dt) {
 	case RoundInt8:
-		if c.k.usesAMX(dt) {
-			return c.Name() + "vnni-amx"
-		}
 		return c.Name() + "vnni"
 	case RoundBF16:
 		if c.k.usesAMX(dt) {

@@ -33,11 +33,3 @@ func SetMatMulTuning(gemv, kc, mc, nc int) (restore func()) {
 
 // UsesAMX reports whether c's GEMM runs on AMX tiles for dtype dt.
 func UsesAMX(c *CPU, dt weights.DType) bool { return c.k != nil && c.k.usesAMX(dt) }
-
-// SetAMXMinRows sets the rows of x from which quantized products run on
-// AMX tiles (where they are on) and returns a function that restores it.
-func SetAMXMinRows(n int) (restore func()) {
-	old := amxMinRowsQ
-	amxMinRowsQ = n
-	return func() { amxMinRowsQ = old }
-}

@@ -34,17 +34,15 @@ int star_cpu_level(void);
 enum { STAR_FEAT_VNNI = 1, STAR_FEAT_BF16 = 2, STAR_FEAT_AMD = 4, STAR_FEAT_AMX = 8 };
 int star_cpu_features(void);
 
-// The GEMM on AMX tiles (kern_amx.h; avx512 native where
-// star_cpu_features reports AMX, emu512 emulated) for BF16 weights (x
-// rounded to bfloat16) and quantized ones (also, on AMX, the prefill of
-// RoundInt8: x rounded to bfloat16, the weights exact as hi + lo):
+// The GEMM of BF16 weights on AMX tiles (kern_amx.h; avx512 native where
+// star_cpu_features reports AMX, emu512 emulated), x rounded to bfloat16:
 // star_gemm_packa_amx rounds x into panels of 32 rows
 // (star_panel_a_amx_elems(K) bfloat16 each), star_gemm_cols_amx computes
-// output columns [j0, j1); bp holds passes*kc*32 bfloat16 per 32 claimed
-// columns (2 passes for a quantized dtype, 1 for BF16), ws 32*32 floats.
+// output columns [j0, j1); bp holds kc*32 bfloat16 per 32 claimed
+// columns, ws 32*32 floats.
 long star_panel_a_amx_elems(long K);
 void star_gemm_packa_amx(int v, const float *x, long M, long K, uint16_t *ap, long p0, long p1);
-void star_gemm_cols_amx(int v, const uint16_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+void star_gemm_cols_amx(int v, const uint16_t *ap, long M, long K, const uint16_t *w, float *out, long N, long j0,
                         long j1, uint16_t *bp, float *ws, int kc, int mc);
 
 // star_params reports the register tile (mr x nr), the attention key tile

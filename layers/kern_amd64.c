@@ -971,9 +971,9 @@ void star_gemm_packa_amx(int v, const float *x, long M, long K, uint16_t *ap, lo
 #undef C_
 }
 
-void star_gemm_cols_amx(int v, const uint16_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
+void star_gemm_cols_amx(int v, const uint16_t *ap, long M, long K, const uint16_t *w, float *out, long N, long j0,
                         long j1, uint16_t *bp, float *ws, int kc, int mc) {
-#define C_(s) gemm_cols_amx_##s(ap, M, K, w, dt, out, N, j0, j1, bp, ws, kc, mc)
+#define C_(s) gemm_cols_amx_##s(ap, M, K, w, out, N, j0, j1, bp, ws, kc, mc)
 	DISPATCH_I8(v, C_)
 #undef C_
 }

@@ -47,7 +47,7 @@ type kernels struct {
 	atk     int  // attention key tile
 	exact   bool // no product rounds its activations (",exact")
 	int8    bool // integer dot products for quantized weights (native VNNI, or emulated on emu512)
-	amx     bool // the GEMM of rounded products on AMX tiles (native where the processor and OS allow, or emulated on emu512)
+	amx     bool // the GEMM of BF16 weights on AMX tiles (native where the processor and OS allow, or emulated on emu512)
 	bf16    bool // bfloat16 dot products for BF16 weights (native AVX512_BF16, or emulated on emu512)
 }
 
@@ -83,12 +83,12 @@ func (k *kernels) rounding(dt weights.DType) Rounding {
 // where the processor has them (native AVX512_BF16) and runs them faster
 // than its FMAs (AMD; measured on an Intel Xeon with AVX512_BF16:
 // vdpbf16ps one per two cycles, FMAs two per cycle, so a BF16 GEMM at 0.6
-// times the float32 one) or has AMX tiles for the GEMM (Intel Xeons since
-// Sapphire Rapids: tdpbf16ps); always on emu512.
+// times the float32 one) or runs the GEMM on AMX tiles (k.amx: Intel
+// Xeons since Sapphire Rapids, tdpbf16ps); always on emu512.
 func (k *kernels) bf16Default() bool {
 	switch k.variant {
 	case C.STAR_AVX512:
-		return cpuFeatures&C.STAR_FEAT_BF16 != 0 && cpuFeatures&(C.STAR_FEAT_AMD|C.STAR_FEAT_AMX) != 0
+		return cpuFeatures&C.STAR_FEAT_BF16 != 0 && (cpuFeatures&C.STAR_FEAT_AMD != 0 || k.amx)
 	case C.STAR_EMU512:
 		return true
 	}
@@ -106,21 +106,28 @@ func (k *kernels) withBF16() *kernels {
 	return nil
 }
 
-// amxDefault reports whether the GEMM of rounded products (RoundBF16 and
-// RoundInt8) runs on AMX tiles by default: where the processor has
-// AMX-BF16 and the OS grants the tile state; never on emu512 (its tiles
-// are emulated, for tests: "emu512,amx").
+// amxDefault reports whether the GEMM of BF16 weights runs on AMX tiles
+// by default: where the processor has AMX-BF16 and the OS grants the tile
+// state; never on emu512 (its tiles are emulated, for tests:
+// "emu512,amx"). Quantized weights stay on VNNI: split into two bfloat16
+// (exact) they ran on the tiles no faster end to end (0.85B, 512 and 2048
+// tokens of prefill, Intel Xeon: 330-500 GFLOP/s of linear layers against
+// 410-530), the panels' dequantizing eating the tiles' gain.
 func (k *kernels) amxDefault() bool {
 	return k.variant == C.STAR_AVX512 && cpuFeatures&C.STAR_FEAT_AMX != 0
 }
 
-// withAMX is k with (on) or without the AMX GEMM, or nil if the variant
-// has no AMX on this processor.
+// withAMX is k with (on) or without the AMX GEMM, with the bfloat16
+// default that goes with it, or nil if the variant has no AMX on this
+// processor.
 func (k *kernels) withAMX(on bool) *kernels {
 	e := *k
 	e.amx = on
 	if on && !(k.variant == C.STAR_EMU512 || k.amxDefault()) {
 		return nil
+	}
+	if !e.exact {
+		e.bf16 = e.bf16Default()
 	}
 	return &e
 }
@@ -128,11 +135,7 @@ func (k *kernels) withAMX(on bool) *kernels {
 // usesAMX reports whether k's GEMM runs on AMX tiles for weights of dtype
 // dt.
 func (k *kernels) usesAMX(dt weights.DType) bool {
-	switch k.rounding(dt) {
-	case RoundInt8, RoundBF16:
-		return k.amx
-	}
-	return false
+	return k.amx && k.rounding(dt) == RoundBF16
 }
 
 // exactOnly is k without the paths that round activations.
@@ -186,8 +189,8 @@ func newKernels(name string) *kernels {
 	case C.STAR_EMU512:
 		k.int8 = true
 	}
-	k.bf16 = k.bf16Default()
 	k.amx = k.amxDefault()
+	k.bf16 = k.bf16Default()
 	return k
 }
 
@@ -316,7 +319,7 @@ func (g *gemmTask) run(tid int) {
 			if !ok {
 				return
 			}
-			C.star_gemm_cols_amx(k.variant, (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), g.w, g.dt,
+			C.star_gemm_cols_amx(k.variant, (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), (*C.uint16_t)(g.w),
 				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(bp))),
 				fptr(ws), C.int(g.kc), C.int(gemmMC))
 		}
@@ -494,10 +497,6 @@ func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, 
 		run(min(nt, (g.items+3)/4))
 		return
 	}
-	if k.amx && n >= amxMinRowsQ {
-		k.matMulAMX(g, res, p, n, cols, nt)
-		return
-	}
 	blk := 32 // weights per block
 	if g.dt >= C.STAR_Q4_K {
 		blk = 256
@@ -520,22 +519,16 @@ func (k *kernels) matMulI8(g *gemmTask, res *resources, p *workerPool, n, rows, 
 	run(min(nt, g.items))
 }
 
-// matMulAMX is the GEMM on AMX tiles (kern_amx.h) for BF16 or quantized
-// weights: x rounded to bfloat16 into panels of mra rows, then blocks of
-// nri output columns, the weights exact (BF16 in one pass of tile
-// products, quantized dequantized as hi + lo bfloat16 in two).
+// matMulAMX is the GEMM on AMX tiles (kern_amx.h) for BF16 weights: x
+// rounded to bfloat16 into panels of mra rows, then blocks of nri output
+// columns.
 func (k *kernels) matMulAMX(g *gemmTask, res *resources, p *workerPool, n, cols, nt int) {
 	run := func(nt int) { g.runOn(p, nt) }
-	passes := 2
-	if g.dt == C.STAR_BF16 {
-		passes = 1
-	}
-	// B panels of 2·gemmKC columns rounded up to a multiple of 256 (whole
-	// super-blocks of the K-quants): 512 by default, 128 KiB of a two-pass
-	// panel per 32 columns.
+	// B panels of 2·gemmKC columns (512 by default, 32 KiB per 32 columns),
+	// a multiple of 32
 	kp := (cols + 31) &^ 31
-	g.kc = min((2*gemmKC+255)/256*256, kp)
-	g.panelB = passes * g.kc * nri // bfloat16 per B panel
+	g.kc = min((2*gemmKC+31)/32*32, kp)
+	g.panelB = g.kc * nri // bfloat16 per B panel
 	panels := (n + mra - 1) / mra
 	g.ap = res.shared.get((panels*int(C.star_panel_a_amx_elems(C.long(cols))) + 1) / 2)
 	g.phase = phasePackAAMX

@@ -1,5 +1,5 @@
-// The GEMM on AMX tiles (bfloat16 products, float32 sums: tdpbf16ps),
-// included by kern_amd64.c twice: avx512 (native, only where
+// The GEMM of BF16 weights on AMX tiles (bfloat16 products, float32 sums:
+// tdpbf16ps), included by kern_amd64.c twice: avx512 (native, only where
 // star_cpu_features reports AMX and the OS granted the tile state) and
 // emu512 (every tile instruction emulated in C, for tests on any x86-64).
 // The includer defines SFX and the tile vocabulary:
@@ -13,12 +13,11 @@
 //	TDPBF16PS(c, a, b) c[m][n] += Σ_k a[m][2k]·b[k][2n] + a[m][2k+1]·b[k][2n+1]
 //	TRELEASE()         the tiles back to their initial state
 //
-// x is rounded to bfloat16 (RoundBF16). The weights are used exactly:
-// BF16 as stored (one pass), a quantized dtype dequantized to float32
-// and split into two bfloat16, w = hi + lo with |w - hi - lo| <= 2⁻¹⁷|w|
-// (two passes of the tile products). A tile product is 16x16x32 products
-// per instruction; a block of the output is 32 rows x 32 columns (C tiles
-// 0-3), its A and B tiles each used twice.
+// x is rounded to bfloat16 (RoundBF16), the weights are used as stored. A
+// tile product is 16x16x32 products per instruction; a block of the
+// output is 32 rows x 32 columns (C tiles 0-3), its A and B tiles each
+// used twice. (Quantized weights split exactly into two bfloat16, hi + lo,
+// in two passes ran no faster end to end than the VNNI GEMM: not here.)
 
 #define CAT2(a, b) a##_##b
 #define CAT(a, b) CAT2(a, b)
@@ -49,53 +48,31 @@ static void F(gemm_packa_amx)(const float *x, long M, long K, uint16_t *ap, long
 	}
 }
 
-// A B panel: weight rows [j0, j0+nr) over columns [k0, k0+kc) (kc a
-// multiple of 32; columns past K and rows past nr zero) as pairs of
-// bfloat16 b[kc/2][NRA][2]: the B tiles of each step, 128 bytes a row;
-// for a quantized dtype the lo parts follow (kc*NRA more). passes: 1 or 2.
-static int F(amx_passes)(int dt) { return dt == STAR_BF16 ? 1 : 2; }
-
-static void F(pack_b_amx)(uint16_t *dst, const void *w, int dt, long K, long j0, int nr, long k0, long kc) {
-	float f[256] __attribute__((aligned(32)));
-	uint16_t hi[8][256] __attribute__((aligned(32))), lo[8][256] __attribute__((aligned(32)));
-	uint16_t *dlo = dst + kc * NRA;
-	const int passes = F(amx_passes)(dt);
-	const long rowb = dt == STAR_BF16 ? 2 * K : dt_bytes(dt, K);
+// A B panel: weight rows [j0, j0+nr) of the BF16 matrix w (rows of K)
+// over columns [k0, k0+kc) (kc a multiple of 32; columns past K and rows
+// past nr zero) as pairs of bfloat16 b[kc/2][NRA][2]: the B tiles of each
+// step, 128 bytes a row.
+static void F(pack_b_amx)(uint16_t *dst, const uint16_t *w, long K, long j0, int nr, long k0, long kc) {
+	uint16_t hi[8][256] __attribute__((aligned(32)));
 	const long kv = K - k0 < kc ? K - k0 : kc; // columns of w in the panel
 	for (long c0 = 0; c0 < kc; c0 += 256) {
 		const long cc = kc - c0 < 256 ? kc - c0 : 256, cv = kv - c0 < cc ? (kv - c0 > 0 ? kv - c0 : 0) : cc;
 		for (int g = 0; g < NRA; g += 8) {
 			for (int i = 0; i < 8; i++) {
-				const int j = g + i;
-				const uint8_t *row = (const uint8_t *)w + (j0 + j) * rowb;
-				long have = j < nr ? cv : 0;
-				if (have > 0 && dt == STAR_BF16) {
-					memcpy(hi[i], row + 2 * (k0 + c0), 2 * have);
-				} else if (have > 0) {
-					// w = hi + lo: hi w rounded to bfloat16, lo the rest rounded
-					deq_row(row, dt, k0 + c0, have, f);
-					to_bf16(f, have, hi[i]);
-					for (long k = 0; k < have; k += 8) {
-						__m256i h = _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(hi[i] + k))), 16);
-						_mm256_storeu_ps(f + k, _mm256_sub_ps(_mm256_loadu_ps(f + k), _mm256_castsi256_ps(h)));
-					}
-					to_bf16(f, have, lo[i]);
-				}
+				const long have = g + i < nr ? cv : 0;
+				if (have > 0)
+					memcpy(hi[i], w + (j0 + g + i) * K + k0 + c0, 2 * have);
 				memset(hi[i] + have, 0, 2 * (cc - have));
-				memset(lo[i] + have, 0, 2 * (cc - have));
 			}
-			// pairs of 8 columns, transposed 8 x 8 words at a time
-			for (int q = 0; q < passes; q++) {
-				uint16_t(*src)[256] = q ? lo : hi;
-				uint16_t *d = (q ? dlo : dst) + (c0 / 2 * NRA + g) * 2;
-				for (long p = 0; p < cc / 2; p += 8) {
-					__m256 r[8];
-					for (int i = 0; i < 8; i++)
-						r[i] = _mm256_load_ps((const float *)src[i] + p);
-					tr8x8(r);
-					for (int i = 0; i < 8; i++)
-						_mm256_storeu_ps((float *)(d + (p + i) * NRA * 2), r[i]);
-				}
+			// pairs of 8 rows of w, transposed 8 x 8 words at a time
+			uint16_t *d = dst + (c0 / 2 * NRA + g) * 2;
+			for (long p = 0; p < cc / 2; p += 8) {
+				__m256 r[8];
+				for (int i = 0; i < 8; i++)
+					r[i] = _mm256_load_ps((const float *)hi[i] + p);
+				tr8x8(r);
+				for (int i = 0; i < 8; i++)
+					_mm256_storeu_ps((float *)(d + (p + i) * NRA * 2), r[i]);
 			}
 		}
 	}
@@ -104,8 +81,8 @@ static void F(pack_b_amx)(uint16_t *dst, const void *w, int dt, long K, long j0,
 // c[mr][nr] (row stride ldc; = or += by acc) gets the product of an A
 // panel and a B panel over kc columns. ws: MRA*NRA floats, for a partial
 // block.
-static void F(ukr_amx)(long kc, int passes, const uint16_t *a, const uint16_t *b, float *c, long ldc, int mr, int nr,
-                       int acc, float *ws) {
+static void F(ukr_amx)(long kc, const uint16_t *a, const uint16_t *b, float *c, long ldc, int mr, int nr, int acc,
+                       float *ws) {
 	const int whole = mr == MRA && nr == NRA;
 	float *o = whole ? c : ws;
 	const long lo = whole ? ldc : NRA;
@@ -127,15 +104,12 @@ static void F(ukr_amx)(long kc, int passes, const uint16_t *a, const uint16_t *b
 	for (long k = 0; k < kc; k += 32) {
 		TLOAD(4, a, 64);
 		TLOAD(5, a + 16 * 32, 64);
-		for (int p = 0; p < passes; p++) {
-			const uint16_t *bp = b + p * kc * NRA + k * NRA;
-			TLOAD(6, bp, 4 * NRA);
-			TLOAD(7, bp + 32, 4 * NRA);
-			TDPBF16PS(0, 4, 6);
-			TDPBF16PS(1, 4, 7);
-			TDPBF16PS(2, 5, 6);
-			TDPBF16PS(3, 5, 7);
-		}
+		TLOAD(6, b + k * NRA, 4 * NRA);
+		TLOAD(7, b + k * NRA + 32, 4 * NRA);
+		TDPBF16PS(0, 4, 6);
+		TDPBF16PS(1, 4, 7);
+		TDPBF16PS(2, 5, 6);
+		TDPBF16PS(3, 5, 7);
 		a += MRA * 32;
 	}
 	TSTORE(0, o, 4 * lo);
@@ -148,22 +122,21 @@ static void F(ukr_amx)(long kc, int passes, const uint16_t *a, const uint16_t *b
 }
 
 // Output columns [j0, j1) of out[M, N] (j0 a multiple of NRA) from the A
-// panels ap. bp holds the B panels of the claimed columns (passes*KC*NRA
-// bfloat16 each), ws MRA*NRA floats. KC: a multiple of 32 (and of a
-// K-quant's 256).
-static void F(gemm_cols_amx)(const uint16_t *ap, long M, long K, const void *w, int dt, float *out, long N, long j0,
-                             long j1, uint16_t *bp, float *ws, long KC, long MC) {
+// panels ap and the BF16 matrix w [N, K]. bp holds the B panels of the
+// claimed columns (KC*NRA bfloat16 each), ws MRA*NRA floats. KC: a
+// multiple of 32.
+static void F(gemm_cols_amx)(const uint16_t *ap, long M, long K, const uint16_t *w, float *out, long N, long j0, long j1,
+                             uint16_t *bp, float *ws, long KC, long MC) {
 	const long Kp = (K + 31) & ~31L, PS = F(panel_a_amx_elems)(Kp);
-	const int passes = F(amx_passes)(dt);
 	MC -= MC % MRA;
 	if (MC < MRA)
 		MC = MRA;
 	TCFG();
 	for (long pc = 0; pc < Kp; pc += KC) {
-		const long kc = Kp - pc < KC ? Kp - pc : KC, BS = passes * kc * NRA;
+		const long kc = Kp - pc < KC ? Kp - pc : KC, BS = kc * NRA;
 		for (long jr = j0; jr < j1; jr += NRA) {
 			long nr = j1 - jr < NRA ? j1 - jr : NRA;
-			F(pack_b_amx)(bp + (jr - j0) / NRA * BS, w, dt, K, jr, (int)nr, pc, kc);
+			F(pack_b_amx)(bp + (jr - j0) / NRA * BS, w, K, jr, (int)nr, pc, kc);
 		}
 		for (long ic = 0; ic < M; ic += MC) {
 			long ie = ic + MC < M ? ic + MC : M;
@@ -172,8 +145,8 @@ static void F(gemm_cols_amx)(const uint16_t *ap, long M, long K, const void *w, 
 				const uint16_t *a = ap + ir / MRA * PS + pc * MRA;
 				for (long jr = j0; jr < j1; jr += NRA) {
 					long nr = j1 - jr < NRA ? j1 - jr : NRA;
-					F(ukr_amx)(kc, passes, a, bp + (jr - j0) / NRA * BS, out + ir * N + jr, N, (int)mr, (int)nr,
-					           pc > 0, ws);
+					F(ukr_amx)(kc, a, bp + (jr - j0) / NRA * BS, out + ir * N + jr, N, (int)mr, (int)nr, pc > 0,
+					           ws);
 				}
 			}
 		}

@@ -10,7 +10,6 @@ import (
 
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/layers/layerstest"
-	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 )
 
@@ -77,7 +76,7 @@ func TestBackendNames(t *testing.T) {
 
 // Bad kernel choices are refused in one line naming the choice.
 func TestKernelSpecErrors(t *testing.T) {
-	for _, spec := range []string{"go,exact", "avx512,exact,bf16", "avx2,bf16", "avx512,fast", "sse4", "avx2,amx", "emu512,amx,noamx", "emu512,exact,amx"} {
+	for _, spec := range []string{"go,exact", "avx512,exact,bf16", "avx2,bf16", "avx512,fast", "sse4", "avx2,amx", "emu512,amx,noamx", "emu512,exact,amx", "emu512,amx,fast"} {
 		_, err := layers.NewCPUKernels(1, spec)
 		if err == nil || !strings.Contains(err.Error(), spec) {
 			t.Errorf("%q: %v", spec, err)
@@ -105,14 +104,7 @@ func kernelTunings(b backend) []tuning {
 	}
 	_, kc, mc, nc := layers.MatMulTuning()
 	with := func(name string, gv, kc, mc, nc int) tuning {
-		return tuning{name, func() func() {
-			r1 := layers.SetMatMulTuning(gv, kc, mc, nc)
-			r2 := func() {}
-			if gv == 0 { // the GEMM for every n: on AMX tiles too, where they are on
-				r2 = layers.SetAMXMinRows(0)
-			}
-			return func() { r2(); r1() }
-		}}
+		return tuning{name, func() func() { return layers.SetMatMulTuning(gv, kc, mc, nc) }}
 	}
 	return []tuning{
 		with("gemv", 1<<30, kc, mc, nc),
@@ -224,14 +216,12 @@ func TestSIMDNoAllocs(t *testing.T) {
 	}
 }
 
-// The GEMM on AMX tiles rounds x to bfloat16 but uses the weights
-// exactly: a quantized weight as two bfloat16 passes (hi + lo, within
-// 2⁻¹⁷ of it). With x already bfloat16 every product is then exact, and
-// the outputs agree with float64 within float32 sums: a lost or wrong lo
-// pass (weights rounded to bfloat16, errors of 2⁻⁹) cannot pass. Native
-// where the processor has AMX, emulated everywhere.
-func TestAMXExactWeights(t *testing.T) {
-	defer layers.SetAMXMinRows(0)()
+// The GEMM on AMX tiles rounds x to bfloat16 and nothing else: with x
+// already bfloat16 every product of BF16 weights is exact, and the
+// outputs agree with float64 within float32 sums (rows of any length:
+// padded to the tiles' 32). Native where the processor has AMX, emulated
+// everywhere.
+func TestAMXExactProducts(t *testing.T) {
 	r := rand.New(rand.NewPCG(31, 32))
 	specs := 0
 	for _, spec := range layers.KernelSpecs()[1:] {
@@ -239,34 +229,29 @@ func TestAMXExactWeights(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, dt := range weights.DTypes() {
-			if !layers.UsesAMX(c, dt) {
-				continue
+		if !layers.UsesAMX(c, weights.BF16) {
+			continue
+		}
+		specs++
+		for _, sh := range []struct{ n, rows, cols int }{{40, 70, 1024}, {33, 33, 600}, {64, 31, 70}, {9, 100, 2048}} {
+			w := layerstest.TensorFrom(layerstest.RandSlice(r, sh.rows*sh.cols, 1), weights.BF16, sh.rows, sh.cols)
+			x := layerstest.RandSlice(r, sh.n*sh.cols, 1)
+			for i := range x { // exactly bfloat16
+				x[i] = math.Float32frombits(math.Float32bits(x[i]) &^ 0xffff)
 			}
-			specs++
-			for _, sh := range []struct{ n, rows, cols int }{{40, 70, 1024}, {33, 33, 512}, {64, 31, 768}} {
-				wf := layerstest.RandSlice(r, sh.rows*sh.cols, 1)
-				w := layerstest.TensorFrom(wf, dt, sh.rows, sh.cols)
-				wr := make([]float32, sh.rows*sh.cols)
-				quant.RowsTo(wr, &w, 0, sh.rows)
-				x := layerstest.RandSlice(r, sh.n*sh.cols, 1)
-				for i := range x { // exactly bfloat16
-					x[i] = math.Float32frombits(math.Float32bits(x[i]) &^ 0xffff)
+			want, mag := layerstest.RefMatMul(x, w.Floats(), sh.n, sh.rows, sh.cols)
+			got := make([]float32, sh.n*sh.rows)
+			c.MatMul(got, x, &w, sh.n)
+			worst, at := 0.0, 0
+			for i := range want {
+				d := math.Abs(float64(got[i])-want[i]) / (1e-5*mag[i] + 1e-6)
+				if !(d <= worst) {
+					worst, at = d, i
 				}
-				want, mag := layerstest.RefMatMul(x, wr, sh.n, sh.rows, sh.cols)
-				got := make([]float32, sh.n*sh.rows)
-				c.MatMul(got, x, &w, sh.n)
-				worst, at := 0.0, 0
-				for i := range want {
-					d := math.Abs(float64(got[i])-want[i]) / (1e-5*mag[i] + 1e-6)
-					if !(d <= worst) {
-						worst, at = d, i
-					}
-				}
-				if worst > 1 {
-					t.Errorf("%s %v %dx%d n=%d: out[%d] = %g, want %g: %.1f times the float32 bound",
-						spec, dt, sh.rows, sh.cols, sh.n, at, got[at], want[at], worst)
-				}
+			}
+			if worst > 1 {
+				t.Errorf("%s %dx%d n=%d: out[%d] = %g, want %g: %.1f times the float32 bound",
+					spec, sh.rows, sh.cols, sh.n, at, got[at], want[at], worst)
 			}
 		}
 	}

@@ -19,14 +19,6 @@ var (
 	// gemvMaxN: products with at most this many rows of x stream the
 	// weights without packing them.
 	gemvMaxN = 8
-	// amxMinRowsQ: products of quantized weights with at least this many
-	// rows of x run on AMX tiles (where they are on). The two-pass tile
-	// GEMM dequantizes and splits every weight panel once per product, a
-	// cost the rows share: measured on an Intel Xeon (2 threads, 0.85B
-	// shapes), the VNNI GEMM is faster up to 256 rows and the tiles from
-	// about 512 (BF16 weights, one pass and no dequantizing, run on the
-	// tiles from gemvMaxN+1 rows).
-	amxMinRowsQ = 512
 )
 
 // task is work split over threads: run(tid) is called for some of the tids
