@@ -927,7 +927,8 @@ void star_attn(int v, const float *q, const void *k, const void *vv, int dt, lon
 #undef C_
 }
 
-// Integer dot products: avx512 (native VNNI) or emu512.
+// Integer dot products, bfloat16 dot products and AMX tiles: avx512
+// (native, where star_cpu_features reports them) or emu512 (emulated).
 #define DISPATCH_I8(v, call)        \
 	switch (v) {                \
 	case STAR_AVX512:           \

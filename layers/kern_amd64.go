@@ -33,6 +33,10 @@ import (
 //	MatMul, n <= gemvMaxN matrix-vector: weights streamed in their stored
 //	                      dtype (BF16 by 16-bit shifts, F16 by vcvtph2ps)
 //	                      into FMAs, work items are blocks of rows
+//	MatMul, BF16, AMX     where the processor has AMX tiles (and the OS
+//	                      grants them): x rounded to bfloat16 into panels
+//	                      of 32 rows, blocks of 32x32 outputs accumulated
+//	                      in tiles by tdpbf16ps (kern_amx.h)
 //	Attention             flash attention per (kv head, block of queries),
 //	                      the group's query heads together (see star_attn)
 //

@@ -113,6 +113,23 @@ var mutants = []mutant{
 		"kh := h / group",
 		"kh := h%s.HKV + 0*group",
 		[]string{"./layers"}},
+	// The GEMM of BF16 weights on AMX tiles (native where the processor
+	// has AMX, emulated by emu512,amx everywhere).
+	{"AMX: a C tile fed by the wrong A tile (kern_amx.h)", "layers/kern_amx.h",
+		"TDPBF16PS(2, 5, 6);",
+		"TDPBF16PS(2, 4, 6);",
+		[]string{"./layers"}},
+	// (Not a mutant: a B panel's columns past K left unzeroed. x's panel is
+	// zero there, so only NaN or Inf garbage would show, and no test can
+	// place it on the stack.)
+	{"AMX: every 8 weight rows of a B panel transposed into the first 8 columns (kern_amx.h)", "layers/kern_amx.h",
+		"uint16_t *d = dst + (c0 / 2 * NRA + g) * 2;",
+		"uint16_t *d = dst + (c0 / 2 * NRA) * 2;",
+		[]string{"./layers"}},
+	{"AMX: the accumulated C tiles not reloaded after the first K block (kern_amx.h)", "layers/kern_amx.h",
+		"if (acc || !whole) {",
+		"if (!whole) {",
+		[]string{"./layers"}},
 	{"GQA: interleaved head mapping (SIMD kernel)", "layers/kern_impl.h",
 		"long i = i0 + rr / G, h = kh * G + rr % G;",
 		"long i = i0 + rr / G, h = kh + rr % G * HKV;",
