@@ -756,12 +756,6 @@ static void et_dpbf16ps(int c, int a, int b) {
 #define SFX emu512
 #include "kern_amx.h"
 #undef SFX
-#undef TCFG
-#undef TZERO
-#undef TLOAD
-#undef TSTORE
-#undef TDPBF16PS
-#undef TRELEASE
 
 #pragma GCC pop_options
 
@@ -796,12 +790,6 @@ static inline __attribute__((always_inline)) void amx_cfg(void) {
 #define SFX avx512
 #include "kern_amx.h"
 #undef SFX
-#undef TCFG
-#undef TZERO
-#undef TLOAD
-#undef TSTORE
-#undef TDPBF16PS
-#undef TRELEASE
 
 #pragma GCC pop_options
 

@@ -258,13 +258,11 @@ func (g *gemmTask) run(tid int) {
 	k := g.k
 	switch g.phase {
 	case phasePackA:
-		panels := (g.M + k.mr - 1) / k.mr
 		for {
-			p0 := int(g.next.Add(1)-1) * g.chunk
-			if p0 >= panels {
+			p0, p1, ok := claimRun(&g.next, (g.M+k.mr-1)/k.mr, g.chunk)
+			if !ok {
 				return
 			}
-			p1 := min(p0+g.chunk, panels)
 			C.star_gemm_packa(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), fptr(g.ap), C.long(p0), C.long(p1))
 		}
 	case phaseCols: // blocks of NR output columns
@@ -280,13 +278,11 @@ func (g *gemmTask) run(tid int) {
 				C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), fptr(bp), fptr(tmp), C.int(kc), C.int(gemmMC))
 		}
 	case phasePackAI8:
-		panels := (g.M + mri - 1) / mri
 		for {
-			p0 := int(g.next.Add(1)-1) * g.chunk
-			if p0 >= panels {
+			p0, p1, ok := claimRun(&g.next, (g.M+mri-1)/mri, g.chunk)
+			if !ok {
 				return
 			}
-			p1 := min(p0+g.chunk, panels)
 			C.star_gemm_packa_i8(k.variant, g.dt, fptr(g.x), C.long(g.M), C.long(g.K), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))),
 				C.long(p0), C.long(p1))
 		}
@@ -304,13 +300,11 @@ func (g *gemmTask) run(tid int) {
 				fptr(tmp), C.int(g.kc), C.int(gemmMC))
 		}
 	case phasePackAAMX:
-		panels := (g.M + mra - 1) / mra
 		for {
-			p0 := int(g.next.Add(1)-1) * g.chunk
-			if p0 >= panels {
+			p0, p1, ok := claimRun(&g.next, (g.M+mra-1)/mra, g.chunk)
+			if !ok {
 				return
 			}
-			p1 := min(p0+g.chunk, panels)
 			C.star_gemm_packa_amx(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(g.ap))),
 				C.long(p0), C.long(p1))
 		}
@@ -380,6 +374,16 @@ func (g *gemmTask) runOn(p *workerPool, nt int) {
 	} else {
 		p.run(nt, g)
 	}
+}
+
+// claimRun takes the next run of chunk units of [0, total) from the
+// shared cursor next (the last run shorter).
+func claimRun(next *atomic.Int64, total, chunk int) (lo, hi int, ok bool) {
+	lo = int(next.Add(1)-1) * chunk
+	if lo >= total {
+		return 0, 0, false
+	}
+	return lo, min(lo+chunk, total), true
 }
 
 // claimGuided takes the next run of units of [0, total) from the shared

@@ -159,3 +159,11 @@ static void F(gemm_cols_amx)(const uint16_t *ap, long M, long K, const uint16_t 
 #undef F
 #undef CAT
 #undef CAT2
+
+// The tile vocabulary is this file's alone: released here.
+#undef TCFG
+#undef TZERO
+#undef TLOAD
+#undef TSTORE
+#undef TDPBF16PS
+#undef TRELEASE
