@@ -48,6 +48,17 @@ static const int perm_k4[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2,
                                    {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
                                    {4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6},
                                    {5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7}};
+// perm_r4[q][i]: the lanes of row i's two block scales (lanes 2i, 2i+1 of
+// four rows' eight) in a unit's 16 lanes: Q8_0 (q = 0) and Q4_0 (q = 1),
+// as perm_8x8[q] for one row.
+static const int perm_r4[2][4][16] = {{{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                       {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                       {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                       {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}},
+                                      {{0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1},
+                                       {2, 2, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 3, 3, 3, 3},
+                                       {4, 4, 4, 4, 5, 5, 5, 5, 4, 4, 4, 4, 5, 5, 5, 5},
+                                       {6, 6, 6, 6, 7, 7, 7, 7, 6, 6, 6, 6, 7, 7, 7, 7}}};
 #endif
 
 // unit unpacks the weights [k, k+64·nu) of a row at p (bytes of the unit
@@ -195,6 +206,70 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 		}
 }
 
+// q0_r4_unit: a unit of 64 weights (half: 32) of four Q8_0 or Q4_0 rows at
+// p[i] into acc[i], with one token's int8 q, lane corrections c and the
+// unit's two dx at dx2; the same unit of the rows pf bytes on is
+// prefetched. The eight block scales (2 per row) are converted together
+// and multiplied by the two dx at once; each row then takes its pair by one
+// permute: less than half the vector work dot_i8 spends on scales.
+INL void F(q0_r4_unit)(const uint8_t *const p[4], const int dt, const int half, const long pf, const IV q,
+                       const IV c, const float *dx2, V acc[4]) {
+	const long bb = dt_block_bytes(dt);
+	const int qi = dt == STAR_Q4_0;
+	uint64_t sc[2]; // fp16 scales: rows 2j, 2j+1, blocks 0, 1 each
+#pragma GCC unroll 2
+	for (int j = 0; j < 2; j++) {
+		uint16_t a, b, e = 0, f = 0;
+		memcpy(&a, p[2 * j], 2);
+		memcpy(&b, p[2 * j + 1], 2);
+		if (!half) {
+			memcpy(&e, p[2 * j] + bb, 2);
+			memcpy(&f, p[2 * j + 1] + bb, 2);
+		}
+		sc[j] = a | (uint64_t)e << 16 | (uint64_t)b << 32 | (uint64_t)f << 48;
+	}
+	double d2;
+	memcpy(&d2, dx2, 8);
+	const __m256 s8 = _mm256_mul_ps(_mm256_cvtph_ps(_mm_set_epi64x((long long)sc[1], (long long)sc[0])),
+	                                _mm256_castpd_ps(_mm256_set1_pd(d2)));
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		_mm_prefetch((const char *)(p[i] + pf), _MM_HINT_T0);
+		_mm_prefetch((const char *)(p[i] + pf + 64), _MM_HINT_T0);
+		IV u[4];
+		__m256 w8[2], m8;
+		F(unit)(p[i], dt, half, u, w8, &m8);
+		acc[i] = VFMA(ICVT(IDPBUSD(c, u[0], q)), VPERM8(s8, perm_r4[qi][i]), acc[i]);
+	}
+}
+
+// dot_q0_r4: out[r + i], i < 4, of one token (xq, xc, dxn as for dot_i8)
+// and Q8_0 or Q4_0 rows: dot_i8's (4, 1) case, the decode step's. The next
+// four rows are prefetched as these are read.
+INL void F(dot_q0_r4)(const uint8_t *w, const int dt, long K, long r, const int8_t *xq, const int32_t *xc,
+                      const float *dxn, float *out) {
+	const long rowb = dt_bytes(dt, K), ub = 2 * dt_block_bytes(dt);
+	V acc[4];
+	const uint8_t *p[4];
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		acc[i] = VZERO();
+		p[i] = w + (r + i) * rowb;
+	}
+	long k = 0;
+	for (; k + 64 <= K; k += 64) {
+		F(q0_r4_unit)(p, dt, 0, 4 * rowb, ILOAD(xq + k), ILOAD(xc + k / 4), dxn + k / 32, acc);
+#pragma GCC unroll 4
+		for (int i = 0; i < 4; i++)
+			p[i] += ub;
+	}
+	if (k < K)
+		F(q0_r4_unit)(p, dt, 1, 4 * rowb, ILOAD(xq + k), ILOAD(xc + k / 4), dxn + k / 32, acc);
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++)
+		out[r + i] = VHSUM(acc[i]);
+}
+
 INL void F(gemv_i8_dt)(const void *w, const int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
                        const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1) {
 	const uint8_t *wb = (const uint8_t *)w;
@@ -205,7 +280,9 @@ INL void F(gemv_i8_dt)(const void *w, const int dt, long K, const int8_t *xq, co
 		long t = 0;
 		for (; t + 2 <= n; t += 2)
 			DOT(4, 2);
-		if (t < n)
+		if (t < n && (dt == STAR_Q8_0 || dt == STAR_Q4_0))
+			F(dot_q0_r4)(wb, dt, K, r, xq + t * Kp, xc + t * X, dxn + t * B, out + t * N);
+		else if (t < n)
 			DOT(4, 1);
 	}
 	for (; r < r1; r++)
