@@ -99,4 +99,16 @@ void star_attn(int v, const float *q, const void *k, const void *vv, int dt, lon
                float *out, float *lse, long nq, long nk, long H, long HKV, long D, int causal, long i0, long i1, long kh,
                long kb, long ke, float *ws);
 
+// The matrix-vector products above on one thread of nt: runs of 4-row
+// items [0, items) claimed from the shared cursor next (a Go atomic.Int64,
+// as claimGuided: about the remaining / (2 nt), within [4, chunk]) until
+// none is left.
+void star_gemv_claim(int v, const void *w, int dt, long K, const float *xp, long n, float *out, long N,
+                     long long *next, long items, long nt, long chunk);
+void star_gemv_i8_claim(int v, const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                        const float *dxn, const float *dx16, long n, float *out, long N, long long *next, long items,
+                        long nt, long chunk);
+void star_gemv_bf_claim(int v, const void *w, long K, const uint16_t *xb, long n, float *out, long N, long long *next,
+                        long items, long nt, long chunk);
+
 #endif

@@ -982,3 +982,49 @@ void star_gemm_cols_bf(int v, const uint32_t *ap, long M, long K2, const void *w
 	DISPATCH_I8(v, C_)
 #undef C_
 }
+
+// ---------------------------------------------------------------------------
+// The matrix-vector phases, one call per thread: each thread claims runs of
+// 4-row items from the shared cursor next (a Go atomic.Int64) until none is
+// left, as claimGuided (kern_amd64.go) does, and computes them. One cgo
+// call per thread and product instead of one per run: a call that outlasts
+// the Go scheduler's 20 µs check hands its processor to another thread,
+// and a decode step makes a thousand runs (tens of thousands of context
+// switches a second, measured).
+static int claim_guided(long long *next, long total, long nt, long minu, long maxu, long *lo, long *hi) {
+	for (;;) {
+		long long cur = __atomic_load_n(next, __ATOMIC_SEQ_CST);
+		if (cur >= total)
+			return 0;
+		long n = (total - (long)cur) / (2 * nt);
+		n = n < minu ? minu : n > maxu ? maxu : n;
+		long long h = cur + n < total ? cur + n : total;
+		if (__atomic_compare_exchange_n(next, &cur, h, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+			*lo = (long)cur;
+			*hi = (long)h;
+			return 1;
+		}
+	}
+}
+
+void star_gemv_claim(int v, const void *w, int dt, long K, const float *xp, long n, float *out, long N,
+                     long long *next, long items, long nt, long chunk) {
+	long b0, b1;
+	while (claim_guided(next, items, nt, 4, chunk, &b0, &b1))
+		star_gemv(v, w, dt, K, xp, n, out, N, b0 * 4, b1 * 4 < N ? b1 * 4 : N);
+}
+
+void star_gemv_i8_claim(int v, const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
+                        const float *dxn, const float *dx16, long n, float *out, long N, long long *next, long items,
+                        long nt, long chunk) {
+	long b0, b1;
+	while (claim_guided(next, items, nt, 4, chunk, &b0, &b1))
+		star_gemv_i8(v, w, dt, K, xq, xc, xs, dxn, dx16, n, out, N, b0 * 4, b1 * 4 < N ? b1 * 4 : N);
+}
+
+void star_gemv_bf_claim(int v, const void *w, long K, const uint16_t *xb, long n, float *out, long N, long long *next,
+                        long items, long nt, long chunk) {
+	long b0, b1;
+	while (claim_guided(next, items, nt, 4, chunk, &b0, &b1))
+		star_gemv_bf(v, w, K, xb, n, out, N, b0 * 4, b1 * 4 < N ? b1 * 4 : N);
+}

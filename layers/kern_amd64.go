@@ -321,15 +321,9 @@ func (g *gemmTask) run(tid int) {
 				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(bp))),
 				fptr(ws), C.int(g.kc), C.int(gemmMC))
 		}
-	case phaseGemvI8:
-		for {
-			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
-			if !ok {
-				return
-			}
-			C.star_gemv_i8(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), (*C.int32_t)(g.xc), fptr(g.xs), fptr(g.dxn), fptr(g.dx16), C.long(g.M),
-				fptr(g.out), C.long(g.N), C.long(b0*4), C.long(min(b1*4, g.N)))
-		}
+	case phaseGemvI8: // the matrix-vector phases claim their runs in C (one cgo call per thread)
+		C.star_gemv_i8_claim(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), (*C.int32_t)(g.xc), fptr(g.xs), fptr(g.dxn), fptr(g.dx16), C.long(g.M),
+			fptr(g.out), C.long(g.N), g.cursor(), C.long(g.items), C.long(g.nt), C.long(g.chunk))
 	case phaseColsBF: // blocks of NR output columns; K/2 words of bfloat16 pairs
 		kc2 := g.kc / 2
 		buf := g.res.tws[tid].get(kc2*g.chunk*k.nr + k.mr*k.nr)
@@ -344,25 +338,17 @@ func (g *gemmTask) run(tid int) {
 				fptr(tmp), C.int(kc2), C.int(gemmMC))
 		}
 	case phaseGemvBF:
-		for {
-			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
-			if !ok {
-				return
-			}
-			C.star_gemv_bf(k.variant, g.w, C.long(g.K), (*C.uint16_t)(g.xq), C.long(g.M), fptr(g.out), C.long(g.N),
-				C.long(b0*4), C.long(min(b1*4, g.N)))
-		}
+		C.star_gemv_bf_claim(k.variant, g.w, C.long(g.K), (*C.uint16_t)(g.xq), C.long(g.M), fptr(g.out), C.long(g.N),
+			g.cursor(), C.long(g.items), C.long(g.nt), C.long(g.chunk))
 	case phaseGemv: // blocks of 4 rows
-		for {
-			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 4, g.chunk)
-			if !ok {
-				return
-			}
-			C.star_gemv(k.variant, g.w, g.dt, C.long(g.K), fptr(g.ap), C.long(g.M), fptr(g.out), C.long(g.N),
-				C.long(b0*4), C.long(min(b1*4, g.N)))
-		}
+		C.star_gemv_claim(k.variant, g.w, g.dt, C.long(g.K), fptr(g.ap), C.long(g.M), fptr(g.out), C.long(g.N),
+			g.cursor(), C.long(g.items), C.long(g.nt), C.long(g.chunk))
 	}
 }
+
+// cursor is g.next for C's claim loops (claim_guided in kern_amd64.c, the
+// twin of claimGuided), which update it with the same atomic operations.
+func (g *gemmTask) cursor() *C.longlong { return (*C.longlong)(unsafe.Pointer(&g.next)) }
 
 // runOn runs the task's current phase on nt threads of pool p (nil: on
 // the caller).

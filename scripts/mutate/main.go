@@ -149,6 +149,16 @@ var mutants = []mutant{
 		"memcpy(&f, p[2 * j + 1] + bb, 2);",
 		"memcpy(&f, p[2 * j] + bb, 2);",
 		[]string{"./layers"}},
+	// The matrix-vector phases claim their runs of rows in C
+	// (claim_guided, kern_amd64.c), every thread from one cursor.
+	{"claims in C: each run's last 4-row item left out (kern_amd64.c)", "layers/kern_amd64.c",
+		"*hi = (long)h;",
+		"*hi = (long)h - 1;",
+		[]string{"./layers"}},
+	{"claims in C: the last item never claimed (kern_amd64.c)", "layers/kern_amd64.c",
+		"		if (cur >= total)\n			return 0;\n		long n = (total",
+		"		if (cur >= total - 1)\n			return 0;\n		long n = (total",
+		[]string{"./layers"}},
 	{"GQA: interleaved head mapping (SIMD kernel)", "layers/kern_impl.h",
 		"long i = i0 + rr / G, h = kh * G + rr % G;",
 		"long i = i0 + rr / G, h = kh + rr % G * HKV;",
