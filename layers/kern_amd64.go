@@ -258,69 +258,45 @@ func (g *gemmTask) run(tid int) {
 	k := g.k
 	switch g.phase {
 	case phasePackA:
-		for {
-			p0, p1, ok := claimRun(&g.next, (g.M+k.mr-1)/k.mr, g.chunk)
-			if !ok {
-				return
-			}
+		g.packRuns((g.M+k.mr-1)/k.mr, func(p0, p1 int) {
 			C.star_gemm_packa(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), fptr(g.ap), C.long(p0), C.long(p1))
-		}
+		})
 	case phaseCols: // blocks of NR output columns
 		kc := g.kc
 		buf := g.res.tws[tid].get(kc*g.chunk*k.nr + k.mr*k.nr)
 		bp, tmp := buf[:kc*g.chunk*k.nr], buf[kc*g.chunk*k.nr:]
-		for {
-			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
-			if !ok {
-				return
-			}
+		g.colRuns(func(b0, b1 int) {
 			C.star_gemm_cols(k.variant, fptr(g.ap), C.long(g.M), C.long(g.K), g.w, g.dt, fptr(g.out), C.long(g.N),
 				C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), fptr(bp), fptr(tmp), C.int(kc), C.int(gemmMC))
-		}
+		})
 	case phasePackAI8:
-		for {
-			p0, p1, ok := claimRun(&g.next, (g.M+mri-1)/mri, g.chunk)
-			if !ok {
-				return
-			}
+		g.packRuns((g.M+mri-1)/mri, func(p0, p1 int) {
 			C.star_gemm_packa_i8(k.variant, g.dt, fptr(g.x), C.long(g.M), C.long(g.K), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))),
 				C.long(p0), C.long(p1))
-		}
+		})
 	case phaseColsI8:
 		pb := (g.chunk*g.panelB + 3) / 4
 		buf := g.res.tws[tid].get(pb + mri*nri)
 		bp, tmp := buf[:pb], buf[pb:]
-		for {
-			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
-			if !ok {
-				return
-			}
+		g.colRuns(func(b0, b1 int) {
 			C.star_gemm_cols_i8(k.variant, (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), g.w, g.dt,
 				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint8_t)(unsafe.Pointer(unsafe.SliceData(bp))),
 				fptr(tmp), C.int(g.kc), C.int(gemmMC))
-		}
+		})
 	case phasePackAAMX:
-		for {
-			p0, p1, ok := claimRun(&g.next, (g.M+mra-1)/mra, g.chunk)
-			if !ok {
-				return
-			}
+		g.packRuns((g.M+mra-1)/mra, func(p0, p1 int) {
 			C.star_gemm_packa_amx(k.variant, fptr(g.x), C.long(g.M), C.long(g.K), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(g.ap))),
 				C.long(p0), C.long(p1))
-		}
+		})
 	case phaseColsAMX:
 		pb := (g.chunk*g.panelB + 1) / 2
 		buf := g.res.tws[tid].get(pb + mra*nri)
 		bp, ws := buf[:pb], buf[pb:]
-		for {
-			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
-			if !ok {
-				return
-			}
+		g.colRuns(func(b0, b1 int) {
 			C.star_gemm_cols_amx(k.variant, (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K), (*C.uint16_t)(g.w),
 				fptr(g.out), C.long(g.N), C.long(b0*nri), C.long(min(b1*nri, g.N)), (*C.uint16_t)(unsafe.Pointer(unsafe.SliceData(bp))),
 				fptr(ws), C.int(g.kc), C.int(gemmMC))
-		}
+		})
 	case phaseGemvI8: // the matrix-vector phases claim their runs in C (one cgo call per thread)
 		C.star_gemv_i8_claim(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), (*C.int32_t)(g.xc), fptr(g.xs), fptr(g.dxn), fptr(g.dx16), C.long(g.M),
 			fptr(g.out), C.long(g.N), g.cursor(), C.long(g.items), C.long(g.nt), C.long(g.chunk))
@@ -328,21 +304,41 @@ func (g *gemmTask) run(tid int) {
 		kc2 := g.kc / 2
 		buf := g.res.tws[tid].get(kc2*g.chunk*k.nr + k.mr*k.nr)
 		bp, tmp := buf[:kc2*g.chunk*k.nr], buf[kc2*g.chunk*k.nr:]
-		for {
-			b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
-			if !ok {
-				return
-			}
+		g.colRuns(func(b0, b1 int) {
 			C.star_gemm_cols_bf(k.variant, (*C.uint32_t)(unsafe.Pointer(unsafe.SliceData(g.ap))), C.long(g.M), C.long(g.K/2), g.w,
 				fptr(g.out), C.long(g.N), C.long(b0*k.nr), C.long(min(b1*k.nr, g.N)), (*C.uint32_t)(unsafe.Pointer(unsafe.SliceData(bp))),
 				fptr(tmp), C.int(kc2), C.int(gemmMC))
-		}
+		})
 	case phaseGemvBF:
 		C.star_gemv_bf_claim(k.variant, g.w, C.long(g.K), (*C.uint16_t)(g.xq), C.long(g.M), fptr(g.out), C.long(g.N),
 			g.cursor(), C.long(g.items), C.long(g.nt), C.long(g.chunk))
 	case phaseGemv: // blocks of 4 rows
 		C.star_gemv_claim(k.variant, g.w, g.dt, C.long(g.K), fptr(g.ap), C.long(g.M), fptr(g.out), C.long(g.N),
 			g.cursor(), C.long(g.items), C.long(g.nt), C.long(g.chunk))
+	}
+}
+
+// packRuns calls f on runs of g.chunk units (panels of x) of [0, total),
+// claimed from g.next (claimRun), until none is left.
+func (g *gemmTask) packRuns(total int, f func(p0, p1 int)) {
+	for {
+		p0, p1, ok := claimRun(&g.next, total, g.chunk)
+		if !ok {
+			return
+		}
+		f(p0, p1)
+	}
+}
+
+// colRuns calls f on runs of [0, g.items) (blocks of output columns),
+// claimed from g.next (claimGuided, at most g.chunk), until none is left.
+func (g *gemmTask) colRuns(f func(b0, b1 int)) {
+	for {
+		b0, b1, ok := claimGuided(&g.next, g.items, g.nt, 1, g.chunk)
+		if !ok {
+			return
+		}
+		f(b0, b1)
 	}
 }
 
