@@ -194,13 +194,15 @@ func (c *CPU) ActivationRounding(dt weights.DType) Rounding {
 // Name() for exact float32 products, with the instruction set of the
 // rounded ones ("cpu-avx512vnni" for int8 dot products,
 // "cpu-avx512bf16" for bfloat16 ones; emulated on emu512:
-// "cpu-emu512vnni", "cpu-emu512bf16"), and "-amx" where the GEMM
+// "cpu-emu512vnni", "cpu-emu512bf16"; "cpu-avx2int8" for AVX2's
+// vpmaddubsw, used by the matrix-vector products (decode) while the GEMM
+// (prefill) stays on the float kernels), and "-amx" where the GEMM
 // (prefill) runs on AMX tiles ("cpu-avx512bf16-amx": the GEMM on tiles,
 // decode on vdpbf16ps).
 func (c *CPU) MatMulKernel(dt weights.DType) string {
 	switch c.ActivationRounding(dt) {
 	case RoundInt8:
-		return c.Name() + "vnni"
+		return c.Name() + c.k.int8Suffix()
 	case RoundBF16:
 		if c.k.usesAMX(dt) {
 			return c.Name() + "bf16-amx"

@@ -485,6 +485,7 @@ EI e16 e16_perm8(__m256 v, const int *idx) {
 #define ILOAD ie16_load
 #define IBCAST4 ie16_bcast4
 #define IDPBUSD ie16_dpbusd
+#define IDPBUSD7 ie16_dpbusd
 #define ICVT ie16_cvt
 #define IJOIN ie16_join
 #define VPERM8 e16_perm8
@@ -496,6 +497,76 @@ EI e16 e16_perm8(__m256 v, const int *idx) {
 #define IBCAST32 ie16_bcast32
 #define ISRLV16H ie16_srlv16h
 #include "kern_i8.h"
+#undef SFX
+#undef VL
+#undef MRI
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHSUM
+
+// avx2's integer kernels, for processors with AVX2 but no AVX-512 VNNI: the
+// matrix-vector products of kern_i8.h on emu512's two-half vectors, with
+// vpdpbusd done by vpmaddubsw (byte pairs into saturating 16-bit sums)
+// and vpmaddwd (16-bit pairs into the 32-bit lanes). Exact: a pair's sum
+// never saturates, since |s| <= 127 (quant_x) and, for u up to 255 (Q8_0),
+// the even and odd bytes are multiplied apart (each product within
+// 255·128); for u < 128 (IDPBUSD7) one vpmaddubsw takes both. The same
+// integer sums and float arithmetic as emu512: the same results, bit for
+// bit. The GEMM stays on the float kernels (the 6x32 integer tile of
+// kern_i8.h needs more registers than AVX2 has).
+EI __m256i dpbusd_mb(__m256i acc, __m256i u, __m256i s) {
+	const __m256i lo = _mm256_set1_epi16(0x00ff), one = _mm256_set1_epi16(1);
+	const __m256i e = _mm256_maddubs_epi16(_mm256_and_si256(u, lo), s); // even bytes' products
+	const __m256i o = _mm256_maddubs_epi16(_mm256_andnot_si256(lo, u), s); // odd bytes' products
+	return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(e, one), _mm256_madd_epi16(o, one)));
+}
+EI __m256i dpbusd_mb7(__m256i acc, __m256i u, __m256i s) {
+	return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+EI ie16 ie16_dpbusd_mb(ie16 acc, ie16 u, ie16 s) { return (ie16){dpbusd_mb(acc.a, u.a, s.a), dpbusd_mb(acc.b, u.b, s.b)}; }
+EI ie16 ie16_dpbusd_mb7(ie16 acc, ie16 u, ie16 s) {
+	return (ie16){dpbusd_mb7(acc.a, u.a, s.a), dpbusd_mb7(acc.b, u.b, s.b)};
+}
+
+#define STAR_I8_GEMV_ONLY
+#define SFX avx2
+#define VL 16
+#define MRI 6
+#define V e16
+#define VZERO e16_zero
+#define VLOAD e16_load
+#define VSTORE e16_store
+#define VBCAST e16_bcast
+#define VSET1 e16_set1
+#define VFMA e16_fma
+#define VMUL e16_mul
+#define VADD e16_add
+#define VHSUM e16_hsum
+#define IV ie16
+#define IZERO ie16_zero
+#define ILOAD ie16_load
+#define IBCAST4 ie16_bcast4
+#define IDPBUSD ie16_dpbusd_mb
+#define IDPBUSD7 ie16_dpbusd_mb7
+#define ICVT ie16_cvt
+#define IJOIN ie16_join
+#define VPERM8 e16_perm8
+#define IAND ie16_and
+#define IOR ie16_or
+#define ISET1B ie16_set1b
+#define ISRL16 ie16_srl16
+#define ISLL16 ie16_sll16
+#define IBCAST32 ie16_bcast32
+#define ISRLV16H ie16_srlv16h
+#include "kern_i8.h"
+#undef STAR_I8_GEMV_ONLY
 #undef SFX
 #undef VL
 #undef MRI
@@ -679,6 +750,7 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #define ILOAD(p) _mm512_loadu_si512((const void *)(p))
 #define IBCAST4(p) _mm512_set1_epi32(*(const int *)(p))
 #define IDPBUSD(a, u, s) _mm512_dpbusd_epi32(a, u, s)
+#define IDPBUSD7 IDPBUSD
 #define ICVT(v) _mm512_cvtepi32_ps(v)
 #define IJOIN(a, b) _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)
 #define VPERM8(v, idx) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), _mm512_castps256_ps512(v))
@@ -934,6 +1006,10 @@ void star_quant_x(int dt, const float *x, long n, long K, int8_t *xq, int32_t *x
 void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const int32_t *xc, const float *xs,
                   const float *dxn, const float *dx16, long n, float *out, long N, long r0, long r1) {
 #define C_(s) gemv_i8_##s(w, dt, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1)
+	if (v == STAR_AVX2) {
+		C_(avx2); // vpmaddubsw (the GEMM: float kernels)
+		return;
+	}
 	DISPATCH_I8(v, C_)
 #undef C_
 }

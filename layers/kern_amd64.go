@@ -50,9 +50,11 @@ type kernels struct {
 	mr, nr  int  // register tile
 	atk     int  // attention key tile
 	exact   bool // no product rounds its activations (",exact")
-	int8    bool // integer dot products for quantized weights (native VNNI, or emulated on emu512)
-	amx     bool // the GEMM of BF16 weights on AMX tiles (native where the processor and OS allow, or emulated on emu512)
-	bf16    bool // bfloat16 dot products for BF16 weights (native AVX512_BF16, or emulated on emu512)
+	// Quantized weights take integer dot products (RoundInt8) unless exact.
+	gemmI8 bool  // in the GEMM too (VNNI, native or emulated on emu512); else the GEMM on the float kernels
+	gemvI8 C.int // the variant of the integer matrix-vector products: variant, or STAR_AVX2 (vpmaddubsw)
+	amx    bool  // the GEMM of BF16 weights on AMX tiles (native where the processor and OS allow, or emulated on emu512)
+	bf16   bool  // bfloat16 dot products for BF16 weights (native AVX512_BF16, or emulated on emu512)
 }
 
 // cpuFeatures is what the processor adds to AVX-512 (C.STAR_FEAT_* bits).
@@ -69,12 +71,22 @@ func (k *kernels) rounds() bool {
 	return false
 }
 
+// int8Suffix names the integer dot products in MatMulKernel: "vnni"
+// (vpdpbusd, emulated on emu512) or, on avx2, "int8" (vpmaddubsw, the
+// matrix-vector products only).
+func (k *kernels) int8Suffix() string {
+	if k.gemvI8 == C.STAR_AVX2 {
+		return "int8"
+	}
+	return "vnni"
+}
+
 // rounding is how the kernels round activations for weights of dtype dt.
 func (k *kernels) rounding(dt weights.DType) Rounding {
 	if k.exact {
 		return RoundNone
 	}
-	if dt.Quantized() && k.int8 {
+	if dt.Quantized() {
 		return RoundInt8
 	}
 	if dt == weights.BF16 && k.bf16 {
@@ -186,12 +198,14 @@ func newKernels(name string) *kernels {
 	}
 	var mr, nr, atk, chunk C.int
 	C.star_params(v, &mr, &nr, &atk, &chunk)
-	k := &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk)}
-	switch v {
-	case C.STAR_AVX512:
-		k.int8 = cpuFeatures&C.STAR_FEAT_VNNI != 0
-	case C.STAR_EMU512:
-		k.int8 = true
+	k := &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk), gemmI8: true, gemvI8: v}
+	if v == C.STAR_AVX2 || (v == C.STAR_AVX512 && cpuFeatures&C.STAR_FEAT_VNNI == 0) {
+		// Without VNNI: vpmaddubsw (AVX2) for the matrix-vector
+		// products, 2-6x the float path's rate on quantized weights
+		// (BenchmarkMatVec, forced avx2). The integer GEMM's 6x32 tile
+		// does not fit AVX2's 16 registers and emulating vpdpbusd in it
+		// is slower than the float GEMM: prefill keeps the float kernels.
+		k.gemmI8, k.gemvI8 = false, C.STAR_AVX2
 	}
 	k.amx = k.amxDefault()
 	k.bf16 = k.bf16Default()
@@ -298,7 +312,7 @@ func (g *gemmTask) run(tid int) {
 				fptr(ws), C.int(g.kc), C.int(gemmMC))
 		})
 	case phaseGemvI8: // the matrix-vector phases claim their runs in C (one cgo call per thread)
-		C.star_gemv_i8_claim(k.variant, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), (*C.int32_t)(g.xc), fptr(g.xs), fptr(g.dxn), fptr(g.dx16), C.long(g.M),
+		C.star_gemv_i8_claim(k.gemvI8, g.w, g.dt, C.long(g.K), (*C.int8_t)(g.xq), (*C.int32_t)(g.xc), fptr(g.xs), fptr(g.dxn), fptr(g.dx16), C.long(g.M),
 			fptr(g.out), C.long(g.N), g.cursor(), C.long(g.items), C.long(g.nt), C.long(g.chunk))
 	case phaseColsBF: // blocks of NR output columns; K/2 words of bfloat16 pairs
 		kc2 := g.kc / 2
@@ -399,7 +413,7 @@ func (k *kernels) matMul(res *resources, p *workerPool, nt int, out, x []float32
 	*g = gemmTask{k: k, res: res, x: x, out: out, w: unsafe.Pointer(unsafe.SliceData(w.Data)), dt: dtypeOf(w),
 		M: n, N: rows, K: cols}
 	run := func(nt int) { g.runOn(p, nt) }
-	if r := k.rounding(w.DType); r == RoundInt8 {
+	if r := k.rounding(w.DType); r == RoundInt8 && (n <= gemvMaxN || k.gemmI8) {
 		k.matMulI8(g, res, p, n, rows, cols, nt)
 	} else if r == RoundBF16 && cols%2 == 0 {
 		k.matMulBF(g, res, p, n, rows, cols, nt)

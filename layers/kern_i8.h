@@ -10,7 +10,8 @@
 //	IAND IOR (a, b); ISET1B(c) every byte c; ISRL16 ISLL16 (v, n) 16-bit lanes shifted by n
 //	IBCAST32(p)     the 32 bytes at p in both halves; ISRLV16H(v, a, b) 16-bit lanes of the low half >> a, high >> b
 //	VPERM8(v, idx)  lane i = v[idx[i]] for an __m256 v and 16 indices < 8
-//	IDPBUSD(a, u, s)  lane i of a += Σ_j<4 u[4i+j]·s[4i+j] (u unsigned, s signed bytes)
+//	IDPBUSD(a, u, s)  lane i of a += Σ_j<4 u[4i+j]·s[4i+j] (u unsigned, s signed bytes in [-127, 127])
+//	IDPBUSD7(a, u, s) the same for u < 128 (every dtype's quants but Q8_0's): may be cheaper
 //	ICVT(v)         int32 lanes to float
 //	MRI             rows of the GEMM register tile (NR = 32 columns)
 //
@@ -171,13 +172,14 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 				const int8_t *q = xq + t * Kp + k;
 				if (dt == STAR_Q8_0 || dt == STAR_Q4_0) {
 					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
-					IV d = IDPBUSD(ILOAD(xc + t * X + k / 4), u[0], ILOAD(q));
+					const IV c = ILOAD(xc + t * X + k / 4), s = ILOAD(q);
+					IV d = dt == STAR_Q8_0 ? IDPBUSD(c, u[0], s) : IDPBUSD7(c, u[0], s);
 					acc[i][t] = VFMA(ICVT(d), VPERM8(p8, perm_8x8[dt == STAR_Q8_0 ? 0 : 1]), acc[i][t]);
 				} else if (kq) {
 					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
 #pragma GCC unroll 4
 					for (int j = 0; j < 4; j++)
-						acc[i][t] = VFMA(ICVT(IDPBUSD(IZERO(), u[j], ILOAD(q + 64 * j))), VPERM8(p8, perm_k4[j]), acc[i][t]);
+						acc[i][t] = VFMA(ICVT(IDPBUSD7(IZERO(), u[j], ILOAD(q + 64 * j))), VPERM8(p8, perm_k4[j]), acc[i][t]);
 					oacc[i][t] = _mm256_fnmadd_ps(m8, _mm256_loadu_ps(xs + t * B + k / 32), oacc[i][t]);
 				} else { // Q6_K
 #pragma GCC unroll 2
@@ -186,7 +188,7 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 #pragma GCC unroll 2
 						for (int j = 0; j < 2; j++) {
 							const long o = 128 * h + 64 * j;
-							IV d = IDPBUSD(ILOAD(xc + t * X + (k + o) / 4), u[2 * h + j], ILOAD(q + o));
+							IV d = IDPBUSD7(ILOAD(xc + t * X + (k + o) / 4), u[2 * h + j], ILOAD(q + o));
 							acc[i][t] = VFMA(ICVT(d), VPERM8(p8, perm_8x8[2 + j]), acc[i][t]);
 						}
 					}
@@ -239,7 +241,8 @@ INL void F(q0_r4_unit)(const uint8_t *const p[4], const int dt, const int half, 
 		IV u[4];
 		__m256 w8[2], m8;
 		F(unit)(p[i], dt, half, u, w8, &m8);
-		acc[i] = VFMA(ICVT(IDPBUSD(c, u[0], q)), VPERM8(s8, perm_r4[qi][i]), acc[i]);
+		const IV d = qi ? IDPBUSD7(c, u[0], q) : IDPBUSD(c, u[0], q);
+		acc[i] = VFMA(ICVT(d), VPERM8(s8, perm_r4[qi][i]), acc[i]);
 	}
 }
 
@@ -312,6 +315,7 @@ static void F(gemv_i8)(const void *w, int dt, long K, const int8_t *xq, const in
 	}
 }
 
+#ifndef STAR_I8_GEMV_ONLY // the GEMM (an includer may want the matrix-vector products alone)
 // ---------------------------------------------------------------------------
 // GEMM. A panel of MRI rows of x (star_gemm_packa_i8): int8 a8[K/4][MRI][4],
 // then float ad[K/G][MRI] (each group's dx) and as[K/G][MRI] (its xs);
@@ -466,6 +470,8 @@ static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, in
 	}
 }
 
+#endif // STAR_I8_GEMV_ONLY
+
 #undef NRI
 #undef F
 #undef CAT
@@ -478,6 +484,7 @@ static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, in
 #undef ILOAD
 #undef IBCAST4
 #undef IDPBUSD
+#undef IDPBUSD7
 #undef ICVT
 #undef IJOIN
 #undef VPERM8

@@ -21,6 +21,8 @@ func (k *kernels) rounds() bool { return false }
 
 func (k *kernels) rounding(dt weights.DType) Rounding { return RoundNone }
 
+func (k *kernels) int8Suffix() string { return "vnni" }
+
 func (k *kernels) exactOnly() *kernels { return k }
 
 func (k *kernels) bf16Default() bool { return false }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/star-attn/star/layers"
 	"github.com/star-attn/star/layers/layerstest"
+	"github.com/star-attn/star/layers/quant"
 	"github.com/star-attn/star/weights"
 )
 
@@ -55,7 +56,11 @@ func TestBackendNames(t *testing.T) {
 			want := c.Name()
 			switch c.ActivationRounding(dt) {
 			case layers.RoundInt8:
-				want += "vnni"
+				if variant == "avx2" {
+					want += "int8" // vpmaddubsw
+				} else {
+					want += "vnni"
+				}
 			case layers.RoundBF16:
 				want += "bf16"
 			}
@@ -257,5 +262,71 @@ func TestAMXExactProducts(t *testing.T) {
 	}
 	if specs == 0 {
 		t.Fatalf("no kernel choice runs the AMX GEMM (choices %v): emu512,amx should", layers.KernelSpecs())
+	}
+}
+
+// avx2's integer matrix-vector products (vpmaddubsw) compute the same
+// integer sums as emu512's exact vpdpbusd and the same float arithmetic
+// around them: their outputs agree bit for bit, on random weights and on
+// the extremes where a plain vpmaddubsw of Q8_0's unsigned quants would
+// saturate (quants ±127, activations of the same signs: byte pairs summing
+// to 2·255·127), for every quantized dtype, rows of an odd block count
+// (Q8_0 and Q4_0's half unit) and every matrix-vector row count.
+func TestAVX2Int8MatchesEmu512(t *testing.T) {
+	a2, err := layers.NewCPUKernels(2, "avx2")
+	if err != nil {
+		t.Skipf("no AVX2 here: %v", err)
+	}
+	em, err := layers.NewCPUKernels(2, "emu512")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(41, 42))
+	for _, dt := range []weights.DType{weights.Q8_0, weights.Q4_0, weights.Q4_K, weights.Q5_K, weights.Q6_K} {
+		if a2.ActivationRounding(dt) != layers.RoundInt8 || a2.MatMulKernel(dt) != "cpu-avx2int8" {
+			t.Fatalf("avx2 on %v: %v, kernel %s; want int8 activations on cpu-avx2int8", dt, a2.ActivationRounding(dt), a2.MatMulKernel(dt))
+		}
+		shapes := []struct{ rows, cols int }{{37, 512}, {8, 2048}}
+		if dt.BlockElems() == 32 {
+			shapes = append(shapes, struct{ rows, cols int }{13, 96}) // 3 blocks: a half unit
+		}
+		for _, sh := range shapes {
+			for _, extreme := range []bool{false, true} {
+				wf := layerstest.RandSlice(r, sh.rows*sh.cols, 1)
+				x := layerstest.RandSlice(r, 8*sh.cols, 1)
+				if extreme {
+					for i := range wf {
+						wf[i] = float32(1 - 2*(i/3%2)) // ±1: every block's quants at ±max
+					}
+					for i := range x {
+						x[i] = wf[i%sh.cols] * float32(1+i/sh.cols) // the same signs: no product cancels
+					}
+				}
+				w := layerstest.TensorFrom(wf, dt, sh.rows, sh.cols)
+				wr := make([]float32, sh.rows*sh.cols)
+				quant.RowsTo(wr, &w, 0, sh.rows)
+				for n := 1; n <= 8; n++ {
+					got, want := make([]float32, n*sh.rows), make([]float32, n*sh.rows)
+					a2.MatMul(got, x, &w, n)
+					em.MatMul(want, x, &w, n)
+					for i := range got {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							t.Fatalf("%v %dx%d n=%d extreme=%v: avx2 out[%d] = %g, emu512 %g (diff %g)",
+								dt, sh.rows, sh.cols, n, extreme, i, got[i], want[i], got[i]-want[i])
+						}
+					}
+					if extreme { // and right: against float64 within the int8 bound
+						ref, mag := layerstest.RefMatMul(x[:n*sh.cols], wr, n, sh.rows, sh.cols)
+						bound := layerstest.MatMulBound(layers.RoundInt8, x[:n*sh.cols], wr, mag, n, sh.rows, sh.cols)
+						for i := range ref {
+							if d := math.Abs(float64(got[i]) - ref[i]); !(d <= bound[i]) {
+								t.Fatalf("%v %dx%d n=%d extreme: out[%d] = %g, want %g (diff %g, bound %g)",
+									dt, sh.rows, sh.cols, n, i, got[i], ref[i], d, bound[i])
+							}
+						}
+					}
+				}
+			}
+		}
 	}
 }
