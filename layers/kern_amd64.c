@@ -486,6 +486,7 @@ EI e16 e16_perm8(__m256 v, const int *idx) {
 #define IBCAST4 ie16_bcast4
 #define IDPBUSD ie16_dpbusd
 #define IDPBUSD7 ie16_dpbusd
+#define IDPBUSDQ8 ie16_dpbusd
 #define ICVT ie16_cvt
 #define IJOIN ie16_join
 #define VPERM8 e16_perm8
@@ -515,22 +516,25 @@ EI e16 e16_perm8(__m256 v, const int *idx) {
 // matrix-vector products of kern_i8.h on emu512's two-half vectors, with
 // vpdpbusd done by vpmaddubsw (byte pairs into saturating 16-bit sums)
 // and vpmaddwd (16-bit pairs into the 32-bit lanes). Exact: a pair's sum
-// never saturates, since |s| <= 127 (quant_x) and, for u up to 255 (Q8_0),
-// the even and odd bytes are multiplied apart (each product within
-// 255·128); for u < 128 (IDPBUSD7) one vpmaddubsw takes both. The same
-// integer sums and float arithmetic as emu512: the same results, bit for
-// bit. The GEMM stays on the float kernels (the 6x32 integer tile of
-// kern_i8.h needs more registers than AVX2 has).
-EI __m256i dpbusd_mb(__m256i acc, __m256i u, __m256i s) {
-	const __m256i lo = _mm256_set1_epi16(0x00ff), one = _mm256_set1_epi16(1);
-	const __m256i e = _mm256_maddubs_epi16(_mm256_and_si256(u, lo), s); // even bytes' products
-	const __m256i o = _mm256_maddubs_epi16(_mm256_andnot_si256(lo, u), s); // odd bytes' products
-	return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(e, one), _mm256_madd_epi16(o, one)));
-}
+// never saturates, since |s| <= 127 (quant_x), the quants u of every
+// dtype but Q8_0 are below 128 (IDPBUSD7) and Q8_0's are taken signed
+// (IDPBUSDQ8). The same integer sums and float arithmetic as emu512: the
+// same results, bit for bit. The GEMM stays on the float kernels (the 6x32
+// integer tile of kern_i8.h needs more registers than AVX2 has).
 EI __m256i dpbusd_mb7(__m256i acc, __m256i u, __m256i s) {
 	return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
 }
-EI ie16 ie16_dpbusd_mb(ie16 acc, ie16 u, ie16 s) { return (ie16){dpbusd_mb(acc.a, u.a, s.a), dpbusd_mb(acc.b, u.b, s.b)}; }
+// Q8_0 (IDPBUSDQ8): Σ w·s from the signed quants w = u - 128 as |w| and
+// s with w's sign (each pair within 2·128·127), which is c + Σ u·s for c
+// = -128·Σs: c is not read.
+EI __m256i dpbusd_q8(__m256i u, __m256i s) {
+	const __m256i w = _mm256_xor_si256(u, _mm256_set1_epi8((char)0x80));
+	return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(s, w)), _mm256_set1_epi16(1));
+}
+EI ie16 ie16_dpbusd_q8(ie16 c, ie16 u, ie16 s) {
+	(void)c;
+	return (ie16){dpbusd_q8(u.a, s.a), dpbusd_q8(u.b, s.b)};
+}
 EI ie16 ie16_dpbusd_mb7(ie16 acc, ie16 u, ie16 s) {
 	return (ie16){dpbusd_mb7(acc.a, u.a, s.a), dpbusd_mb7(acc.b, u.b, s.b)};
 }
@@ -553,8 +557,9 @@ EI ie16 ie16_dpbusd_mb7(ie16 acc, ie16 u, ie16 s) {
 #define IZERO ie16_zero
 #define ILOAD ie16_load
 #define IBCAST4 ie16_bcast4
-#define IDPBUSD ie16_dpbusd_mb
+#define IDPBUSD ie16_dpbusd // (unused: the GEMM is not instantiated)
 #define IDPBUSD7 ie16_dpbusd_mb7
+#define IDPBUSDQ8 ie16_dpbusd_q8
 #define ICVT ie16_cvt
 #define IJOIN ie16_join
 #define VPERM8 e16_perm8
@@ -751,6 +756,7 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #define IBCAST4(p) _mm512_set1_epi32(*(const int *)(p))
 #define IDPBUSD(a, u, s) _mm512_dpbusd_epi32(a, u, s)
 #define IDPBUSD7 IDPBUSD
+#define IDPBUSDQ8 IDPBUSD
 #define ICVT(v) _mm512_cvtepi32_ps(v)
 #define IJOIN(a, b) _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1)
 #define VPERM8(v, idx) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), _mm512_castps256_ps512(v))

@@ -12,6 +12,8 @@
 //	VPERM8(v, idx)  lane i = v[idx[i]] for an __m256 v and 16 indices < 8
 //	IDPBUSD(a, u, s)  lane i of a += Σ_j<4 u[4i+j]·s[4i+j] (u unsigned, s signed bytes in [-127, 127])
 //	IDPBUSD7(a, u, s) the same for u < 128 (every dtype's quants but Q8_0's): may be cheaper
+//	IDPBUSDQ8(c, u, s) the same for Q8_0's u = w + 128 (w its signed quants) and c = -128·Σs
+//	                (quant_x_rows' xc): Σ w·s, which may be computed from w directly
 //	ICVT(v)         int32 lanes to float
 //	MRI             rows of the GEMM register tile (NR = 32 columns)
 //
@@ -173,7 +175,7 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 				if (dt == STAR_Q8_0 || dt == STAR_Q4_0) {
 					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
 					const IV c = ILOAD(xc + t * X + k / 4), s = ILOAD(q);
-					IV d = dt == STAR_Q8_0 ? IDPBUSD(c, u[0], s) : IDPBUSD7(c, u[0], s);
+					IV d = dt == STAR_Q8_0 ? IDPBUSDQ8(c, u[0], s) : IDPBUSD7(c, u[0], s);
 					acc[i][t] = VFMA(ICVT(d), VPERM8(p8, perm_8x8[dt == STAR_Q8_0 ? 0 : 1]), acc[i][t]);
 				} else if (kq) {
 					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
@@ -241,7 +243,7 @@ INL void F(q0_r4_unit)(const uint8_t *const p[4], const int dt, const int half, 
 		IV u[4];
 		__m256 w8[2], m8;
 		F(unit)(p[i], dt, half, u, w8, &m8);
-		const IV d = qi ? IDPBUSD7(c, u[0], q) : IDPBUSD(c, u[0], q);
+		const IV d = qi ? IDPBUSD7(c, u[0], q) : IDPBUSDQ8(c, u[0], q);
 		acc[i] = VFMA(ICVT(d), VPERM8(s8, perm_r4[qi][i]), acc[i]);
 	}
 }
@@ -485,6 +487,7 @@ static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, in
 #undef IBCAST4
 #undef IDPBUSD
 #undef IDPBUSD7
+#undef IDPBUSDQ8
 #undef ICVT
 #undef IJOIN
 #undef VPERM8
