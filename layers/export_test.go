@@ -33,3 +33,21 @@ func SetMatMulTuning(gemv, kc, mc, nc int) (restore func()) {
 
 // UsesAMX reports whether c's GEMM runs on AMX tiles for dtype dt.
 func UsesAMX(c *CPU, dt weights.DType) bool { return c.k != nil && c.k.usesAMX(dt) }
+
+// WithMaddubs returns a backend like c whose integer matrix-vector
+// products use AVX2's vpmaddubsw where c's use AVX-VNNI (c itself where
+// they already use vpmaddubsw), or nil where c's use neither.
+func WithMaddubs(c *CPU) *CPU {
+	if c.k == nil {
+		return nil
+	}
+	k := c.k.withMaddubs()
+	if k == nil {
+		return nil
+	}
+	return newCPU(c.threads, k)
+}
+
+// HasAVXVNNI reports whether the processor has AVX-VNNI (the avx2
+// variant's integer matrix-vector products use it).
+func HasAVXVNNI() bool { return avxVNNI() }

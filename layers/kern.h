@@ -9,6 +9,7 @@ enum {
 	STAR_AVX2 = 1,   // 8-lane AVX2/FMA/F16C
 	STAR_AVX512 = 2, // 16-lane AVX-512F
 	STAR_EMU512 = 3, // the 16-lane code lowered to AVX2 (tests only)
+	STAR_AVXVNNI = 4, // integer matrix-vector products only: emu512's code on AVX-VNNI's 256-bit vpdpbusd
 };
 
 // Weight dtypes, as weights.DType.
@@ -30,8 +31,10 @@ int star_cpu_level(void);
 // bits: VNNI (integer dot products vpdpbusd, with AVX512BW/VL) and BF16
 // (vdpbf16ps); and AMD, the vendor (where vdpbf16ps outruns the FMAs);
 // AMX: AMX-BF16 tiles, the OS having granted this process the tile state
-// (arch_prctl ARCH_REQ_XCOMP_PERM, asked here once).
-enum { STAR_FEAT_VNNI = 1, STAR_FEAT_BF16 = 2, STAR_FEAT_AMD = 4, STAR_FEAT_AMX = 8 };
+// (arch_prctl ARCH_REQ_XCOMP_PERM, asked here once). AVXVNNI (any level
+// >= 1): AVX-VNNI, vpdpbusd on 256-bit vectors without AVX-512 (Intel
+// since Alder Lake, AMD since Zen 5).
+enum { STAR_FEAT_VNNI = 1, STAR_FEAT_BF16 = 2, STAR_FEAT_AMD = 4, STAR_FEAT_AMX = 8, STAR_FEAT_AVXVNNI = 16 };
 int star_cpu_features(void);
 
 // The GEMM of BF16 weights on AMX tiles (kern_amx.h; avx512 native where

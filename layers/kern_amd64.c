@@ -77,6 +77,8 @@ int star_cpu_features(void) {
 		f |= STAR_FEAT_AMD;
 	if ((f & STAR_FEAT_VNNI) && (f & STAR_FEAT_BF16) && amx_usable())
 		f |= STAR_FEAT_AMX;
+	if (star_cpu_level() >= 1 && __builtin_cpu_supports("avxvnni"))
+		f |= STAR_FEAT_AVXVNNI;
 	return f;
 }
 
@@ -586,6 +588,65 @@ EI ie16 ie16_dpbusd_mb7(ie16 acc, ie16 u, ie16 s) {
 #undef VADD
 #undef VHSUM
 
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avxvnni")
+// avxvnni: the same matrix-vector products with AVX-VNNI's vpdpbusd on
+// 256-bit vectors (processors with AVX-VNNI but not AVX512_VNNI): exact
+// for every byte (no 16-bit pair sums), so IDPBUSD7 and IDPBUSDQ8 are it
+// too (Q8_0 adds the lane correction c like emu512). Bit for bit emu512's
+// results.
+EI ie16 ie16_dpbusd_vnni(ie16 acc, ie16 u, ie16 s) {
+	return (ie16){_mm256_dpbusd_avx_epi32(acc.a, u.a, s.a), _mm256_dpbusd_avx_epi32(acc.b, u.b, s.b)};
+}
+
+#define STAR_I8_GEMV_ONLY
+#define SFX avxvnni
+#define VL 16
+#define MRI 6
+#define V e16
+#define VZERO e16_zero
+#define VLOAD e16_load
+#define VSTORE e16_store
+#define VBCAST e16_bcast
+#define VSET1 e16_set1
+#define VFMA e16_fma
+#define VMUL e16_mul
+#define VADD e16_add
+#define VHSUM e16_hsum
+#define IV ie16
+#define IZERO ie16_zero
+#define ILOAD ie16_load
+#define IBCAST4 ie16_bcast4
+#define IDPBUSD ie16_dpbusd_vnni
+#define IDPBUSD7 ie16_dpbusd_vnni
+#define IDPBUSDQ8 ie16_dpbusd_vnni
+#define ICVT ie16_cvt
+#define IJOIN ie16_join
+#define VPERM8 e16_perm8
+#define IAND ie16_and
+#define IOR ie16_or
+#define ISET1B ie16_set1b
+#define ISRL16 ie16_srl16
+#define ISLL16 ie16_sll16
+#define IBCAST32 ie16_bcast32
+#define ISRLV16H ie16_srlv16h
+#include "kern_i8.h"
+#undef STAR_I8_GEMV_ONLY
+#undef SFX
+#undef VL
+#undef MRI
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHSUM
+#pragma GCC pop_options // back to avx2,fma,f16c
+
 // Activations for gemv_i8 with weights of dtype dt (see kern_i8.h): each
 // row of x quantized per block of 32 (quant_x), zero padded to Kp = K
 // rounded up to 64, its bytes moved into the lane order of the dtype's
@@ -1014,6 +1075,10 @@ void star_gemv_i8(int v, const void *w, int dt, long K, const int8_t *xq, const 
 #define C_(s) gemv_i8_##s(w, dt, K, xq, xc, xs, dxn, dx16, n, out, N, r0, r1)
 	if (v == STAR_AVX2) {
 		C_(avx2); // vpmaddubsw (the GEMM: float kernels)
+		return;
+	}
+	if (v == STAR_AVXVNNI) {
+		C_(avxvnni); // 256-bit vpdpbusd (the GEMM: float kernels)
 		return;
 	}
 	DISPATCH_I8(v, C_)

@@ -72,13 +72,29 @@ func (k *kernels) rounds() bool {
 }
 
 // int8Suffix names the integer dot products in MatMulKernel: "vnni"
-// (vpdpbusd, emulated on emu512) or, on avx2, "int8" (vpmaddubsw, the
-// matrix-vector products only).
+// (vpdpbusd: AVX512_VNNI, emulated on emu512, or AVX-VNNI's for the
+// matrix-vector products alone) or "int8" (vpmaddubsw, the matrix-vector
+// products alone).
 func (k *kernels) int8Suffix() string {
 	if k.gemvI8 == C.STAR_AVX2 {
 		return "int8"
 	}
 	return "vnni"
+}
+
+// avxVNNI reports whether the processor has AVX-VNNI (256-bit vpdpbusd).
+func avxVNNI() bool { return cpuFeatures&C.STAR_FEAT_AVXVNNI != 0 }
+
+// withMaddubs is k with its integer matrix-vector products on vpmaddubsw
+// where they would use AVX-VNNI (nil where they use neither): for tests
+// of both on processors with AVX-VNNI.
+func (k *kernels) withMaddubs() *kernels {
+	if k.gemvI8 != C.STAR_AVX2 && k.gemvI8 != C.STAR_AVXVNNI {
+		return nil
+	}
+	c := *k
+	c.gemvI8 = C.STAR_AVX2
+	return &c
 }
 
 // rounding is how the kernels round activations for weights of dtype dt.
@@ -200,12 +216,16 @@ func newKernels(name string) *kernels {
 	C.star_params(v, &mr, &nr, &atk, &chunk)
 	k := &kernels{variant: v, name: name, mr: int(mr), nr: int(nr), atk: int(atk), gemmI8: true, gemvI8: v}
 	if v == C.STAR_AVX2 || (v == C.STAR_AVX512 && cpuFeatures&C.STAR_FEAT_VNNI == 0) {
-		// Without VNNI: vpmaddubsw (AVX2) for the matrix-vector
-		// products, 2-6x the float path's rate on quantized weights
+		// Without AVX512_VNNI: the matrix-vector products on 256-bit
+		// vectors, AVX-VNNI's vpdpbusd where the processor has it, else
+		// vpmaddubsw: 2-6x the float path's rate on quantized weights
 		// (BenchmarkMatVec, forced avx2). The integer GEMM's 6x32 tile
 		// does not fit AVX2's 16 registers and emulating vpdpbusd in it
 		// is slower than the float GEMM: prefill keeps the float kernels.
 		k.gemmI8, k.gemvI8 = false, C.STAR_AVX2
+		if cpuFeatures&C.STAR_FEAT_AVXVNNI != 0 {
+			k.gemvI8 = C.STAR_AVXVNNI
+		}
 	}
 	k.amx = k.amxDefault()
 	k.bf16 = k.bf16Default()

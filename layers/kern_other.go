@@ -23,6 +23,10 @@ func (k *kernels) rounding(dt weights.DType) Rounding { return RoundNone }
 
 func (k *kernels) int8Suffix() string { return "vnni" }
 
+func (k *kernels) withMaddubs() *kernels { return nil }
+
+func avxVNNI() bool { return false }
+
 func (k *kernels) exactOnly() *kernels { return k }
 
 func (k *kernels) bf16Default() bool { return false }

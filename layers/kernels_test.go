@@ -56,10 +56,16 @@ func TestBackendNames(t *testing.T) {
 			want := c.Name()
 			switch c.ActivationRounding(dt) {
 			case layers.RoundInt8:
-				if variant == "avx2" {
-					want += "int8" // vpmaddubsw
+				// vpdpbusd, but vpmaddubsw where the matrix-vector
+				// products are on 256-bit vectors without AVX-VNNI
+				m := layers.WithMaddubs(c)
+				if m != nil && !layers.HasAVXVNNI() {
+					want += "int8"
 				} else {
 					want += "vnni"
+				}
+				if m != nil && m.MatMulKernel(dt) != c.Name()+"int8" {
+					t.Errorf("backend %s on vpmaddubsw: kernel for %v is %q, want %q", b.name, dt, m.MatMulKernel(dt), c.Name()+"int8")
 				}
 			case layers.RoundBF16:
 				want += "bf16"
@@ -265,15 +271,17 @@ func TestAMXExactProducts(t *testing.T) {
 	}
 }
 
-// avx2's integer matrix-vector products (vpmaddubsw) compute the same
-// integer sums as emu512's exact vpdpbusd and the same float arithmetic
-// around them: their outputs agree bit for bit, on random weights and on
+// avx2's integer matrix-vector products (vpmaddubsw, and AVX-VNNI's
+// vpdpbusd where the processor has it: both are run where it does)
+// compute the same integer sums as emu512's exact vpdpbusd and the same
+// float arithmetic around them: their outputs agree bit for bit, on
+// random weights and on
 // the extremes where a plain vpmaddubsw of Q8_0's unsigned quants would
 // saturate (quants ±127, activations of the same signs: byte pairs summing
 // to 2·255·127), for every quantized dtype, rows of an odd block count
 // (Q8_0 and Q4_0's half unit) and every matrix-vector row count.
 func TestAVX2Int8MatchesEmu512(t *testing.T) {
-	a2, err := layers.NewCPUKernels(2, "avx2")
+	av, err := layers.NewCPUKernels(2, "avx2")
 	if err != nil {
 		t.Skipf("no AVX2 here: %v", err)
 	}
@@ -281,10 +289,22 @@ func TestAVX2Int8MatchesEmu512(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	paths := []*layers.CPU{layers.WithMaddubs(av)} // vpmaddubsw
+	if layers.HasAVXVNNI() {
+		paths = append(paths, av) // AVX-VNNI's vpdpbusd
+	} else {
+		t.Logf("no AVX-VNNI here: its path is not run")
+	}
+	for _, a2 := range paths {
+		testInt8MatchesEmu512(t, a2, em)
+	}
+}
+
+func testInt8MatchesEmu512(t *testing.T, a2, em *layers.CPU) {
 	r := rand.New(rand.NewPCG(41, 42))
 	for _, dt := range []weights.DType{weights.Q8_0, weights.Q4_0, weights.Q4_K, weights.Q5_K, weights.Q6_K} {
-		if a2.ActivationRounding(dt) != layers.RoundInt8 || a2.MatMulKernel(dt) != "cpu-avx2int8" {
-			t.Fatalf("avx2 on %v: %v, kernel %s; want int8 activations on cpu-avx2int8", dt, a2.ActivationRounding(dt), a2.MatMulKernel(dt))
+		if k := a2.MatMulKernel(dt); a2.ActivationRounding(dt) != layers.RoundInt8 || (k != "cpu-avx2int8" && k != "cpu-avx2vnni") {
+			t.Fatalf("avx2 on %v: %v, kernel %s; want int8 activations on cpu-avx2int8 or cpu-avx2vnni", dt, a2.ActivationRounding(dt), k)
 		}
 		shapes := []struct{ rows, cols int }{{37, 512}, {8, 2048}}
 		if dt.BlockElems() == 32 {
@@ -311,8 +331,8 @@ func TestAVX2Int8MatchesEmu512(t *testing.T) {
 					em.MatMul(want, x, &w, n)
 					for i := range got {
 						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-							t.Fatalf("%v %dx%d n=%d extreme=%v: avx2 out[%d] = %g, emu512 %g (diff %g)",
-								dt, sh.rows, sh.cols, n, extreme, i, got[i], want[i], got[i]-want[i])
+							t.Fatalf("%s: %v %dx%d n=%d extreme=%v: out[%d] = %g, emu512 %g (diff %g)",
+								a2.MatMulKernel(dt), dt, sh.rows, sh.cols, n, extreme, i, got[i], want[i], got[i]-want[i])
 						}
 					}
 					if extreme { // and right: against float64 within the int8 bound
@@ -320,8 +340,8 @@ func TestAVX2Int8MatchesEmu512(t *testing.T) {
 						bound := layerstest.MatMulBound(layers.RoundInt8, x[:n*sh.cols], wr, mag, n, sh.rows, sh.cols)
 						for i := range ref {
 							if d := math.Abs(float64(got[i]) - ref[i]); !(d <= bound[i]) {
-								t.Fatalf("%v %dx%d n=%d extreme: out[%d] = %g, want %g (diff %g, bound %g)",
-									dt, sh.rows, sh.cols, n, i, got[i], ref[i], d, bound[i])
+								t.Fatalf("%s: %v %dx%d n=%d extreme: out[%d] = %g, want %g (diff %g, bound %g)",
+									a2.MatMulKernel(dt), dt, sh.rows, sh.cols, n, i, got[i], ref[i], d, bound[i])
 							}
 						}
 					}
