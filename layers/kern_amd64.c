@@ -470,49 +470,10 @@ EI e16 e16_perm8(__m256 v, const int *idx) {
 }
 
 #define SFX emu512
-#define VL 16
-#define MRI 6
-#define V e16
-#define VZERO e16_zero
-#define VLOAD e16_load
-#define VSTORE e16_store
-#define VBCAST e16_bcast
-#define VSET1 e16_set1
-#define VFMA e16_fma
-#define VMUL e16_mul
-#define VADD e16_add
-#define VHSUM e16_hsum
-#define IV ie16
-#define IZERO ie16_zero
-#define ILOAD ie16_load
-#define IBCAST4 ie16_bcast4
 #define IDPBUSD ie16_dpbusd
 #define IDPBUSD7 ie16_dpbusd
 #define IDPBUSDQ8 ie16_dpbusd
-#define ICVT ie16_cvt
-#define IJOIN ie16_join
-#define VPERM8 e16_perm8
-#define IAND ie16_and
-#define IOR ie16_or
-#define ISET1B ie16_set1b
-#define ISRL16 ie16_srl16
-#define ISLL16 ie16_sll16
-#define IBCAST32 ie16_bcast32
-#define ISRLV16H ie16_srlv16h
-#include "kern_i8.h"
-#undef SFX
-#undef VL
-#undef MRI
-#undef V
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VBCAST
-#undef VSET1
-#undef VFMA
-#undef VMUL
-#undef VADD
-#undef VHSUM
+#include "kern_i8_e16.h"
 
 // avx2's integer kernels, for processors with AVX2 but no AVX-512 VNNI: the
 // matrix-vector products of kern_i8.h on emu512's two-half vectors, with
@@ -543,50 +504,10 @@ EI ie16 ie16_dpbusd_mb7(ie16 acc, ie16 u, ie16 s) {
 
 #define STAR_I8_GEMV_ONLY
 #define SFX avx2
-#define VL 16
-#define MRI 6
-#define V e16
-#define VZERO e16_zero
-#define VLOAD e16_load
-#define VSTORE e16_store
-#define VBCAST e16_bcast
-#define VSET1 e16_set1
-#define VFMA e16_fma
-#define VMUL e16_mul
-#define VADD e16_add
-#define VHSUM e16_hsum
-#define IV ie16
-#define IZERO ie16_zero
-#define ILOAD ie16_load
-#define IBCAST4 ie16_bcast4
 #define IDPBUSD ie16_dpbusd // (unused: the GEMM is not instantiated)
 #define IDPBUSD7 ie16_dpbusd_mb7
 #define IDPBUSDQ8 ie16_dpbusd_q8
-#define ICVT ie16_cvt
-#define IJOIN ie16_join
-#define VPERM8 e16_perm8
-#define IAND ie16_and
-#define IOR ie16_or
-#define ISET1B ie16_set1b
-#define ISRL16 ie16_srl16
-#define ISLL16 ie16_sll16
-#define IBCAST32 ie16_bcast32
-#define ISRLV16H ie16_srlv16h
-#include "kern_i8.h"
-#undef STAR_I8_GEMV_ONLY
-#undef SFX
-#undef VL
-#undef MRI
-#undef V
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VBCAST
-#undef VSET1
-#undef VFMA
-#undef VMUL
-#undef VADD
-#undef VHSUM
+#include "kern_i8_e16.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avxvnni")
@@ -601,50 +522,10 @@ EI ie16 ie16_dpbusd_vnni(ie16 acc, ie16 u, ie16 s) {
 
 #define STAR_I8_GEMV_ONLY
 #define SFX avxvnni
-#define VL 16
-#define MRI 6
-#define V e16
-#define VZERO e16_zero
-#define VLOAD e16_load
-#define VSTORE e16_store
-#define VBCAST e16_bcast
-#define VSET1 e16_set1
-#define VFMA e16_fma
-#define VMUL e16_mul
-#define VADD e16_add
-#define VHSUM e16_hsum
-#define IV ie16
-#define IZERO ie16_zero
-#define ILOAD ie16_load
-#define IBCAST4 ie16_bcast4
 #define IDPBUSD ie16_dpbusd_vnni
 #define IDPBUSD7 ie16_dpbusd_vnni
 #define IDPBUSDQ8 ie16_dpbusd_vnni
-#define ICVT ie16_cvt
-#define IJOIN ie16_join
-#define VPERM8 e16_perm8
-#define IAND ie16_and
-#define IOR ie16_or
-#define ISET1B ie16_set1b
-#define ISRL16 ie16_srl16
-#define ISLL16 ie16_sll16
-#define IBCAST32 ie16_bcast32
-#define ISRLV16H ie16_srlv16h
-#include "kern_i8.h"
-#undef STAR_I8_GEMV_ONLY
-#undef SFX
-#undef VL
-#undef MRI
-#undef V
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VBCAST
-#undef VSET1
-#undef VFMA
-#undef VMUL
-#undef VADD
-#undef VHSUM
+#include "kern_i8_e16.h"
 #pragma GCC pop_options // back to avx2,fma,f16c
 
 // Activations for gemv_i8 with weights of dtype dt (see kern_i8.h): each
