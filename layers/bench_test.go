@@ -11,6 +11,8 @@ package layers
 //	                    weights streamed (from memory, not cache) and the
 //	                    fraction of the memory read bandwidth measured
 //	                    right after
+//	BenchmarkMatVecCache  the same on one thread with the weights in
+//	                    its L2 cache: the kernels' arithmetic rate (GB/s)
 //	BenchmarkAttention  attention tiles (nq 1 and 512, nk 4096, H 32,
 //	                    HKV 8, D 64), GFLOP/s, SIMD and pure Go
 //	BenchmarkAttentionDecode  one token's attention over 16k keys of
@@ -187,6 +189,30 @@ func BenchmarkMatVec(b *testing.B) {
 				b.ReportMetric(gbs/1e9, "GB/s")
 				b.ReportMetric(bw/1e9, "memGB/s")
 				b.ReportMetric(gbs/bw, "of_bw")
+			})
+		}
+	}
+}
+
+// BenchmarkMatVecCache times the decode products of one thread on a
+// matrix that stays in its core's L2 cache: the kernels' arithmetic
+// throughput (GB/s of weights) apart from memory. A kernel that reaches
+// well above its share of the read bandwidth here can stream at
+// bandwidth in BenchmarkMatVec; one below it cannot.
+func BenchmarkMatVecCache(b *testing.B) {
+	for _, sh := range []gemmShape{{"256x2048", 256, 2048}, {"64x8192", 64, 8192}} {
+		x := randSlice(rand.New(rand.NewPCG(3, 4)), sh.cols, 1)
+		out := make([]float32, sh.rows)
+		for _, dt := range weights.DTypes() {
+			c := NewCPU(1)
+			b.Run(fmt.Sprintf("%s/%v/%s", sh.name, dt, KernelOf(c, dt)), func(b *testing.B) {
+				w, _ := randTensor(sh.rows, sh.cols, dt, 9)
+				c.MatMul(out, x, &w, 1)
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					c.MatMul(out, x, &w, 1)
+				}
+				b.ReportMetric(float64(len(w.Data))*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 			})
 		}
 	}
