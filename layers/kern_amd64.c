@@ -710,20 +710,7 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #define IBCAST32(p) _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p)))
 #define ISRLV16H(v, x, y) \
 	_mm512_srlv_epi16(v, _mm512_inserti64x4(_mm512_set1_epi16(x), _mm256_set1_epi16(y), 1))
-#include "kern_i8.h"
-#undef SFX
-#undef VL
-#undef MRI
-#undef V
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VBCAST
-#undef VSET1
-#undef VFMA
-#undef VMUL
-#undef VADD
-#undef VHSUM
+#include "kern_i8.h" // releases the vocabulary above
 
 #pragma GCC pop_options
 

@@ -52,7 +52,7 @@ type kernels struct {
 	exact   bool // no product rounds its activations (",exact")
 	// Quantized weights take integer dot products (RoundInt8) unless exact.
 	gemmI8 bool  // in the GEMM too (VNNI, native or emulated on emu512); else the GEMM on the float kernels
-	gemvI8 C.int // the variant of the integer matrix-vector products: variant, or STAR_AVX2 (vpmaddubsw)
+	gemvI8 C.int // the variant of the integer matrix-vector products: variant, STAR_AVXVNNI (256-bit vpdpbusd) or STAR_AVX2 (vpmaddubsw)
 	amx    bool  // the GEMM of BF16 weights on AMX tiles (native where the processor and OS allow, or emulated on emu512)
 	bf16   bool  // bfloat16 dot products for BF16 weights (native AVX512_BF16, or emulated on emu512)
 }

@@ -480,7 +480,22 @@ static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, in
 #undef CAT2
 #undef INL
 
-// The integer vocabulary is this file's alone: released here.
+// The includer's vocabulary serves this file alone: all of it is released
+// here, the float part, SFX and STAR_I8_GEMV_ONLY included.
+#undef STAR_I8_GEMV_ONLY
+#undef SFX
+#undef VL
+#undef MRI
+#undef V
+#undef VZERO
+#undef VLOAD
+#undef VSTORE
+#undef VBCAST
+#undef VSET1
+#undef VFMA
+#undef VMUL
+#undef VADD
+#undef VHSUM
 #undef IV
 #undef IZERO
 #undef ILOAD

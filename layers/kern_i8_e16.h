@@ -3,7 +3,7 @@
 // them: emu512 (the whole file) and avx2 and avxvnni (the matrix-vector
 // products alone). The includer defines SFX, the dot products IDPBUSD,
 // IDPBUSD7 and IDPBUSDQ8 (see kern_i8.h), and STAR_I8_GEMV_ONLY for the
-// matrix-vector products alone; all of them are released here.
+// matrix-vector products alone; kern_i8.h releases all of them.
 
 #define VL 16
 #define MRI 6
@@ -31,18 +31,4 @@
 #define ISLL16 ie16_sll16
 #define IBCAST32 ie16_bcast32
 #define ISRLV16H ie16_srlv16h
-#include "kern_i8.h" // releases the integer vocabulary, the dot products included
-#undef STAR_I8_GEMV_ONLY
-#undef SFX
-#undef VL
-#undef MRI
-#undef V
-#undef VZERO
-#undef VLOAD
-#undef VSTORE
-#undef VBCAST
-#undef VSET1
-#undef VFMA
-#undef VMUL
-#undef VADD
-#undef VHSUM
+#include "kern_i8.h" // releases all of the above, and the includer's SFX, dot products and STAR_I8_GEMV_ONLY
