@@ -55,7 +55,7 @@ func cmdBench(c *cli.Context, stdout, stderr io.Writer) error {
 		e := r.e
 		if r.w.rank == 0 {
 			o.Progress = stderr
-			o.SgemmGFLOPS, o.ReadBandwidth = jobs.Yardsticks(e.M.C.Threads())
+			o.SgemmGFLOPS, o.ReadBandwidth, o.WeightsReadBandwidth = jobs.Yardsticks(e.M.C.Threads())
 			for _, kv := range kvs {
 				dt, err := rank.ResolveKVDType(kv, e.W)
 				if err != nil {

@@ -72,11 +72,13 @@ func (c *Counting) reset() {
 }
 
 // Yardsticks are the reference measurements bench prints beside its own
-// on threads threads: OpenBLAS's sgemm throughput and the memory read
-// bandwidth.
-func Yardsticks(threads int) (sgemm func(m, n, k int) float64, readBandwidth func() float64) {
+// on threads threads: OpenBLAS's sgemm throughput, the memory read
+// bandwidth of a fresh buffer, and the rate at which given memory (the
+// weights) reads, sampled to 2 GiB.
+func Yardsticks(threads int) (sgemm func(m, n, k int) float64, readBandwidth func() float64, readOf func([][]byte) float64) {
 	return func(m, n, k int) float64 { return benchref.GFLOPS(m, n, k, threads) },
-		func() float64 { return benchref.ReadBandwidth(threads, 512<<20) }
+		func() float64 { return benchref.ReadBandwidth(threads, 512<<20) },
+		func(regions [][]byte) float64 { return benchref.ReadBandwidthOf(threads, regions, 2<<30) }
 }
 
 // BenchOptions describe `star bench`.
@@ -102,9 +104,15 @@ type BenchOptions struct {
 	// shapes and prints the flop-weighted figure beside ours.
 	SgemmGFLOPS func(m, n, k int) float64
 	// ReadBandwidth, when set, measures the memory read bandwidth (B/s)
-	// with the rank's threads: decode's bound is that over the bytes a
-	// decode step reads (weights and K/V).
+	// of a fresh buffer with the rank's threads, once: decode's bound is
+	// the time to read the bytes a decode step reads, the K/V at this rate.
 	ReadBandwidth func() float64
+	// WeightsReadBandwidth, when set, measures the rate (B/s) at which
+	// the rank's threads read the given memory, just before and just
+	// after each row's decode: the bound reads the weights at the two's
+	// mean, the rate of their own pages (a mapped file's page cache may
+	// read well below a fresh buffer), or at ReadBandwidth's without it.
+	WeightsReadBandwidth func(regions [][]byte) float64
 }
 
 // BenchRow is one configuration's measurement (one JSON line).
@@ -123,13 +131,16 @@ type BenchRow struct {
 	// Device is where rank 0 computed ("cpu", "cuda:0 NVIDIA H200");
 	// on a GPU, MFU is phase 1's linear throughput over its dense BF16
 	// peak (PeakTFLOPS).
-	Device      string  `json:"device"`
-	PeakTFLOPS  float64 `json:"peak_tflops,omitempty"`
-	MFU         float64 `json:"mfu,omitempty"`
-	PeakRSS     int64   `json:"peak_rss_bytes"`
-	SgemmGFLOPS float64 `json:"sgemm_gflops,omitempty"`       // cblas_sgemm on one layer's linear shapes (512 tokens), flop-weighted
-	MemBWGBs    float64 `json:"membw_gbs,omitempty"`          // measured read bandwidth, GB/s
-	DecodeBound float64 `json:"decode_bound_tok_s,omitempty"` // membw / (weight + K/V bytes read per decode step)
+	Device       string  `json:"device"`
+	PeakTFLOPS   float64 `json:"peak_tflops,omitempty"`
+	MFU          float64 `json:"mfu,omitempty"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
+	SgemmGFLOPS  float64 `json:"sgemm_gflops,omitempty"`   // cblas_sgemm on one layer's linear shapes (512 tokens), flop-weighted
+	MemBWGBs     float64 `json:"membw_gbs,omitempty"`      // measured read bandwidth of a fresh buffer, GB/s
+	WeightsBWGBs float64 `json:"weights_bw_gbs,omitempty"` // the rate at which the weights decode reads read where they lie, GB/s
+	// DecodeBound is 1 / (weight bytes / weights_bw + K/V bytes / membw),
+	// the bytes one decode step reads (membw for both without weights_bw).
+	DecodeBound float64 `json:"decode_bound_tok_s,omitempty"`
 	// KVBytesPerStep is the K/V bytes one decode step reads on the rank
 	// that reads most (its blocks; rank 0 also the query and, on average,
 	// half the generated tokens): the bound counts them.
@@ -199,7 +210,7 @@ type bench struct {
 	l      *rank.Leader
 	cnt    *Counting // nil: the backend's work is not counted
 	sgemm  float64
-	bw     float64   // read bandwidth, B/s (0: not measured)
+	bw     float64   // read bandwidth of a fresh buffer, B/s (0: not measured)
 	ref    []float64 // the exact baseline's log-probabilities of the scored tokens
 	refNLL float64
 }
@@ -238,7 +249,7 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	s.Defaults()
 	s.Ranks = e.Ranks()
 	row := BenchRow{Attention: string(cf.att), Ranks: e.Ranks(), Threads: e.M.C.Threads(), Context: n, SgemmGFLOPS: b.sgemm,
-		Kernels: e.M.C.Name(), MemBWGBs: b.bw / 1e9, RandomKV: o.RandomKV,
+		Kernels: e.M.C.Name(), RandomKV: o.RandomKV,
 		WeightDType: e.W.WeightTypes(), KVDType: layers.KVDTypeName(e.KVDType), Kernel: layers.KernelOf(e.M.C, e.W.DType()),
 		Device: e.Backend().Name()}
 	if fc, ok := e.Backend().(layers.FlopCounter); ok {
@@ -269,12 +280,20 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	}
 	b.say("bench: context %d, %s: %s %.2fs; query and %d decode steps...\n", n, cf.att, what, row.Phase1, o.DecodeTokens)
 	res := &Result{}
+	wbw0 := b.weightsRate()
 	if err := e.generate(b.l, q, o.DecodeTokens+1, &Sampling{Temperature: 0}, res); err != nil {
 		return row, err
 	}
 	row.TTFT = row.Phase1 + res.Timings.TTFT
 	row.DecodeTPS = res.Timings.DecodeTPS
 	row.PeakRSS = peakRSS()
+	if b.bw > 0 {
+		// the weights' rate measured just before and just after the decode:
+		// a shared machine's bandwidth changes from moment to moment
+		wbw := (wbw0 + b.weightsRate()) / 2
+		row.MemBWGBs, row.WeightsBWGBs = b.bw/1e9, wbw/1e9
+		row.DecodeBound = decodeBound(e.W.DecodeBytes(), row.KVBytesPerStep, wbw, b.bw)
+	}
 	if len(cont) > 0 && !o.RandomKV {
 		if err := b.score(q, cont, cf.att, &row); err != nil {
 			return row, err
@@ -308,9 +327,6 @@ func (b *bench) phase1(ctx []int, s rank.Settings, row *BenchRow) error {
 	if err == nil {
 		p.RandomKV = b.o.RandomKV
 		row.KVBytesPerStep = kvTokensRead(p, b.o.QueryTokens+(b.o.DecodeTokens+1)/2) * rank.KVBytesPerToken(&b.e.M.Cfg, p.KVDType)
-		if b.bw > 0 {
-			row.DecodeBound = b.bw / float64(b.e.W.DecodeBytes()+row.KVBytesPerStep)
-		}
 	}
 	if err := b.l.Doc(ctx, p, err); err != nil {
 		if !rank.Agreed(err) {
@@ -340,6 +356,25 @@ func (b *bench) phase1(ctx []int, s rank.Settings, row *BenchRow) error {
 		}
 	}
 	return nil
+}
+
+// weightsRate measures the rate (B/s) at which the weights one decode
+// step reads read where they lie; 0: not measured (nothing to measure it
+// with, or a device, whose weights are not these).
+func (b *bench) weightsRate() float64 {
+	if _, device := b.e.Backend().(layers.FlopCounter); b.o.WeightsReadBandwidth == nil || device {
+		return 0
+	}
+	return b.o.WeightsReadBandwidth(b.e.W.DecodeData())
+}
+
+// decodeBound is the decode steps per second that reading w weight bytes
+// at wbw B/s (bw where wbw is 0) and kv K/V bytes at bw B/s allows.
+func decodeBound(w, kv int64, wbw, bw float64) float64 {
+	if wbw <= 0 {
+		wbw = bw
+	}
+	return 1 / (float64(w)/wbw + float64(kv)/bw)
 }
 
 // kvTokensRead is the K/V tokens a decode step reads on the rank that
@@ -488,8 +523,12 @@ func PrintBenchTable(w io.Writer, rows []BenchRow) {
 		fmt.Fprintf(w, "cblas_sgemm (OpenBLAS) on a layer's linear shapes (512 tokens), %d threads: %.1f GFLOP/s (compare lin_GF/s, phase 1's)\n", ref.Threads, ref.SgemmGFLOPS)
 	}
 	if ref.DecodeBound > 0 {
-		fmt.Fprintf(w, "memory read bandwidth, %d threads: %.1f GB/s; %%bound: decode against bandwidth / (weight bytes + the row's K/V bytes one step reads)\n",
-			ref.Threads, ref.MemBWGBs)
+		weights := ""
+		if ref.WeightsBWGBs > 0 {
+			weights = fmt.Sprintf(", the weights where they lie %.1f GB/s", ref.WeightsBWGBs)
+		}
+		fmt.Fprintf(w, "memory read bandwidth, %d threads: a fresh buffer %.1f GB/s%s; %%bound: decode against the time to read the weights at their rate and the row's K/V bytes one step reads at the buffer's\n",
+			ref.Threads, ref.MemBWGBs, weights)
 	}
 	if ref.RandomKV {
 		fmt.Fprintf(w, "random K/V: phase 1 skipped (phase1_s is the fill), no NLL\n")

@@ -3,6 +3,7 @@ package jobs
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/star-attn/star/layers"
@@ -28,10 +29,22 @@ func TestBenchRandomKV(t *testing.T) {
 	if e.KVDType != weights.F16 {
 		t.Fatalf("BF16 weights get %v K/V by default, want F16", e.KVDType)
 	}
-	const n, q, dec, bw = 300, 16, 4, 1e10
+	const n, q, dec, bw, wbw = 300, 16, 4, 1e10, 7e9
+	scans, bufs := 0, 0 // calls of WeightsReadBandwidth, ReadBandwidth
 	o := BenchOptions{Contexts: []int{n}, Attentions: []rank.Attention{rank.Star, rank.Global}, QueryTokens: q, DecodeTokens: dec,
 		ScoreTokens: 8, KVDTypes: []weights.DType{weights.F32, weights.BF16}, RandomKV: true, Seed: 1,
-		ReadBandwidth: func() float64 { return bw }}
+		ReadBandwidth: func() float64 { bufs++; return bw },
+		WeightsReadBandwidth: func(regions [][]byte) float64 {
+			var n int64
+			for _, b := range regions {
+				n += int64(len(b))
+			}
+			if n != w.DecodeBytes() {
+				t.Errorf("the weights' rate is measured over %d bytes, want the %d a decode step reads", n, w.DecodeBytes())
+			}
+			scans++
+			return wbw + float64(2*(scans%2)-1)*1e9 // 8e9 before a decode, 6e9 after: the bound takes their mean
+		}}
 	var rows []BenchRow
 	if err := e.Bench(o, func(r BenchRow) { rows = append(rows, r) }); err != nil {
 		t.Fatal(err)
@@ -49,12 +62,19 @@ func TestBenchRandomKV(t *testing.T) {
 		if got := r.KVDType + "/" + r.Attention; got != want[i] || r.Skipped != "" {
 			t.Fatalf("row %d is %s (skipped: %q), want %s", i, got, r.Skipped, want[i])
 		}
-		if r.KVBytesPerStep != kv || r.DecodeBound != bw/float64(w.DecodeBytes()+kv) {
-			t.Fatalf("%s: %d K/V bytes a step, bound %g; want %d and %g", want[i], r.KVBytesPerStep, r.DecodeBound, kv, bw/float64(w.DecodeBytes()+kv))
+		// the weights at their own rate, the K/V at the buffer's
+		bound := 1 / (float64(w.DecodeBytes())/wbw + float64(kv)/bw)
+		if r.KVBytesPerStep != kv || math.Abs(r.DecodeBound-bound) > 1e-12*bound || r.MemBWGBs != bw/1e9 || r.WeightsBWGBs != wbw/1e9 {
+			t.Fatalf("%s: %d K/V bytes a step, bound %g, bandwidths %g and %g GB/s; want %d, %g, %g and %g", want[i], r.KVBytesPerStep,
+				r.DecodeBound, r.MemBWGBs, r.WeightsBWGBs, kv, bound, bw/1e9, wbw/1e9)
 		}
 		if !r.RandomKV || r.NLL != 0 || !(r.DecodeTPS > 0) || r.Context != n {
 			t.Fatalf("%s: %+v: want random K/V, a decode speed and no NLL", want[i], r)
 		}
+	}
+	if scans != 2*len(rows) || bufs != 1 {
+		t.Fatalf("%d measurements of the weights' rate and %d of the buffer's for %d rows; want the weights' before and after each row's decode, the buffer's once",
+			scans, bufs, len(rows))
 	}
 	if e.KVDType != weights.F16 {
 		t.Fatalf("bench left the engine's K/V dtype at %v", e.KVDType)

@@ -30,5 +30,21 @@ func TestDecodeBytes(t *testing.T) {
 		if got := m.DecodeBytes(); got != c.decode {
 			t.Errorf("tied=%v: DecodeBytes = %d, want %d", c.tied, got, c.decode)
 		}
+		// DecodeData is that memory, tensor by tensor, within the tensors'
+		// data: the embedding's first row when untied, the whole table when tied.
+		var sum int64
+		for _, b := range m.DecodeData() {
+			sum += int64(len(b))
+		}
+		if sum != c.decode {
+			t.Errorf("tied=%v: DecodeData holds %d bytes, want DecodeBytes %d", c.tied, sum, c.decode)
+		}
+		emb := m.DecodeData()[0]
+		if want := int64(len(m.TokEmb.Data)); !c.tied {
+			want /= 10
+			if &emb[0] != &m.TokEmb.Data[0] || int64(len(emb)) != want {
+				t.Errorf("tied=%v: DecodeData's first region is %d bytes, want the embedding's first row (%d)", c.tied, len(emb), want)
+			}
+		}
 	}
 }

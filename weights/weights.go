@@ -491,6 +491,26 @@ func (m *Model) DecodeBytes() int64 {
 	return n
 }
 
+// DecodeData is the memory one decode step reads, tensor by tensor: what
+// DecodeBytes counts (of an untied embedding table its first row, as
+// the token's). Tensors without data (a ShapeOnly model's) are left out.
+func (m *Model) DecodeData() [][]byte {
+	var out [][]byte
+	m.eachStored(func(t *Tensor) {
+		if t == nil {
+			return
+		}
+		n := t.Bytes()
+		if t == &m.TokEmb && !m.Config.TiedEmbeddings && t.Rows() > 0 {
+			n /= int64(t.Rows())
+		}
+		if n > 0 && int64(len(t.Data)) >= n {
+			out = append(out, t.Data[:n])
+		}
+	})
+	return out
+}
+
 // Validate checks every tensor's presence, dtype, shape and byte length
 // against the config, naming the first offending tensor.
 func (m *Model) Validate() error {

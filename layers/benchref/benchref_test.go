@@ -1,9 +1,11 @@
 package benchref
 
 import (
+	"encoding/binary"
 	"math"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/star-attn/star/internal/shared"
 )
@@ -72,5 +74,98 @@ func TestReadBandwidth(t *testing.T) {
 	}
 	if bw := ReadBandwidth(2, 4<<20); !(bw > 0) || math.IsInf(bw, 0) {
 		t.Fatalf("ReadBandwidth = %g B/s, want a positive finite rate", bw)
+	}
+}
+
+// sampleRegions keeps whole 128-byte units, everything when under the
+// cap, else evenly spread windows within the regions adding up to about
+// the cap; splitRegions hands every byte to exactly one thread, in order,
+// cut at multiples of 128, about evenly.
+func TestSampleAndSplitRegions(t *testing.T) {
+	mem := make([]byte, 1<<20)
+	for i := range mem {
+		mem[i] = byte(i*7 + i>>9)
+	}
+	regions := [][]byte{mem[:1000], mem[4096 : 4096+64], mem[8192 : 8192+300000], mem[400000:1000000]}
+	whole := sampleRegions(regions, 1<<30, 4096)
+	var total int
+	for i, b := range whole {
+		if len(b)%128 != 0 || &b[0] != &regions[[]int{0, 2, 3}[i]][0] {
+			t.Fatalf("region %d: %d bytes at the wrong place; want whole 128-byte units of the input (the 64-byte one dropped)", i, len(b))
+		}
+		total += len(b)
+	}
+	if want := 896 + 299904 + 600000&^127; len(whole) != 3 || total != want {
+		t.Fatalf("uncapped: %d regions, %d bytes; want 3, %d", len(whole), total, want)
+	}
+	sampled := sampleRegions(regions, 64<<10, 4096)
+	sum := 0
+	for _, b := range sampled {
+		off := int(uintptr(unsafePointer(b)) - uintptr(unsafePointer(mem)))
+		if len(b) == 0 || len(b) > 4096 || off%128 != 0 {
+			t.Fatalf("window at %d of %d bytes: want 1..4096 bytes at a 128-byte offset", off, len(b))
+		}
+		if !(off >= 0 && off+len(b) <= 1000 || off >= 8192 && off+len(b) <= 8192+300000 || off >= 400000 && off+len(b) <= 1000000) {
+			t.Fatalf("window [%d, %d) leaves its region", off, off+len(b))
+		}
+		sum += len(b)
+	}
+	if len(sampled) != 16 || sum < 48<<10 || sum > 64<<10 {
+		t.Fatalf("capped at 64 KiB: %d windows, %d bytes; want 16 windows, 48-64 KiB", len(sampled), sum)
+	}
+	for _, n := range []int{1, 2, 3, 7} {
+		parts := splitRegions(whole, n)
+		if len(parts) != n {
+			t.Fatalf("%d threads: %d shares", n, len(parts))
+		}
+		var got []byte
+		for ti, p := range parts {
+			share := 0
+			for _, b := range p {
+				if len(b)%128 != 0 {
+					t.Fatalf("%d threads: share %d has a piece of %d bytes", n, ti, len(b))
+				}
+				got = append(got, b...)
+				share += len(b)
+			}
+			if d := share - total/n; d < -256 || d > 256 {
+				t.Errorf("%d threads: share %d is %d bytes, want about %d", n, ti, share, total/n)
+			}
+		}
+		var want []byte
+		for _, b := range whole {
+			want = append(want, b...)
+		}
+		if string(got) != string(want) {
+			t.Fatalf("%d threads: the shares are not the regions in order", n)
+		}
+	}
+	if bw := ReadBandwidthOf(2, regions, 1<<30); !(bw > 0) || math.IsInf(bw, 0) {
+		t.Fatalf("ReadBandwidthOf = %g B/s, want a positive finite rate", bw)
+	}
+	if bw := ReadBandwidthOf(2, [][]byte{mem[:100]}, 1<<30); bw != 0 {
+		t.Fatalf("ReadBandwidthOf of less than 128 bytes = %g, want 0 (nothing read)", bw)
+	}
+}
+
+func unsafePointer(b []byte) unsafe.Pointer { return unsafe.Pointer(unsafe.SliceData(b)) }
+
+// Every scan of ReadBandwidth reads every word of the whole 128-byte
+// units once, prefetching or not: its sum (wrapping) is theirs.
+func TestScansReadEverything(t *testing.T) {
+	for _, n := range []int{128, 4096, 4096 + 128, 4096 + 200} {
+		buf := make([]byte, n)
+		var want uint32
+		for i := 0; i < n; i += 4 {
+			binary.LittleEndian.PutUint32(buf[i:], uint32(i*2654435761))
+			if i < n&^127 {
+				want += binary.LittleEndian.Uint32(buf[i:])
+			}
+		}
+		for kind := 0; kind < readKinds; kind++ {
+			if got := scanWords(buf, kind); got != want {
+				t.Errorf("scan %d of %d bytes: sum %#x, want %#x", kind, n, got, want)
+			}
+		}
 	}
 }
