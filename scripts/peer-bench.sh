@@ -12,8 +12,10 @@
 # (random weights with a real tokenizer) and llama.cpp's llama-quantize.
 # star runs `star bench --attention global --context 512` (prefill = 512 /
 # phase1_s; decode after the 512-token context, 32 steps; decode_bound_tok_s
-# is the read bandwidth measured in the same run over the bytes one decode
-# step reads); llama-bench runs pp512 and tg32.
+# is the time to read the bytes one decode step reads at the rates measured
+# in the same run: the weights' own pages (weights_bw_gbs, just before and
+# after the decode) and a fresh buffer's (membw_gbs, for the K/V));
+# llama-bench runs pp512 and tg32.
 set -euo pipefail
 reps=3 threads=2
 while [[ $# -gt 0 ]]; do
@@ -27,7 +29,7 @@ done
 star=${STAR:-$(dirname "$0")/../bin/star}
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 echo "# cpu: $cpu; threads $threads; $(date -u +%FT%TZ)"
-echo "# program file rep prefill512_tok_s decode_tok_s [star: kernel weight_dtype decode_bound_tok_s]"
+echo "# program file rep prefill512_tok_s decode_tok_s [star: kernel weight_dtype decode_bound_tok_s weights_bw_gbs membw_gbs]"
 peer() { # name builddir file rep
 	local out
 	out=$(LD_LIBRARY_PATH=$2/bin timeout 900 "$2/bin/llama-bench" -m "$3" -t "$threads" -p 512 -n 32 -r 1 -o json 2>/dev/null) || { echo "$1 $(basename "$3") $4 failed"; return; }
@@ -47,6 +49,7 @@ for rep in $(seq 1 "$reps"); do
 import json, sys
 r = json.loads(sys.stdin.readline())
 print("star", sys.argv[1], sys.argv[2], "%.1f" % (r["context"] / r["phase1_s"]), "%.2f" % r["decode_tok_s"],
-      r["kernel"], r["weight_dtype"].replace(" ", "_"), "%.2f" % r["decode_bound_tok_s"])' "$(basename "$f")" "$rep" || echo "star $(basename "$f") $rep failed"
+      r["kernel"], r["weight_dtype"].replace(" ", "_"), "%.2f" % r["decode_bound_tok_s"],
+      "%.1f" % r.get("weights_bw_gbs", 0), "%.1f" % r["membw_gbs"])' "$(basename "$f")" "$rep" || echo "star $(basename "$f") $rep failed"
 	done
 done
