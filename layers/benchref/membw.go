@@ -88,10 +88,10 @@ func sampleRegions(regions [][]byte, maxBytes, window int64) [][]byte {
 			total += int64(n)
 		}
 	}
+	window &^= 127
 	if total <= maxBytes || window <= 0 {
 		return whole
 	}
-	window &^= 127
 	count := max(maxBytes/window, 1)
 	stride := total / count
 	var out [][]byte
