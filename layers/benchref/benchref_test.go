@@ -98,6 +98,9 @@ func TestSampleAndSplitRegions(t *testing.T) {
 	if want := 896 + 299904 + 600000&^127; len(whole) != 3 || total != want {
 		t.Fatalf("uncapped: %d regions, %d bytes; want 3, %d", len(whole), total, want)
 	}
+	if small := sampleRegions(regions, 64<<10, 100); len(small) != len(whole) {
+		t.Fatalf("a window under 128 bytes: %d regions, want the %d whole ones (no sampling)", len(small), len(whole))
+	}
 	sampled := sampleRegions(regions, 64<<10, 4096)
 	sum := 0
 	for _, b := range sampled {
