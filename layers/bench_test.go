@@ -267,6 +267,9 @@ func BenchmarkAttention(b *testing.B) {
 // timing: of_bw is the kernel's share of it. "tokens" is the float32
 // token-major layout (a forward pass's projections, and the caches before
 // they became head-major); "heads" the caches' head-major layout.
+// STAR_BENCH_DECODE_KEYS sets the keys (16384), STAR_BENCH_DECODE_CACHE=1
+// cycles through one cache only, which stays in the processor's caches:
+// the kernel's arithmetic rate.
 func BenchmarkAttentionDecode(b *testing.B) {
 	threads := benchThreads()
 	s := AttnShape{H: 32, HKV: 8, D: 128}
@@ -288,7 +291,11 @@ func BenchmarkAttentionDecode(b *testing.B) {
 		one.Append(x, nk)
 		bytes := 2 * one.Bytes()
 		var ks, vs []KVSpan
-		for int64(len(ks))*bytes < 1<<30 {
+		total := int64(1 << 30)
+		if os.Getenv("STAR_BENCH_DECODE_CACHE") == "1" {
+			total = 1
+		}
+		for int64(len(ks))*bytes < total {
 			for _, dst := range []*[]KVSpan{&ks, &vs} {
 				if !lay.headMajor {
 					*dst = append(*dst, TokenMajor(append([]float32(nil), x...), s))
