@@ -280,7 +280,10 @@ func (b *bench) run(n int, cf benchConfig) (BenchRow, error) {
 	}
 	b.say("bench: context %d, %s: %s %.2fs; query and %d decode steps...\n", n, cf.att, what, row.Phase1, o.DecodeTokens)
 	res := &Result{}
-	wbw0 := b.weightsRate()
+	wbw0 := 0.0
+	if b.bw > 0 { // a bound is computed
+		wbw0 = b.weightsRate()
+	}
 	if err := e.generate(b.l, q, o.DecodeTokens+1, &Sampling{Temperature: 0}, res); err != nil {
 		return row, err
 	}

@@ -10,24 +10,40 @@ import (
 // returns the best of five rates in bytes/s. read returns what it summed,
 // kept so the reads cannot be optimised away.
 func bestRead(threads, n, elemBytes int, read func(lo, hi int) float64) float64 {
+	return bestOf(5, threads, int64(n*elemBytes), func(t int) float64 {
+		return read((t*n/threads)&^63, ((t+1)*n/threads)&^63)
+	})
+}
+
+// bestOf runs read(t) on threads goroutines at once, reps times, and
+// returns the best rate in bytes/s for the given bytes read in all. read
+// returns what it summed, kept so the reads cannot be optimised away.
+func bestOf(reps, threads int, bytes int64, read func(t int) float64) float64 {
 	best := 0.0
-	for rep := 0; rep < 5; rep++ {
+	for rep := 0; rep < reps; rep++ {
 		var wg sync.WaitGroup
 		sums := make([]float64, threads)
 		t0 := time.Now()
 		for t := 0; t < threads; t++ {
-			lo, hi := (t*n/threads)&^63, ((t+1)*n/threads)&^63
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sums[t] = read(lo, hi)
+				sums[t] = read(t)
 			}()
 		}
 		wg.Wait()
-		if bw := float64(n*elemBytes) / time.Since(t0).Seconds(); bw > best {
-			best = bw
-		}
+		best = max(best, float64(bytes)/time.Since(t0).Seconds())
 		sink += sums[0]
+	}
+	return best
+}
+
+// scanBuffer is the best of bestRead by each of the readKinds scans over
+// buf (its whole 128-byte units) with threads threads.
+func scanBuffer(threads int, buf []byte) float64 {
+	best := 0.0
+	for kind := 0; kind < readKinds; kind++ {
+		best = max(best, bestRead(threads, len(buf)/128, 128, func(lo, hi int) float64 { return float64(scanWords(buf[lo*128:hi*128], kind)) }))
 	}
 	return best
 }
@@ -55,23 +71,13 @@ func ReadBandwidthOf(threads int, regions [][]byte, maxBytes int64) float64 {
 	}
 	best := 0.0
 	for kind := 0; kind < readKinds; kind++ {
-		for rep := 0; rep < 3; rep++ {
-			var wg sync.WaitGroup
-			sums := make([]uint32, len(parts))
-			t0 := time.Now()
-			for t, p := range parts {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for _, b := range p {
-						sums[t] += scanWords(b, kind)
-					}
-				}()
+		best = max(best, bestOf(3, len(parts), total, func(t int) float64 {
+			var sum uint32
+			for _, b := range parts[t] {
+				sum += scanWords(b, kind)
 			}
-			wg.Wait()
-			best = max(best, float64(total)/time.Since(t0).Seconds())
-			sink += float64(sums[0])
-		}
+			return float64(sum)
+		}))
 	}
 	return best
 }

@@ -105,9 +105,5 @@ func ReadBandwidth(threads int, bytes int64) float64 {
 	for i := range buf {
 		buf[i] = 1
 	}
-	best := 0.0
-	for kind := 0; kind < readKinds; kind++ {
-		best = max(best, bestRead(threads, n/128, 128, func(lo, hi int) float64 { return float64(scanWords(buf[lo*128:hi*128], kind)) }))
-	}
-	return best
+	return scanBuffer(threads, buf)
 }

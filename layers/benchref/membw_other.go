@@ -34,5 +34,5 @@ func ReadBandwidth(threads int, bytes int64) float64 {
 	for i := range buf {
 		buf[i] = 1
 	}
-	return bestRead(threads, n/128, 128, func(lo, hi int) float64 { return float64(scanWords(buf[lo*128:hi*128], 0)) })
+	return scanBuffer(threads, buf)
 }
