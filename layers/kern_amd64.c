@@ -464,6 +464,26 @@ EI ie16 ie16_bcast32(const void *p) {
 #define ie16_srl16(v, n) ((ie16){_mm256_srli_epi16((v).a, n), _mm256_srli_epi16((v).b, n)})
 #define ie16_sll16(v, n) ((ie16){_mm256_slli_epi16((v).a, n), _mm256_slli_epi16((v).b, n)})
 #define ie16_srlv16h(v, x, y) ((ie16){_mm256_srli_epi16((v).a, x), _mm256_srli_epi16((v).b, y)})
+EI ie16 ie16_head4(const void *p0, const void *p1, const void *p2, const void *p3) {
+	return (ie16){_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p0)),
+	                                      _mm_loadu_si128((const __m128i *)p1), 1),
+	              _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p2)),
+	                                      _mm_loadu_si128((const __m128i *)p3), 1)};
+}
+EI ie16 ie16_shufb(ie16 v, ie16 c) { return (ie16){_mm256_shuffle_epi8(v.a, c.a), _mm256_shuffle_epi8(v.b, c.b)}; }
+EI e16 ie16_u8f(__m128i x) {
+	return (e16){_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(x, 8)))};
+}
+#define ie16_u8f_lane(v, i) \
+	ie16_u8f((i) == 0   ? _mm256_castsi256_si128((v).a)      \
+	         : (i) == 1 ? _mm256_extracti128_si256((v).a, 1) \
+	         : (i) == 2 ? _mm256_castsi256_si128((v).b)      \
+	                    : _mm256_extracti128_si256((v).b, 1))
+EI __m256 ie16_f16p4(ie16 v) {
+	__m128i lo = _mm_unpacklo_epi32(_mm256_castsi256_si128(v.a), _mm256_extracti128_si256(v.a, 1));
+	__m128i hi = _mm_unpacklo_epi32(_mm256_castsi256_si128(v.b), _mm256_extracti128_si256(v.b, 1));
+	return _mm256_cvtph_ps(_mm_unpacklo_epi64(lo, hi));
+}
 EI e16 e16_perm8(__m256 v, const int *idx) {
 	return (e16){_mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)idx)),
 	             _mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)(idx + 8)))};
@@ -710,6 +730,17 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 #define IBCAST32(p) _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(p)))
 #define ISRLV16H(v, x, y) \
 	_mm512_srlv_epi16(v, _mm512_inserti64x4(_mm512_set1_epi16(x), _mm256_set1_epi16(y), 1))
+#define IHEAD4(p0, p1, p2, p3) \
+	_mm512_inserti32x4(_mm512_inserti32x4(_mm512_inserti32x4(_mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p0))), \
+	                                                         _mm_loadu_si128((const __m128i *)(p1)), 1),                     \
+	                                      _mm_loadu_si128((const __m128i *)(p2)), 2),                                        \
+	                   _mm_loadu_si128((const __m128i *)(p3)), 3)
+#define ISHUFB(v, c) _mm512_shuffle_epi8(v, c)
+#define IU8F(v, i) _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(v, i)))
+#define IF16P4(v) \
+	_mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v)))
+#define VLO8(v) _mm512_castps512_ps256(v)
+#define VHI8(v) _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
 #include "kern_i8.h" // releases the vocabulary above
 
 #pragma GCC pop_options

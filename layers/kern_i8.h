@@ -15,6 +15,11 @@
 //	IDPBUSDQ8(c, u, s) the same for Q8_0's u = w + 128 (w its signed quants) and c = -128·Σs
 //	                (quant_x_rows' xc): Σ w·s, which may be computed from w directly
 //	ICVT(v)         int32 lanes to float
+//	IHEAD4(p0, p1, p2, p3)  the 16 bytes at pi in 128-bit lane i
+//	ISHUFB(v, c)    vpshufb: byte j of each 128-bit lane = that lane's byte c[j] & 15 (0 where c[j] < 0)
+//	IU8F(v, i)      the 16 bytes of 128-bit lane i (a constant) as 16 floats, unsigned
+//	IF16P4(v)       the two fp16 at bytes 0-3 of each 128-bit lane as 8 floats (lane 0's first)
+//	VLO8(v) VHI8(v) lanes 0-7 and 8-15 as an __m256
 //	MRI             rows of the GEMM register tile (NR = 32 columns)
 //
 // Weights: unpack_row (kern_quant.h) gives unsigned quants u with a
@@ -62,15 +67,48 @@ static const int perm_r4[2][4][16] = {{{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1
                                        {2, 2, 2, 2, 3, 3, 3, 3, 2, 2, 2, 2, 3, 3, 3, 3},
                                        {4, 4, 4, 4, 5, 5, 5, 5, 4, 4, 4, 4, 5, 5, 5, 5},
                                        {6, 6, 6, 6, 7, 7, 7, 7, 6, 6, 6, 6, 7, 7, 7, 7}}};
+// K-quant super-block heads (bytes 0-15: d, dmin, 12 bytes of 6-bit
+// scales and mins; a, b, c the bytes 4-7, 8-11, 12-15), per 128-bit lane:
+// k_cx gathers [a, c, b, c] and k_cy [0, a, 0, b]; k_m1 and k_m2 mask
+// them into the 8 scales and 8 mins (see k_scales4). perm_dm[i]: row i's
+// d in lanes 0-7 and dmin in 8-15, from k_scales4's 8 floats.
+#define K_LANES4(...) __VA_ARGS__, __VA_ARGS__, __VA_ARGS__, __VA_ARGS__
+static const int8_t k_cx[64] = {K_LANES4(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15)};
+static const int8_t k_cy[64] = {K_LANES4(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11)};
+static const int8_t k_m1[64] = {K_LANES4(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)};
+static const int8_t k_m2[64] = {K_LANES4(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)};
+#undef K_LANES4
+static const int perm_dm[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                   {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                   {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                   {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
 #endif
+
+// k_scales4: the scales and mins of one super-block of four Q4_K or Q5_K
+// rows at p[i], unpacked together in vector registers (the same values
+// as unit's one row at a time in scalar registers, which took about as
+// long as the row's dot products): W[i] lanes 0-7 the 8 sub-blocks'
+// d·scale, lanes 8-15 their dmin·min.
+INL void F(k_scales4)(const uint8_t *const p[4], V W[4]) {
+	const IV h = IHEAD4(p[0], p[1], p[2], p[3]);
+	const IV x = ISHUFB(h, ILOAD(k_cx)), y = ISHUFB(h, ILOAD(k_cy));
+	// bytes 0-3 a & 63, 4-7 (c & 15) | (a >> 6) << 4, 8-11 b & 63, 12-15 (c >> 4) | (b >> 6) << 4
+	const IV sm = IOR(IOR(IAND(x, ILOAD(k_m1)), IAND(ISRL16(x, 4), ILOAD(k_m2))), IAND(ISRL16(y, 2), ISET1B(0x30)));
+	const __m256 d = IF16P4(h);
+	W[0] = VMUL(IU8F(sm, 0), VPERM8(d, perm_dm[0]));
+	W[1] = VMUL(IU8F(sm, 1), VPERM8(d, perm_dm[1]));
+	W[2] = VMUL(IU8F(sm, 2), VPERM8(d, perm_dm[2]));
+	W[3] = VMUL(IU8F(sm, 3), VPERM8(d, perm_dm[3]));
+}
 
 // unit unpacks the weights [k, k+64·nu) of a row at p (bytes of the unit
 // at k) into u[j], j < nu, with the weights' scales w8: Q8_0 and Q4_0
 // lanes 0, 1 the two blocks' d; the K-quants the 8 sub-blocks' d·scale
 // (and m8 their dmin·min); Q6_K w8[h] the 8 sub-blocks' d·scale of half
 // h. half: only the first 32 weights exist (the last block of a Q8_0 or
-// Q4_0 row of an odd number of blocks).
-INL int F(unit)(const uint8_t *p, const int dt, const int half, IV *u, __m256 *w8, __m256 *m8) {
+// Q4_0 row of an odd number of blocks). ks: the K-quants' w8 and m8 are
+// wanted (else k_scales4 gives them).
+INL int F(unit)(const uint8_t *p, const int dt, const int half, const int ks, IV *u, __m256 *w8, __m256 *m8) {
 	switch (dt) {
 	case STAR_Q8_0: {
 		const __m256i x80 = _mm256_set1_epi8((char)0x80);
@@ -100,14 +138,16 @@ INL int F(unit)(const uint8_t *p, const int dt, const int half, IV *u, __m256 *w
 	case STAR_Q4_K:
 	case STAR_Q5_K: {
 		const int five = dt == STAR_Q5_K;
-		uint32_t a, b, c;
-		memcpy(&a, p + 4, 4);
-		memcpy(&b, p + 8, 4);
-		memcpy(&c, p + 12, 4);
-		const uint64_t sc = (a & 0x3f3f3f3fu) | (uint64_t)((c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4) << 32;
-		const uint64_t mn = (b & 0x3f3f3f3fu) | (uint64_t)(((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4) << 32;
-		w8[0] = _mm256_mul_ps(_mm256_set1_ps(q_f16(p)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))));
-		*m8 = _mm256_mul_ps(_mm256_set1_ps(q_f16(p + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))));
+		if (ks) {
+			uint32_t a, b, c;
+			memcpy(&a, p + 4, 4);
+			memcpy(&b, p + 8, 4);
+			memcpy(&c, p + 12, 4);
+			const uint64_t sc = (a & 0x3f3f3f3fu) | (uint64_t)((c & 0x0f0f0f0fu) | ((a >> 6) & 0x03030303u) << 4) << 32;
+			const uint64_t mn = (b & 0x3f3f3f3fu) | (uint64_t)(((c >> 4) & 0x0f0f0f0fu) | ((b >> 6) & 0x03030303u) << 4) << 32;
+			w8[0] = _mm256_mul_ps(_mm256_set1_ps(q_f16(p)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))));
+			*m8 = _mm256_mul_ps(_mm256_set1_ps(q_f16(p + 2)), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))));
+		}
 		const uint8_t *qs = p + (five ? 48 : 16);
 		const IV m15 = ISET1B(15);
 		IV v0 = ILOAD(qs), v1 = ILOAD(qs + 64); // nibble chunks 0, 1 and 2, 3
@@ -157,8 +197,15 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 			acc[i][t] = VZERO();
 			oacc[i][t] = _mm256_setzero_ps();
 		}
+	const int ks4 = kq && R == 4; // the K-quants' scales of four rows together
 	for (long k = 0; k < K; k += ue) {
 		const int half = K - k < ue;
+		V W[4];
+		if (ks4) {
+			const uint8_t *const h[4] = {w + r * rowb + k / ue * ubytes, w + (r + 1) * rowb + k / ue * ubytes,
+			                             w + (r + 2) * rowb + k / ue * ubytes, w + (r + 3) * rowb + k / ue * ubytes};
+			F(k_scales4)(h, W);
+		}
 #pragma GCC unroll 4
 		for (int i = 0; i < R; i++) {
 			const uint8_t *p = w + (r + i) * rowb + k / ue * ubytes;
@@ -168,7 +215,11 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 				_mm_prefetch((const char *)(p + R * rowb + 128), _MM_HINT_T0);
 			IV u[4];
 			__m256 w8[2], m8;
-			F(unit)(p, dt, half, u, w8, &m8);
+			F(unit)(p, dt, half, !ks4, u, w8, &m8);
+			if (ks4) {
+				w8[0] = VLO8(W[i]);
+				m8 = VHI8(W[i]);
+			}
 #pragma GCC unroll 4
 			for (int t = 0; t < T; t++) {
 				const int8_t *q = xq + t * Kp + k;
@@ -242,7 +293,7 @@ INL void F(q0_r4_unit)(const uint8_t *const p[4], const int dt, const int half, 
 		_mm_prefetch((const char *)(p[i] + pf + 64), _MM_HINT_T0);
 		IV u[4];
 		__m256 w8[2], m8;
-		F(unit)(p[i], dt, half, u, w8, &m8);
+		F(unit)(p[i], dt, half, 1, u, w8, &m8);
 		const IV d = qi ? IDPBUSD7(c, u[0], q) : IDPBUSDQ8(c, u[0], q);
 		acc[i] = VFMA(ICVT(d), VPERM8(s8, perm_r4[qi][i]), acc[i]);
 	}
@@ -513,3 +564,9 @@ static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, in
 #undef ISLL16
 #undef IBCAST32
 #undef ISRLV16H
+#undef IHEAD4
+#undef ISHUFB
+#undef IU8F
+#undef IF16P4
+#undef VLO8
+#undef VHI8

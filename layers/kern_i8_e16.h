@@ -31,4 +31,10 @@
 #define ISLL16 ie16_sll16
 #define IBCAST32 ie16_bcast32
 #define ISRLV16H ie16_srlv16h
+#define IHEAD4 ie16_head4
+#define ISHUFB ie16_shufb
+#define IU8F ie16_u8f_lane
+#define IF16P4 ie16_f16p4
+#define VLO8(v) ((v).a)
+#define VHI8(v) ((v).b)
 #include "kern_i8.h" // releases all of the above, and the includer's SFX, dot products and STAR_I8_GEMV_ONLY
