@@ -350,3 +350,52 @@ func testInt8MatchesEmu512(t *testing.T, a2, em *layers.CPU) {
 		}
 	}
 }
+
+// TestKQuantScalesFourRowsAlike: the K-quants' scales and mins of four
+// rows are unpacked together in vector registers (k_scales4) and of a
+// lone row in scalar ones: the same values, so a row's product is the
+// same, bit for bit, whether it is computed among four rows or alone.
+// The weights vary in magnitude per sub-block, so that the 6-bit scales
+// and mins take values across their range.
+func TestKQuantScalesFourRowsAlike(t *testing.T) {
+	r := rand.New(rand.NewPCG(43, 44))
+	const rows, cols = 9, 512 // rows 0-7 in fours, row 8 alone
+	ran := 0
+	for _, b := range backends() {
+		c := b.new(1)
+		for _, dt := range []weights.DType{weights.Q4_K, weights.Q5_K} {
+			if c.ActivationRounding(dt) != layers.RoundInt8 {
+				continue
+			}
+			wf := layerstest.RandSlice(r, rows*cols, 1)
+			for i := range wf {
+				wf[i] *= float32(1+(i/32)%13) / 4
+				if (i/32)%3 == 0 {
+					wf[i] += 0.5 // a sub-block of positive weights: min > 0
+				}
+			}
+			w := layerstest.TensorFrom(wf, dt, rows, cols)
+			rowb := len(w.Data) / rows
+			ran++
+			for n := 1; n <= 2; n++ {
+				x := layerstest.RandSlice(r, n*cols, 1)
+				all := make([]float32, n*rows)
+				c.MatMul(all, x, &w, n)
+				for i := 0; i < rows; i++ {
+					one := weights.Tensor{Name: "row", DType: dt, Shape: []int{1, cols}, Data: w.Data[i*rowb : (i+1)*rowb]}
+					got := make([]float32, n)
+					c.MatMul(got, x, &one, n)
+					for tk := 0; tk < n; tk++ {
+						if a, g := all[tk*rows+i], got[tk]; math.Float32bits(a) != math.Float32bits(g) {
+							t.Fatalf("%s %v n=%d: row %d token %d among %d rows %g, alone %g (diff %g)", b.name, dt, n, i, tk, rows, a, g, a-g)
+						}
+					}
+				}
+			}
+		}
+	}
+	if ran == 0 {
+		t.Skip("no kernel here rounds activations to int8 (no AVX2): nothing unpacks four rows' scales")
+	}
+	t.Logf("%d kernel and dtype pairs", ran)
+}
