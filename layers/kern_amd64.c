@@ -484,6 +484,24 @@ EI __m256 ie16_f16p4(ie16 v) {
 	__m128i hi = _mm_unpacklo_epi32(_mm256_castsi256_si128(v.b), _mm256_extracti128_si256(v.b, 1));
 	return _mm256_cvtph_ps(_mm_unpacklo_epi64(lo, hi));
 }
+EI ie16 ie16_add32(ie16 x, ie16 y) { return (ie16){_mm256_add_epi32(x.a, y.a), _mm256_add_epi32(x.b, y.b)}; }
+EI ie16 ie16_sel128(ie16 x, ie16 y, int h) { return h ? (ie16){x.b, y.b} : (ie16){x.a, y.a}; }
+EI __m256 e16_perm16h(e16 v, __m256i i) {
+	return _mm256_blendv_ps(_mm256_permutevar8x32_ps(v.a, i), _mm256_permutevar8x32_ps(v.b, i),
+	                        _mm256_castsi256_ps(_mm256_cmpgt_epi32(i, _mm256_set1_epi32(7))));
+}
+EI e16 e16_perm16(e16 v, const int *idx) {
+	return (e16){e16_perm16h(v, _mm256_loadu_si256((const __m256i *)idx)),
+	             e16_perm16h(v, _mm256_loadu_si256((const __m256i *)(idx + 8)))};
+}
+EI e16 e16_f16x4(uint64_t r0, uint64_t r1, uint64_t r2, uint64_t r3) {
+	return (e16){_mm256_cvtph_ps(_mm_set_epi64x((long long)r1, (long long)r0)),
+	             _mm256_cvtph_ps(_mm_set_epi64x((long long)r3, (long long)r2))};
+}
+EI e16 e16_bcast4f(const float *p) {
+	__m256 v = _mm256_broadcast_ps((const __m128 *)p);
+	return (e16){v, v};
+}
 EI e16 e16_perm8(__m256 v, const int *idx) {
 	return (e16){_mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)idx)),
 	             _mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)(idx + 8)))};
@@ -551,7 +569,9 @@ EI ie16 ie16_dpbusd_vnni(ie16 acc, ie16 u, ie16 s) {
 // Activations for gemv_i8 with weights of dtype dt (see kern_i8.h): each
 // row of x quantized per block of 32 (quant_x), zero padded to Kp = K
 // rounded up to 64, its bytes moved into the lane order of the dtype's
-// unpacked weights (16-byte pieces: Q4_0 swaps the middle two of each 64,
+// unpacked weights (16-byte pieces: Q4_0 orders each whole 128 as 0 2 4
+// 6 1 3 5 7 (four blocks' weights 0-15, then 16-31) and swaps the middle
+// two of each 64 after the last whole 128,
 // Q4_K and Q5_K order each 256 as sub-blocks 0 2 1 3 4 6 5 7); xc each
 // lane's -c·Σq for the offset c of the dtype's unsigned quants (128 for
 // Q8_0, 8 for Q4_0, 32 for Q6_K, 0 for the K-quants with mins); per block
@@ -561,7 +581,7 @@ static void quant_x_rows(int dt, const float *x, long n, long K, int8_t *xq, int
 	const long Kp = (K + 63) & ~63L, nb = Kp / 32, B = nb + 8, B16 = Kp / 16 + 8;
 	int8_t qn[Kp];
 	const int c = dt == STAR_Q8_0 ? 128 : dt == STAR_Q4_0 ? 8 : dt == STAR_Q6_K ? 32 : 0;
-	static const int k4[8] = {0, 2, 1, 3, 4, 6, 5, 7}, q40[4] = {0, 2, 1, 3};
+	static const int k4[8] = {0, 2, 1, 3, 4, 6, 5, 7}, q40[4] = {0, 2, 1, 3}, q4w[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 	for (long t = 0; t < n; t++) {
 		int8_t *q = xq + t * Kp;
 		int32_t *cc = xc + t * (Kp / 4);
@@ -577,6 +597,8 @@ static void quant_x_rows(int dt, const float *x, long n, long K, int8_t *xq, int
 			long src = pc;
 			if (dt == STAR_Q4_K || dt == STAR_Q5_K)
 				src = pc / 16 * 16 + 2 * k4[pc / 2 % 8] + pc % 2;
+			else if (dt == STAR_Q4_0 && (pc / 8 + 1) * 128 <= K)
+				src = pc / 8 * 8 + q4w[pc % 8];
 			else if (dt == STAR_Q4_0)
 				src = pc / 4 * 4 + q40[pc % 4];
 			memcpy(q + 16 * pc, qn + 16 * src, 16);
@@ -741,6 +763,12 @@ EI e16 e16_dpbf16(e16 acc, ie16 b, ie16 c) { return (e16){dpbf16_8(acc.a, b.a, c
 	_mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), v)))
 #define VLO8(v) _mm512_castps512_ps256(v)
 #define VHI8(v) _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+#define IADD32 _mm512_add_epi32
+#define ISEL128(a, b, h) ((h) ? _mm512_shuffle_i64x2(a, b, 0xEE) : _mm512_shuffle_i64x2(a, b, 0x44))
+#define VPERM16(v, idx) _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)(idx)), v)
+#define VF16X4(r0, r1, r2, r3) \
+	_mm512_cvtph_ps(_mm256_set_epi64x((long long)(r3), (long long)(r2), (long long)(r1), (long long)(r0)))
+#define VBCAST4F(p) _mm512_broadcast_f32x4(_mm_loadu_ps(p))
 #include "kern_i8.h" // releases the vocabulary above
 
 #pragma GCC pop_options

@@ -20,6 +20,11 @@
 //	IU8F(v, i)      the 16 bytes of 128-bit lane i (a constant) as 16 floats, unsigned
 //	IF16P4(v)       the two fp16 at bytes 0-3 of each 128-bit lane as 8 floats (lane 0's first)
 //	VLO8(v) VHI8(v) lanes 0-7 and 8-15 as an __m256
+//	IADD32(a, b)    int32 lanes added
+//	ISEL128(a, b, h) 128-bit lanes [a0, a1, b0, b1] (h = 0) or [a2, a3, b2, b3] (h = 1)
+//	VPERM16(v, idx) lane i = v[idx[i]] for 16 indices < 16
+//	VF16X4(r0, r1, r2, r3)  the 16 fp16 of four 64-bit words (r0's lowest first) as 16 floats
+//	VBCAST4F(p)     the 4 floats at p in each 128-bit lane
 //	MRI             rows of the GEMM register tile (NR = 32 columns)
 //
 // Weights: unpack_row (kern_quant.h) gives unsigned quants u with a
@@ -78,6 +83,12 @@ static const int8_t k_cy[64] = {K_LANES4(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1,
 static const int8_t k_m1[64] = {K_LANES4(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)};
 static const int8_t k_m2[64] = {K_LANES4(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)};
 #undef K_LANES4
+// perm_q4[i]: lanes 4i..4i+3 (row i's four block scales) each over four
+// lanes, for q4_r4_unit128.
+static const int perm_q4[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                   {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+                                   {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+                                   {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
 static const int perm_dm[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
                                    {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
                                    {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
@@ -225,7 +236,13 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 				const int8_t *q = xq + t * Kp + k;
 				if (dt == STAR_Q8_0 || dt == STAR_Q4_0) {
 					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
-					const IV c = ILOAD(xc + t * X + k / 4), s = ILOAD(q);
+					IV c = ILOAD(xc + t * X + k / 4), s = ILOAD(q);
+					const long g = k & ~127L;
+					if (dt == STAR_Q4_0 && g + 128 <= K) { // x of a whole 128 in q4_r4_unit128's order
+						const int h = k != g;
+						c = ISEL128(ILOAD(xc + t * X + g / 4), ILOAD(xc + t * X + g / 4 + 16), h);
+						s = ISEL128(ILOAD(xq + t * Kp + g), ILOAD(xq + t * Kp + g + 64), h);
+					}
 					IV d = dt == STAR_Q8_0 ? IDPBUSDQ8(c, u[0], s) : IDPBUSD7(c, u[0], s);
 					acc[i][t] = VFMA(ICVT(d), VPERM8(p8, perm_8x8[dt == STAR_Q8_0 ? 0 : 1]), acc[i][t]);
 				} else if (kq) {
@@ -299,6 +316,38 @@ INL void F(q0_r4_unit)(const uint8_t *const p[4], const int dt, const int half, 
 	}
 }
 
+// q4_r4_unit128: 128 weights (four blocks) of four Q4_0 rows at p[i]
+// into acc[i], with one token's x in the order quant_x_rows gives a whole
+// 128 of Q4_0 (the four blocks' weights 0-15, then their 16-31): one
+// register holds a row's four blocks' low nibbles and one their high
+// nibbles, two vpdpbusd sum them into lanes 4b..4b+3 of block b, and one
+// conversion, permute and FMA apply the four blocks' scales (dot_q0_r4's
+// per-64 unit needs one of each per two blocks). The same 128 of the rows
+// pf bytes on is prefetched.
+INL void F(q4_r4_unit128)(const uint8_t *const p[4], const long pf, const int8_t *xq, const int32_t *xc,
+                          const float *dx4, V acc[4]) {
+	uint64_t sc[4]; // row i's four fp16 block scales
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		uint16_t a, b, c, d;
+		memcpy(&a, p[i], 2);
+		memcpy(&b, p[i] + 18, 2);
+		memcpy(&c, p[i] + 36, 2);
+		memcpy(&d, p[i] + 54, 2);
+		sc[i] = a | (uint64_t)b << 16 | (uint64_t)c << 32 | (uint64_t)d << 48;
+	}
+	const V s16 = VMUL(VF16X4(sc[0], sc[1], sc[2], sc[3]), VBCAST4F(dx4));
+	const IV x0 = ILOAD(xq), x1 = ILOAD(xq + 64), c01 = IADD32(ILOAD(xc), ILOAD(xc + 16)), m15 = ISET1B(15);
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		_mm_prefetch((const char *)(p[i] + pf), _MM_HINT_T0);
+		_mm_prefetch((const char *)(p[i] + pf + 64), _MM_HINT_T0);
+		const IV v = IHEAD4(p[i] + 2, p[i] + 20, p[i] + 38, p[i] + 56);
+		const IV d = IDPBUSD7(IDPBUSD7(c01, IAND(v, m15), x0), IAND(ISRL16(v, 4), m15), x1);
+		acc[i] = VFMA(ICVT(d), VPERM16(s16, perm_q4[i]), acc[i]);
+	}
+}
+
 // dot_q0_r4: out[r + i], i < 4, of one token (xq, xc, dxn as for dot_i8)
 // and Q8_0 or Q4_0 rows: dot_i8's (4, 1) case, the decode step's. The next
 // four rows are prefetched as these are read.
@@ -313,6 +362,13 @@ INL void F(dot_q0_r4)(const uint8_t *w, const int dt, long K, long r, const int8
 		p[i] = w + (r + i) * rowb;
 	}
 	long k = 0;
+	if (dt == STAR_Q4_0)
+		for (; k + 128 <= K; k += 128) {
+			F(q4_r4_unit128)(p, 4 * rowb, xq + k, xc + k / 4, dxn + k / 32, acc);
+#pragma GCC unroll 4
+			for (int i = 0; i < 4; i++)
+				p[i] += 2 * ub;
+		}
 	for (; k + 64 <= K; k += 64) {
 		F(q0_r4_unit)(p, dt, 0, 4 * rowb, ILOAD(xq + k), ILOAD(xc + k / 4), dxn + k / 32, acc);
 #pragma GCC unroll 4
@@ -570,3 +626,8 @@ static void F(gemm_cols_i8)(const uint8_t *ap, long M, long K, const void *w, in
 #undef IF16P4
 #undef VLO8
 #undef VHI8
+#undef IADD32
+#undef ISEL128
+#undef VPERM16
+#undef VF16X4
+#undef VBCAST4F

@@ -37,4 +37,9 @@
 #define IF16P4 ie16_f16p4
 #define VLO8(v) ((v).a)
 #define VHI8(v) ((v).b)
+#define IADD32 ie16_add32
+#define ISEL128 ie16_sel128
+#define VPERM16 e16_perm16
+#define VF16X4 e16_f16x4
+#define VBCAST4F e16_bcast4f
 #include "kern_i8.h" // releases all of the above, and the includer's SFX, dot products and STAR_I8_GEMV_ONLY
