@@ -236,12 +236,15 @@ INL void F(dot_i8)(const uint8_t *w, const int dt, long K, long Kp, long r, cons
 				const int8_t *q = xq + t * Kp + k;
 				if (dt == STAR_Q8_0 || dt == STAR_Q4_0) {
 					__m256 p8 = _mm256_mul_ps(w8[0], _mm256_loadu_ps(dxn + t * B + k / 32));
-					IV c = ILOAD(xc + t * X + k / 4), s = ILOAD(q);
+					IV c, s;
 					const long g = k & ~127L;
 					if (dt == STAR_Q4_0 && g + 128 <= K) { // x of a whole 128 in q4_r4_unit128's order
 						const int h = k != g;
 						c = ISEL128(ILOAD(xc + t * X + g / 4), ILOAD(xc + t * X + g / 4 + 16), h);
 						s = ISEL128(ILOAD(xq + t * Kp + g), ILOAD(xq + t * Kp + g + 64), h);
+					} else {
+						c = ILOAD(xc + t * X + k / 4);
+						s = ILOAD(q);
 					}
 					IV d = dt == STAR_Q8_0 ? IDPBUSDQ8(c, u[0], s) : IDPBUSD7(c, u[0], s);
 					acc[i][t] = VFMA(ICVT(d), VPERM8(p8, perm_8x8[dt == STAR_Q8_0 ? 0 : 1]), acc[i][t]);
